@@ -1,0 +1,1 @@
+"""The ``ctxsim`` command line (installed as ``ctxsim.cli``)."""

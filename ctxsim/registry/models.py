@@ -1,0 +1,175 @@
+"""The registry's tables (SQLAlchemy 2.0 typed ORM; DESIGN §4).
+
+SCHEMA_VERSION is bumped with every change; ``ctxsim.registry.migrations`` upgrades older files.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Optional
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+SCHEMA_VERSION = 1
+
+JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+ACTIVE_STATUSES = ("queued", "running")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    """Key/value facts about the registry file itself (``schema_version``)."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[Optional[str]] = mapped_column(String(200))
+    dataset: Mapped[str] = mapped_column(String(32))
+    loss: Mapped[str] = mapped_column(String(32))
+    resolution: Mapped[Optional[int]] = mapped_column(Integer)
+    seed: Mapped[Optional[int]] = mapped_column(Integer)
+    config_json: Mapped[str] = mapped_column(Text)
+    config_hash: Mapped[str] = mapped_column(String(64), index=True)
+
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    # progress, kept current by the metric sink so the runs table needs no metric scan
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    total_epochs: Mapped[Optional[int]] = mapped_column(Integer)
+    last_step: Mapped[int] = mapped_column(Integer, default=0)
+
+    executor: Mapped[str] = mapped_column(String(16), default="local")  # local | slurm | foreground
+    n_gpus: Mapped[int] = mapped_column(Integer, default=0)
+    gpus: Mapped[Optional[str]] = mapped_column(String(64))  # "0,1" as assigned
+    worker_id: Mapped[Optional[str]] = mapped_column(String(128))
+    worker_host: Mapped[Optional[str]] = mapped_column(String(128))
+    worker_pid: Mapped[Optional[int]] = mapped_column(Integer)
+    slurm_id: Mapped[Optional[str]] = mapped_column(String(64))
+    heartbeat_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    exit_code: Mapped[Optional[int]] = mapped_column(Integer)
+    error: Mapped[Optional[str]] = mapped_column(Text)
+
+    git_commit: Mapped[Optional[str]] = mapped_column(String(64))
+    git_dirty: Mapped[Optional[bool]] = mapped_column(Boolean)
+    versions_json: Mapped[Optional[str]] = mapped_column(Text)
+    run_dir: Mapped[Optional[str]] = mapped_column(String(1024))
+
+    tags: Mapped[list["Tag"]] = relationship(back_populates="job", cascade="all, delete-orphan")
+
+    __table_args__ = (
+        Index("ix_jobs_claim", "status", "priority", "id"),
+        Index("ix_jobs_dataset_loss", "dataset", "loss", "resolution"),
+    )
+
+
+class Metric(Base):
+    """One point of a run's series; (job, key, step) is unique so resumed jobs never duplicate."""
+
+    __tablename__ = "metrics"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(64))
+    step: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float] = mapped_column(Float)
+    time: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (UniqueConstraint("job_id", "key", "step", name="uq_metrics_job_key_step"),)
+
+
+class Summary(Base):
+    """Best and last value of each metric of a job, maintained as points arrive."""
+
+    __tablename__ = "summaries"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    best: Mapped[float] = mapped_column(Float)
+    best_step: Mapped[int] = mapped_column(Integer)
+    last: Mapped[float] = mapped_column(Float)
+    last_step: Mapped[int] = mapped_column(Integer)
+
+
+class Baseline(Base):
+    """A reference number (the paper's or imported) with its provenance."""
+
+    __tablename__ = "baselines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resolution: Mapped[Optional[int]] = mapped_column(Integer)
+    dataset: Mapped[str] = mapped_column(String(32))
+    method: Mapped[str] = mapped_column(String(64))
+    metric: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(Text)
+    origin: Mapped[str] = mapped_column(String(16), default="shipped")  # shipped | imported
+
+    __table_args__ = (Index("ix_baselines_lookup", "dataset", "method", "resolution"),)
+
+
+class JobEvent(Base):
+    """Lifecycle and log lines of a job (claimed, requeued, cancelled, failed: reason)."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    time: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job: Mapped[Job] = relationship(back_populates="tags")
+
+
+class Worker(Base):
+    """A worker daemon; alive while its heartbeat is fresh."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(128))
+    pid: Mapped[int] = mapped_column(Integer)
+    gpus: Mapped[Optional[str]] = mapped_column(String(64))
+    executor: Mapped[str] = mapped_column(String(16), default="local")
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="alive")  # alive | stopped

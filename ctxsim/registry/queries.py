@@ -1,0 +1,120 @@
+"""Read queries shared by the CLI and the dashboard, named after what they return.
+
+All functions take an open ``Registry`` and return plain dicts/lists (no ORM objects escape),
+so callers in threads never touch a session.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+from sqlalchemy import select
+
+from ctxsim.registry.db import Registry
+from ctxsim.registry.models import Job, Metric, Summary, Tag
+
+JOB_COLUMNS = (
+    "id", "name", "dataset", "loss", "resolution", "seed", "status", "priority", "attempts",
+    "max_attempts", "epoch", "total_epochs", "last_step", "executor", "n_gpus", "gpus",
+    "worker_id", "worker_host", "worker_pid", "slurm_id", "heartbeat_at", "created_at",
+    "started_at", "finished_at", "exit_code", "error", "git_commit", "git_dirty", "run_dir",
+    "config_hash",
+)
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    return {c: getattr(job, c) for c in JOB_COLUMNS}
+
+
+def runs_table(
+    reg: Registry,
+    status: Optional[Iterable[str]] = None,
+    dataset: Optional[str] = None,
+    loss: Optional[str] = None,
+    resolution: Optional[int] = None,
+    ids: Optional[Iterable[int]] = None,
+    summary_keys: Iterable[str] = ("R@1", "MAP@R", "train/loss"),
+    limit: Optional[int] = None,
+) -> list[dict[str, Any]]:
+    """One dict per job (newest first) with its columns, tags and the summaries of ``summary_keys``."""
+    q = select(Job).order_by(Job.id.desc())
+    if status:
+        q = q.where(Job.status.in_(list(status)))
+    if dataset:
+        q = q.where(Job.dataset == dataset)
+    if loss:
+        q = q.where(Job.loss == loss)
+    if resolution:
+        q = q.where(Job.resolution == resolution)
+    if ids is not None:
+        q = q.where(Job.id.in_(list(ids)))
+    if limit:
+        q = q.limit(limit)
+    keys = list(summary_keys)
+    with reg.Session() as s:
+        jobs = list(s.scalars(q))
+        job_ids = [j.id for j in jobs]
+        summ: dict[int, dict[str, dict[str, Any]]] = {}
+        tags: dict[int, list[str]] = {}
+        if job_ids:
+            sq = select(Summary).where(Summary.job_id.in_(job_ids))
+            if keys:
+                sq = sq.where(Summary.key.in_(keys))
+            for row in s.scalars(sq):
+                summ.setdefault(row.job_id, {})[row.key] = {
+                    "best": row.best, "best_step": row.best_step,
+                    "last": row.last, "last_step": row.last_step,
+                }
+            for t in s.scalars(select(Tag).where(Tag.job_id.in_(job_ids))):
+                tags.setdefault(t.job_id, []).append(t.tag)
+        out = []
+        for j in jobs:
+            d = job_dict(j)
+            d["summaries"] = summ.get(j.id, {})
+            d["tags"] = sorted(tags.get(j.id, []))
+            out.append(d)
+        return out
+
+
+def job_detail(reg: Registry, job_id: int) -> Optional[dict[str, Any]]:
+    """A job's columns plus its config JSON, tags and all its summaries; None if absent."""
+    with reg.Session() as s:
+        j = s.get(Job, job_id)
+        if j is None:
+            return None
+        d = job_dict(j)
+        d["config_json"] = j.config_json
+        d["versions_json"] = j.versions_json
+        d["tags"] = sorted(t.tag for t in j.tags)
+        d["summaries"] = {
+            r.key: {"best": r.best, "best_step": r.best_step, "last": r.last, "last_step": r.last_step}
+            for r in s.scalars(select(Summary).where(Summary.job_id == job_id))
+        }
+        return d
+
+
+def metric_series(
+    reg: Registry,
+    job_id: int,
+    keys: Optional[Iterable[str]] = None,
+    since_step: Optional[dict[str, int]] = None,
+) -> dict[str, list[tuple[int, float]]]:
+    """Points of a job's series by key, ordered by step.
+
+    ``since_step`` maps key -> last step already held by the caller; only newer points come back
+    (incremental polling for live curves).
+    """
+    q = select(Metric.key, Metric.step, Metric.value).where(Metric.job_id == job_id)
+    if keys is not None:
+        q = q.where(Metric.key.in_(list(keys)))
+    if since_step:
+        lo = min(since_step.values())
+        q = q.where(Metric.step > lo)
+    q = q.order_by(Metric.key, Metric.step)
+    out: dict[str, list[tuple[int, float]]] = {}
+    with reg.Session() as s:
+        for key, step, value in s.execute(q):
+            if since_step and step <= since_step.get(key, -1):
+                continue
+            out.setdefault(key, []).append((step, value))
+    return out

@@ -1,0 +1,58 @@
+"""Shared fixtures. Outside components (PostgreSQL, tmux, fashion-mnist files) skip with a stated
+reason where absent, and fail instead when CI=true (CI installs and starts them)."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skips the test (or fails it in CI) when an outside component is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    random.seed(0)
+    try:
+        import numpy as np
+
+        np.random.seed(0)
+    except ImportError:  # pragma: no cover
+        pass
+    yield
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """A fresh SQLite registry in a temporary folder."""
+    from ctxsim.registry.db import open_registry
+
+    reg = open_registry(tmp_path / "experiments.db")
+    yield reg
+    reg.dispose()
+
+
+@pytest.fixture
+def pg_url():
+    """URL of the test PostgreSQL database (started by .ci/start-postgres.sh)."""
+    url = os.environ.get("CTXSIM_TEST_PG_URL")
+    require(bool(url), "CTXSIM_TEST_PG_URL is not set (run: eval \"$(bash .ci/start-postgres.sh)\")")
+    return url
+
+
+@pytest.fixture
+def tmux_bin():
+    path = shutil.which("tmux")
+    require(path is not None, "tmux is not installed (apt-get install tmux)")
+    return path
