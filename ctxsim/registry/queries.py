@@ -118,3 +118,63 @@ def metric_series(
                 continue
             out.setdefault(key, []).append((step, value))
     return out
+
+
+# --- issue 7 (baselines / compare / report) -------------------------------------------------
+
+
+def baselines_table(
+    reg: Registry,
+    dataset: Optional[str] = None,
+    resolution: Optional[int] = None,
+    metric: Optional[str] = None,
+    kinds: Optional[Iterable[str]] = None,
+) -> list[dict[str, Any]]:
+    """Stored reference numbers (percent) with provenance, ordered by dataset, resolution, method, metric.
+
+    ``resolution`` also matches rows stored without a resolution (numbers that apply to any).
+    """
+    from ctxsim.registry.models import Baseline
+
+    q = select(Baseline).order_by(
+        Baseline.dataset, Baseline.resolution, Baseline.method, Baseline.kind, Baseline.metric, Baseline.id
+    )
+    if dataset:
+        q = q.where(Baseline.dataset == dataset)
+    if resolution:
+        q = q.where((Baseline.resolution == resolution) | Baseline.resolution.is_(None))
+    if metric:
+        q = q.where(Baseline.metric == metric)
+    if kinds is not None:
+        q = q.where(Baseline.kind.in_(list(kinds)))
+    cols = ("id", "resolution", "dataset", "method", "metric", "value", "kind", "source", "origin")
+    with reg.Session() as s:
+        return [{c: getattr(b, c) for c in cols} for b in s.scalars(q)]
+
+
+def job_configs(reg: Registry, job_ids: Iterable[int]) -> dict[int, str]:
+    """job id -> its config JSON text."""
+    ids = list(job_ids)
+    if not ids:
+        return {}
+    with reg.Session() as s:
+        return dict(s.execute(select(Job.id, Job.config_json).where(Job.id.in_(ids))).all())
+
+
+def job_event_messages(reg: Registry, job_ids: Iterable[int], kind: str) -> dict[int, list[str]]:
+    """job id -> messages of its events of one ``kind`` (e.g. "done"), oldest first."""
+    from ctxsim.registry.models import JobEvent
+
+    ids = list(job_ids)
+    if not ids:
+        return {}
+    q = (
+        select(JobEvent.job_id, JobEvent.message)
+        .where(JobEvent.job_id.in_(ids), JobEvent.kind == kind)
+        .order_by(JobEvent.id)
+    )
+    out: dict[int, list[str]] = {}
+    with reg.Session() as s:
+        for jid, msg in s.execute(q):
+            out.setdefault(jid, []).append(msg or "")
+    return out
