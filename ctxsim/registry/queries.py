@@ -178,3 +178,121 @@ def job_event_messages(reg: Registry, job_ids: Iterable[int], kind: str) -> dict
         for jid, msg in s.execute(q):
             out.setdefault(jid, []).append(msg or "")
     return out
+
+
+# ---- dashboard reads (TUI owner; the CLI may use them too) ------------------------------------
+
+# Loss names (ctxsim.losses.LOSSES) -> method names used in paper-results.csv / the Baseline table.
+PAPER_METHOD_OF_LOSS = {
+    "hybrid": "Hybrid",
+    "contrastive": "Contrastive",
+    "triplet": "Triplet",
+    "ms_miner": "MS+miner",
+    "proxy_anchor": "Proxy_Anchor",
+    "proxy_nca": "Proxy_NCA",
+    "roadmap": "Roadmap",
+}
+
+# Which reference number stands for "the paper" when several kinds exist, best first:
+# the reference log's final eval, then figure reads, then the reference log's best epoch.
+PAPER_KIND_PREFERENCE = ("reference_log", "figure_read_approx", "reference_log_best", "published_other")
+
+
+def paper_method(loss: str) -> Optional[str]:
+    """The paper's method name for a loss name ("hybrid" -> "Hybrid"); None when the paper has none."""
+    return PAPER_METHOD_OF_LOSS.get(loss)
+
+
+def paper_numbers(reg: Registry) -> dict[tuple[str, str, Optional[int], str], dict[str, Any]]:
+    """Every non-curve Baseline row, keyed by (dataset, method, resolution, metric).
+
+    Where several rows share a key, the one whose kind comes first in PAPER_KIND_PREFERENCE wins.
+    Values are as stored (the shipped CSV holds percentages).
+    """
+    from ctxsim.registry.models import Baseline
+
+    rank = {k: i for i, k in enumerate(PAPER_KIND_PREFERENCE)}
+    out: dict[tuple[str, str, Optional[int], str], dict[str, Any]] = {}
+    q = select(Baseline).where(Baseline.kind != "reference_log_curve")
+    with reg.Session() as s:
+        for b in s.scalars(q):
+            key = (b.dataset, b.method, b.resolution, b.metric)
+            row = {"value": b.value, "kind": b.kind, "source": b.source, "method": b.method,
+                   "origin": b.origin}
+            old = out.get(key)
+            if old is None or rank.get(b.kind, len(rank)) < rank.get(old["kind"], len(rank)):
+                out[key] = row
+    return out
+
+
+def paper_number(
+    reg: Registry, dataset: str, method: str, resolution: Optional[int], metric: str = "R@1"
+) -> Optional[dict[str, Any]]:
+    """The paper's number for a dataset/method/resolution/metric with its provenance, or None.
+
+    ``method`` may be a loss name ("hybrid") or a paper method name ("Hybrid").
+    """
+    method = PAPER_METHOD_OF_LOSS.get(method, method)
+    return paper_numbers(reg).get((dataset, method, resolution, metric))
+
+
+def paper_curve(
+    reg: Registry, dataset: str, method: str, resolution: Optional[int], metric: str = "R@1"
+) -> list[tuple[int, float]]:
+    """The reference learning curve (Baseline kind reference_log_curve, metric "R@1@epoch{E}")
+    as (epoch, value) sorted by epoch; empty when none is stored."""
+    from ctxsim.registry.models import Baseline
+
+    method = PAPER_METHOD_OF_LOSS.get(method, method)
+    prefix = f"{metric}@epoch"
+    q = select(Baseline.metric, Baseline.value).where(
+        Baseline.kind == "reference_log_curve", Baseline.dataset == dataset,
+        Baseline.method == method, Baseline.metric.like(prefix + "%"),
+    )
+    q = q.where(Baseline.resolution.is_(None) if resolution is None else Baseline.resolution == resolution)
+    pts = []
+    with reg.Session() as s:
+        for m, v in s.execute(q):
+            tail = m[len(prefix):]
+            if tail.isdigit():
+                pts.append((int(tail), float(v)))
+    return sorted(pts)
+
+
+def workers_table(reg: Registry) -> list[dict[str, Any]]:
+    """Every worker row (newest heartbeat first) with the ids of the jobs it is running."""
+    from ctxsim.registry.models import Worker
+
+    with reg.Session() as s:
+        workers = list(s.scalars(select(Worker).order_by(Worker.heartbeat_at.desc(), Worker.id)))
+        running: dict[str, list[int]] = {}
+        for jid, wid in s.execute(
+            select(Job.id, Job.worker_id).where(Job.status == "running", Job.worker_id.is_not(None))
+        ):
+            running.setdefault(wid, []).append(jid)
+        return [
+            {"id": w.id, "host": w.host, "pid": w.pid, "gpus": w.gpus, "executor": w.executor,
+             "started_at": w.started_at, "heartbeat_at": w.heartbeat_at, "status": w.status,
+             "jobs": sorted(running.get(w.id, []))}
+            for w in workers
+        ]
+
+
+def queue_table(reg: Registry) -> list[dict[str, Any]]:
+    """Queued and running jobs: running first, then queued by priority (highest first) and id."""
+    q = select(Job).where(Job.status.in_(("queued", "running")))
+    with reg.Session() as s:
+        jobs = [job_dict(j) for j in s.scalars(q)]
+    jobs.sort(key=lambda d: (d["status"] != "running", -(d["priority"] or 0), d["id"]))
+    return jobs
+
+
+def job_events(reg: Registry, job_id: int, limit: int = 200) -> list[dict[str, Any]]:
+    """The last ``limit`` lifecycle/log events of a job, oldest first."""
+    from ctxsim.registry.models import JobEvent
+
+    q = (select(JobEvent).where(JobEvent.job_id == job_id)
+         .order_by(JobEvent.id.desc()).limit(limit))
+    with reg.Session() as s:
+        rows = [{"id": e.id, "time": e.time, "kind": e.kind, "message": e.message} for e in s.scalars(q)]
+    return rows[::-1]
