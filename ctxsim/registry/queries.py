@@ -182,81 +182,62 @@ def job_event_messages(reg: Registry, job_ids: Iterable[int], kind: str) -> dict
 
 # ---- dashboard reads (TUI owner; the CLI may use them too) ------------------------------------
 
-# Loss names (ctxsim.losses.LOSSES) -> method names used in paper-results.csv / the Baseline table.
-PAPER_METHOD_OF_LOSS = {
-    "hybrid": "Hybrid",
-    "contrastive": "Contrastive",
-    "triplet": "Triplet",
-    "ms_miner": "MS+miner",
-    "proxy_anchor": "Proxy_Anchor",
-    "proxy_nca": "Proxy_NCA",
-    "roadmap": "Roadmap",
-}
-
-# Which reference number stands for "the paper" when several kinds exist, best first:
-# the reference log's final eval, then figure reads, then the reference log's best epoch.
-PAPER_KIND_PREFERENCE = ("reference_log", "figure_read_approx", "reference_log_best", "published_other")
-
-
-def paper_method(loss: str) -> Optional[str]:
-    """The paper's method name for a loss name ("hybrid" -> "Hybrid"); None when the paper has none."""
-    return PAPER_METHOD_OF_LOSS.get(loss)
-
 
 def paper_numbers(reg: Registry) -> dict[tuple[str, str, Optional[int], str], dict[str, Any]]:
-    """Every non-curve Baseline row, keyed by (dataset, method, resolution, metric).
+    """The reference number of each (dataset, loss, resolution, metric), keyed by ctxsim loss name.
 
-    Where several rows share a key, the one whose kind comes first in PAPER_KIND_PREFERENCE wins.
-    Values are as stored (the shipped CSV holds percentages).
+    Methods are mapped to losses with ``ctxsim.baselines.loss_for_method`` (rows of other papers'
+    methods are left out); of several rows for one key, the kind first in
+    ``ctxsim.baselines.FINAL_KIND_PRIORITY`` wins. Values are percentages, as stored.
     """
+    from ctxsim.baselines.names import loss_for_method
+    from ctxsim.baselines.store import FINAL_KIND_PRIORITY
     from ctxsim.registry.models import Baseline
 
-    rank = {k: i for i, k in enumerate(PAPER_KIND_PREFERENCE)}
+    rank = {k: i for i, k in enumerate(FINAL_KIND_PRIORITY)}
     out: dict[tuple[str, str, Optional[int], str], dict[str, Any]] = {}
-    q = select(Baseline).where(Baseline.kind != "reference_log_curve")
+    q = select(Baseline).where(Baseline.kind.in_(list(FINAL_KIND_PRIORITY))).order_by(Baseline.id)
     with reg.Session() as s:
         for b in s.scalars(q):
-            key = (b.dataset, b.method, b.resolution, b.metric)
-            row = {"value": b.value, "kind": b.kind, "source": b.source, "method": b.method,
-                   "origin": b.origin}
+            loss = loss_for_method(b.method)
+            if loss is None:
+                continue
+            key = (b.dataset, loss, b.resolution, b.metric)
             old = out.get(key)
-            if old is None or rank.get(b.kind, len(rank)) < rank.get(old["kind"], len(rank)):
-                out[key] = row
+            if old is None or rank[b.kind] < rank[old["kind"]]:
+                out[key] = {"value": b.value, "kind": b.kind, "source": b.source,
+                            "method": b.method, "origin": b.origin}
     return out
 
 
 def paper_number(
-    reg: Registry, dataset: str, method: str, resolution: Optional[int], metric: str = "R@1"
+    reg: Registry, dataset: str, loss: str, resolution: Optional[int], metric: str = "R@1"
 ) -> Optional[dict[str, Any]]:
-    """The paper's number for a dataset/method/resolution/metric with its provenance, or None.
-
-    ``method`` may be a loss name ("hybrid") or a paper method name ("Hybrid").
-    """
-    method = PAPER_METHOD_OF_LOSS.get(method, method)
-    return paper_numbers(reg).get((dataset, method, resolution, metric))
+    """The reference number (percent) for a dataset/loss/resolution/metric with its provenance, or None."""
+    return paper_numbers(reg).get((dataset, loss, resolution, metric))
 
 
 def paper_curve(
-    reg: Registry, dataset: str, method: str, resolution: Optional[int], metric: str = "R@1"
+    reg: Registry, dataset: str, loss: str, resolution: Optional[int], metric: str = "R@1"
 ) -> list[tuple[int, float]]:
-    """The reference learning curve (Baseline kind reference_log_curve, metric "R@1@epoch{E}")
-    as (epoch, value) sorted by epoch; empty when none is stored."""
+    """The reference learning curve (Baseline kind reference_log_curve, metric "R@1@epoch{E}") of a
+    dataset/loss/resolution as (epoch, percent) sorted by epoch; empty when none is stored."""
+    from ctxsim.baselines.names import loss_for_method
     from ctxsim.registry.models import Baseline
 
-    method = PAPER_METHOD_OF_LOSS.get(method, method)
     prefix = f"{metric}@epoch"
-    q = select(Baseline.metric, Baseline.value).where(
+    q = select(Baseline.method, Baseline.metric, Baseline.value).where(
         Baseline.kind == "reference_log_curve", Baseline.dataset == dataset,
-        Baseline.method == method, Baseline.metric.like(prefix + "%"),
+        Baseline.metric.like(prefix + "%"),
     )
     q = q.where(Baseline.resolution.is_(None) if resolution is None else Baseline.resolution == resolution)
-    pts = []
+    pts = {}
     with reg.Session() as s:
-        for m, v in s.execute(q):
+        for method, m, v in s.execute(q):
             tail = m[len(prefix):]
-            if tail.isdigit():
-                pts.append((int(tail), float(v)))
-    return sorted(pts)
+            if tail.isdigit() and loss_for_method(method) == loss:
+                pts[int(tail)] = float(v)
+    return sorted(pts.items())
 
 
 def workers_table(reg: Registry) -> list[dict[str, Any]]:
