@@ -1,0 +1,85 @@
+"""Shared pieces of every ctxsim loss: input checks, fp32 similarity, label matrix, term logging."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def check_inputs(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validates a (B, D) embedding batch and its B labels; returns them (labels flattened)."""
+    if not torch.is_tensor(embeddings) or not torch.is_tensor(labels):
+        raise ValueError("embeddings and labels must be torch tensors")
+    if embeddings.dim() != 2:
+        raise ValueError(f"embeddings must have shape (B, D), got {tuple(embeddings.shape)}")
+    if not embeddings.is_floating_point():
+        raise ValueError(f"embeddings must be floating point, got {embeddings.dtype}")
+    if labels.dim() == 2 and labels.shape[1] == 1:
+        labels = labels.reshape(-1)
+    if labels.dim() != 1 or labels.shape[0] != embeddings.shape[0]:
+        raise ValueError(
+            f"labels must have shape ({embeddings.shape[0]},) to match embeddings "
+            f"{tuple(embeddings.shape)}, got {tuple(labels.shape)}"
+        )
+    if labels.is_floating_point() or labels.is_complex():
+        raise ValueError(f"labels must be integers, got {labels.dtype}")
+    if embeddings.shape[0] < 2:
+        raise ValueError(f"a batch needs at least 2 embeddings, got {embeddings.shape[0]}")
+    return embeddings, labels.to(embeddings.device)
+
+
+def fp32(device: torch.device):
+    """Context that disables autocast, so the loss is computed in fp32 (seed-spec §1.1, §3.2)."""
+    if device.type in ("cuda", "cpu"):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """Row-wise L2 normalisation in fp32 (F.normalize, as the 224 code's losses do)."""
+    return F.normalize(x.float(), dim=1)
+
+
+def similarity(f: torch.Tensor) -> torch.Tensor:
+    """S = f fᵀ for normalised f (seed-spec §1.1)."""
+    return f @ f.T
+
+
+def label_matrix(labels: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """W[i, j] = 1 if labels agree, diagonal included (seed-spec §1.1)."""
+    return (labels.unsqueeze(1) == labels.unsqueeze(0)).to(dtype)
+
+
+def similarity_regularizer(S: torch.Tensor, reg_sim: float) -> torch.Tensor:
+    """(mean(S) - reg_sim)^2 over all B^2 entries, diagonal included (seed-spec §1.3)."""
+    return (S.mean() - reg_sim).square()
+
+
+class MetricLoss(nn.Module):
+    """Base of every ctxsim loss: forward(embeddings, labels) -> scalar; named terms in last_terms."""
+
+    has_proxies = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._terms: dict[str, torch.Tensor] = {}
+
+    def _record(self, **terms: torch.Tensor) -> None:
+        # stored detached; converted to floats only when read (no device sync per step)
+        self._terms = {k: v.detach() for k, v in terms.items()}
+
+    @property
+    def last_terms(self) -> dict[str, float]:
+        """The named terms of the last forward, as floats."""
+        return {k: float(v) for k, v in self._terms.items()}
+
+    def proxy_parameters(self) -> list[nn.Parameter]:
+        """Parameters that belong in the proxy optimizer group (empty for non-proxy losses)."""
+        return []
+
+    def hparams(self) -> dict:
+        """Hyper-parameters worth logging with a run."""
+        return {}

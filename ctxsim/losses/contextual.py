@@ -1,0 +1,258 @@
+"""The contextual similarity and the contextual ("hybrid") loss (seed-spec §1), with the ablation
+variants of the reference's ablations.py as real options (seed-spec §8)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ._base import MetricLoss, check_inputs, fp32, label_matrix, normalize, similarity, similarity_regularizer
+from .pairs import margin_contrastive
+
+# seed-spec §8: ablation number -> name (0 is the paper's loss)
+ABLATIONS: dict[int, str] = {
+    0: "default",
+    1: "mask_only",            # N_k mask only, eps 1e-5 (L_1)
+    2: "mask_only_sigmoid",    # like 1 with a sigmoid step, temperature 0.01 (L_1,sigma)
+    3: "no_qe",                # no query expansion: return W~ (L_2)
+    4: "no_qe_no_neg",         # like 3 without the non-neighbour intersection (L_2,M+)
+    5: "min_and",              # min instead of the product as logical AND
+    6: "sigmoid",              # sigmoid steps everywhere, temperature 0.01
+    7: "no_neg",               # no negative intersection: W~ = inter * N
+    8: "no_intersection",      # skip the intersection: W~ = N
+    9: "detach_r_norm",        # detach the |R_{k/2}| normaliser
+    10: "detach_nothing",      # do not detach the |N| and |not N| normalisers
+}
+_ABLATION_BY_NAME = {v: k for k, v in ABLATIONS.items()}
+MASK_ONLY_EPS = 1e-5  # ablations 1 and 2 ignore eps and use this (seed-spec §8)
+
+
+class GreaterThan(torch.autograd.Function):
+    """1[x >= t] as a float mask; backward is straight-through with a constant slope:
+    d/dx = slope·grad, d/dt = -slope·grad (seed-spec §1.2 step 3, the reference's GreaterThan)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, t: torch.Tensor, slope: float = 10.0) -> torch.Tensor:
+        ctx.slope = slope
+        ctx.t_shape = t.shape
+        return (x >= t).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        gx = grad * ctx.slope if ctx.needs_input_grad[0] else None
+        gt = (grad * -ctx.slope).sum_to_size(ctx.t_shape) if ctx.needs_input_grad[1] else None
+        return gx, gt, None
+
+
+def resolve_ablation(ablation: int | str | None) -> int:
+    """Maps an ablation number or name (seed-spec §8) to its number; ValueError if unknown."""
+    if ablation is None:
+        return 0
+    if isinstance(ablation, str):
+        key = ablation.strip().lower().replace("-", "_")
+        if key.isdigit():
+            ablation = int(key)
+        elif key in _ABLATION_BY_NAME:
+            return _ABLATION_BY_NAME[key]
+        else:
+            raise ValueError(f"unknown ablation {ablation!r}; choose 0-10 or one of {sorted(_ABLATION_BY_NAME)}")
+    if isinstance(ablation, bool) or not isinstance(ablation, int) or ablation not in ABLATIONS:
+        raise ValueError(f"unknown ablation {ablation!r}; choose 0-10 or one of {sorted(_ABLATION_BY_NAME)}")
+    return ablation
+
+
+def _min_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """out[p, m] = sum_q min(a[p, q], b[q, m]): the product-free AND of ablation 5 (seed-spec §8)."""
+    return torch.minimum(a.unsqueeze(2), b.unsqueeze(0)).sum(1)
+
+
+def _nonzero(den: torch.Tensor) -> torch.Tensor:
+    # only an all-neighbour row (B <= k + ties) gives a zero count; its numerator is 0 too, so this
+    # yields 0 where the reference would produce 0/0 = NaN
+    return torch.where(den == 0, torch.ones_like(den), den)
+
+
+def _check_similarity(S: torch.Tensor, k: int, eps: float) -> None:
+    if not torch.is_tensor(S) or S.dim() != 2 or S.shape[0] != S.shape[1]:
+        shape = tuple(S.shape) if torch.is_tensor(S) else type(S).__name__
+        raise ValueError(f"S must be a square (B, B) similarity matrix, got {shape}")
+    if not S.is_floating_point():
+        raise ValueError(f"S must be floating point, got {S.dtype}")
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise ValueError(f"k must be an integer, got {k!r}")
+    if k < 2:
+        raise ValueError(f"k must be at least 2 (the k/2 neighbourhood must not be empty), got {k}")
+    if k > S.shape[0]:
+        raise ValueError(f"k={k} is larger than the batch size {S.shape[0]}")
+    if not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+
+
+def contextual_similarity(S: torch.Tensor, k: int = 4, eps: float = 0.05, *, ablation: int | str = 0,
+                          slope: float = 10.0, temperature: float = 0.01) -> torch.Tensor:
+    """Contextual similarity J of a (B, B) cosine-similarity matrix (seed-spec §1.2).
+
+    k counts the point itself; membership uses `>=` with detached thresholds; the masks have a
+    straight-through gradient of `slope`; |N| and |not N| normalisers are detached, |R| is not.
+    `ablation` (0-10 or a name of ABLATIONS) selects a seed-spec §8 variant; `temperature` is the
+    sigmoid temperature of ablations 2 and 6.
+    """
+    k = int(k) if isinstance(k, int) or (torch.is_tensor(k) and k.dim() == 0) else k
+    _check_similarity(S, k, float(eps))
+    ab = resolve_ablation(ablation)
+    B = S.shape[0]
+
+    neg_d = -(2.0 - 2.0 * S).clamp(min=0.0)  # -D, D = squared Euclidean distance (§1.2 step 1)
+    top = neg_d.topk(k, dim=1).values  # self (distance ~0) is among the k nearest (§1.2 step 2)
+    t_k = top[:, k - 1:k].detach()
+    t_h = top[:, k // 2 - 1:k // 2].detach()
+
+    def step(x: torch.Tensor, t: torch.Tensor, smooth: bool) -> torch.Tensor:
+        if smooth:  # ablations 2 and 6
+            return torch.sigmoid((x - t) / temperature)
+        return GreaterThan.apply(x, t, slope)
+
+    if ab in (1, 2):  # §8: N_k mask only, returned as J
+        return step(neg_d + MASK_ONLY_EPS, t_k, ab == 2)
+
+    x = neg_d + eps
+    smooth = ab == 6
+    N = step(x, t_k, smooth)  # §1.2 step 3
+    r = N.sum(1, keepdim=True)
+    r_den = r if ab == 10 else r.detach()
+
+    if ab == 8:
+        W_tilde = N
+    else:
+        if ab == 5:
+            inter = _min_matmul(N, N.T) / r_den
+        else:
+            NN = N @ N.T
+            inter = NN / r_den  # §1.2 step 4: |N(i) ∩ N(j)| / |N(i)|
+        if ab in (4, 7):
+            W_tilde = inter * N
+        else:
+            # §1.2 step 5; (1-N)(1-N)^T = B - r_i - r_j + N N^T saves a matmul (same function of N)
+            m = B - r
+            m_den = _nonzero(m if ab == 10 else m.detach())
+            if ab == 5:
+                M = 1.0 - N
+                inter_not = _min_matmul(M, M.T) / m_den
+            else:
+                inter_not = ((m - r.T) + NN) / m_den
+            both = 0.5 * (inter + inter_not)
+            W_tilde = torch.minimum(both, N) if ab == 5 else both * N  # §1.2 step 6
+    if ab in (3, 4):  # §8: no query expansion
+        return W_tilde
+
+    N2 = step(x, t_h, smooth)  # §1.2 step 7
+    if ab == 5:
+        R = torch.minimum(N2, N2.T)
+        num = _min_matmul(R, W_tilde)
+    else:
+        R = N2 * N2.T  # §1.2 step 8
+        num = R @ W_tilde
+    den = R.sum(1, keepdim=True)  # NOT detached (§1.2 step 9)
+    J_raw = num / (den.detach() if ab == 9 else den)
+    return 0.5 * (J_raw + J_raw.T)  # §1.2 step 10
+
+
+def contextual_term(J: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """L_ctx = [sum_{i!=j} W (1-J)^2 + (1-W) J^2] / B^2 (seed-spec §1.3, divided by B^2)."""
+    B = J.shape[0]
+    E = torch.where(W > 0, (1.0 - J).square(), J.square())
+    return (E.sum() - E.diagonal().sum()) / B / B
+
+
+@dataclass(frozen=True)
+class _Defaults:
+    lam: float
+    gamma: float
+    eps: float
+    k: int
+    pos_margin: float
+    neg_margin: float
+    reg_sim: float
+
+
+# seed-spec §1.4: each convention keeps its own defaults
+CONVENTION_DEFAULTS = {
+    "256": _Defaults(lam=0.4, gamma=0.1, eps=0.05, k=4, pos_margin=0.75, neg_margin=0.6, reg_sim=0.25),
+    "224": _Defaults(lam=0.5, gamma=0.1, eps=0.05, k=4, pos_margin=0.75, neg_margin=0.6, reg_sim=0.3),
+}
+
+
+def resolve_convention(convention) -> str:
+    """'256' or '224' (ints accepted); ValueError otherwise."""
+    c = str(convention).strip()
+    if c not in CONVENTION_DEFAULTS:
+        raise ValueError(f"unknown convention {convention!r}; choose '256' (main.py) or '224' (train.py)")
+    return c
+
+
+class ContextualLoss(MetricLoss):
+    """The contextual ("hybrid") loss: contextual + margin contrastive + similarity regulariser.
+
+    convention "256" (main.py): lam·L_ctx + gamma·L_reg + (1-lam-gamma)·L_con;
+    convention "224" (train.py): lam·L_con + (1-lam)·L_ctx + gamma·L_reg  -- lam weights the
+    contrastive term there (seed-spec §1.4). Unset arguments take the convention's defaults.
+    """
+
+    def __init__(self, convention: str = "256", lam: float | None = None, gamma: float | None = None,
+                 eps: float | None = None, k: int | None = None, pos_margin: float | None = None,
+                 neg_margin: float | None = None, reg_sim: float | None = None, ablation: int | str = 0,
+                 slope: float = 10.0, temperature: float = 0.01) -> None:
+        super().__init__()
+        self.convention = resolve_convention(convention)
+        d = CONVENTION_DEFAULTS[self.convention]
+        self.lam = float(d.lam if lam is None else lam)
+        self.gamma = float(d.gamma if gamma is None else gamma)
+        self.eps = float(d.eps if eps is None else eps)
+        self.k = int(d.k if k is None else k)
+        self.pos_margin = float(d.pos_margin if pos_margin is None else pos_margin)
+        self.neg_margin = float(d.neg_margin if neg_margin is None else neg_margin)
+        self.reg_sim = float(d.reg_sim if reg_sim is None else reg_sim)
+        self.ablation = resolve_ablation(ablation)
+        self.slope = float(slope)
+        self.temperature = float(temperature)
+        if self.k < 2:
+            raise ValueError(f"k must be at least 2, got {self.k}")
+        if not math.isfinite(self.eps) or self.eps < 0:
+            raise ValueError(f"eps must be a finite number >= 0, got {self.eps}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        embeddings, labels = check_inputs(embeddings, labels)
+        if self.k > embeddings.shape[0]:
+            raise ValueError(f"k={self.k} is larger than the batch size {embeddings.shape[0]}")
+        with fp32(embeddings.device):
+            S = similarity(normalize(embeddings))
+            W = label_matrix(labels)
+            J = contextual_similarity(S, self.k, self.eps, ablation=self.ablation, slope=self.slope,
+                                      temperature=self.temperature)
+            ctx = contextual_term(J, W)
+            con = margin_contrastive(S, W, self.pos_margin, self.neg_margin)
+            reg = similarity_regularizer(S, self.reg_sim)
+            if self.convention == "256":
+                loss = self.lam * ctx + self.gamma * reg + (1.0 - self.lam - self.gamma) * con
+            else:
+                loss = (self.lam * con + (1.0 - self.lam) * ctx) + self.gamma * reg
+        self._record(ctx=ctx, con=con, reg=reg)
+        return loss
+
+    def weights(self) -> dict[str, float]:
+        """The weight on each term under this convention."""
+        if self.convention == "256":
+            return {"ctx": self.lam, "con": 1.0 - self.lam - self.gamma, "reg": self.gamma}
+        return {"ctx": 1.0 - self.lam, "con": self.lam, "reg": self.gamma}
+
+    def hparams(self) -> dict:
+        return {"convention": self.convention, "lam": self.lam, "gamma": self.gamma, "eps": self.eps,
+                "k": self.k, "pos_margin": self.pos_margin, "neg_margin": self.neg_margin,
+                "reg_sim": self.reg_sim, "ablation": self.ablation, "ablation_name": ABLATIONS[self.ablation]}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.hparams().items())
