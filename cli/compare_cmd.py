@@ -1,9 +1,188 @@
-"""CLI commands (module filled by its owner; see cli/main.py)."""
+"""`ctxsim baselines`, `ctxsim compare`, `ctxsim report`: runs versus the paper's numbers (issue 7).
+
+Thin: parse, call ctxsim.baselines / ctxsim.report, print. Heavy imports stay inside the commands.
+"""
 
 from __future__ import annotations
 
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
+
+from ctxsim.cli.common import (
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    DbOption,
+    console,
+    fail,
+    info,
+    open_registry_or_exit,
+    print_json,
+)
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    markdown = "markdown"
+
+
+def _dataset(name: Optional[str]) -> Optional[str]:
+    if name is None:
+        return None
+    from ctxsim import DATASETS
+    from ctxsim.baselines import normalize_dataset
+
+    ds = normalize_dataset(name)
+    if ds is None:
+        fail(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})", EXIT_USAGE)
+    return ds
+
+
+def baselines(
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Only this dataset (cub, cars, sop, inat, inshop, ...).")] = None,
+    resolution: Annotated[Optional[int], typer.Option("--resolution", "-r", help="Only this resolution (rows without one match any).")] = None,
+    method: Annotated[Optional[str], typer.Option("--method", "-m", help="A ctxsim loss (ms_miner) or a method name (MS+miner).")] = None,
+    kind: Annotated[Optional[list[str]], typer.Option("--kind", help="Only these provenance kinds (repeatable).")] = None,
+    curves: Annotated[bool, typer.Option("--curves", help="Include the learning-curve rows (kind reference_log_curve).")] = False,
+    import_file: Annotated[Optional[Path], typer.Option("--import", help="Validate and add the rows of a CSV file (columns resolution,dataset,method,metric,value,kind,source).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    db: Optional[str] = DbOption,
+) -> None:
+    """List the stored reference numbers (percent) with their provenance, or import more."""
+    from ctxsim.baselines import KINDS, import_baselines, list_baselines, read_baseline_file
+
+    ds = _dataset(dataset)
+    for k in kind or []:
+        if k not in KINDS:
+            fail(f"unknown kind {k!r} (one of: {', '.join(KINDS)})")
+    reg = open_registry_or_exit(db)
+    if import_file is not None:
+        rows = read_baseline_file(import_file)  # DataError -> one line, exit 2, nothing imported
+        added, skipped = import_baselines(reg, rows)
+        if as_json:
+            print_json({"file": str(import_file), "added": added, "skipped": skipped})
+        else:
+            info(f"imported {added} row(s) from {import_file}" + (f" ({skipped} already stored)" if skipped else ""))
+        return
+    kinds = tuple(kind) if kind else tuple(k for k in KINDS if curves or k != "reference_log_curve")
+    rows = list_baselines(reg, dataset=ds, resolution=resolution, method=method, kinds=kinds)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        info("no reference numbers match")
+        return
+    from rich.table import Table
+
+    t = Table(title="Reference numbers (percent)", show_lines=False)
+    for col, just in (("dataset", "left"), ("res.", "right"), ("method", "left"), ("loss", "left"),
+                      ("metric", "left"), ("value", "right"), ("kind", "left"), ("origin", "left"),
+                      ("source", "left")):
+        t.add_column(col, justify=just, overflow="fold")
+    for r in rows:
+        t.add_row(r["dataset"], str(r["resolution"] or "—"), r["method"], r["loss"] or "—", r["metric"],
+                  f"{r['value']:g}", r["kind"], r["origin"], r["source"])
+    console.print(t)
+
+
+def compare(
+    ids: Annotated[Optional[list[int]], typer.Argument(help="Job ids (default: every finished run that matches the filters).")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Only this dataset.")] = None,
+    loss: Annotated[Optional[str], typer.Option("--loss", "-l", help="Only this loss.")] = None,
+    resolution: Annotated[Optional[int], typer.Option("--resolution", "-r", help="Only this resolution.")] = None,
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", help="Metrics to show (repeatable; default: every R@K/MAP@R/RP the runs have).")] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    status: Annotated[Optional[list[str]], typer.Option("--status", help="Job statuses to include without ids (repeatable; default done).")] = None,
+    db: Optional[str] = DbOption,
+) -> None:
+    """Runs' final and best metrics (mean ± std over seeds) against the paper's numbers, with deltas."""
+    from ctxsim.registry.models import JOB_STATUSES
+    from ctxsim.report.compare import NotFoundError, compare_rows, display_table, to_csv, to_json, to_markdown
+
+    if as_json:
+        fmt = Format.json
+    ds = _dataset(dataset)
+    for s in status or []:
+        if s not in JOB_STATUSES:
+            fail(f"unknown status {s!r} (one of: {', '.join(JOB_STATUSES)})")
+    if resolution is not None and resolution <= 0:
+        fail(f"resolution must be positive, not {resolution}")
+    reg = open_registry_or_exit(db)
+    try:
+        rows = compare_rows(reg, ids=ids or None, dataset=ds, loss=loss, resolution=resolution,
+                            metrics=metric or None, statuses=tuple(status) if status else ("done",))
+    except NotFoundError as e:
+        fail(str(e), EXIT_NOT_FOUND)
+    if not rows:
+        info("no runs with evaluation metrics match" + ("" if ids else " (finished runs only; see --status)"))
+    if fmt is Format.json:
+        sys.stdout.write(to_json(rows))
+    elif fmt is Format.csv:
+        sys.stdout.write(to_csv(rows))
+    elif fmt is Format.markdown:
+        if rows:
+            sys.stdout.write(to_markdown(rows))
+    elif rows:
+        from rich.console import Console
+        from rich.table import Table
+
+        from ctxsim.report.compare import NUMERIC_COLUMNS
+
+        header, cells, notes = display_table(rows, compact=True)
+        t = Table(title="Runs vs reference numbers (percent)")
+        for h in header:
+            numeric = h in NUMERIC_COLUMNS
+            t.add_column(h, justify="right" if numeric else "left", no_wrap=numeric, overflow="fold")
+        for line in cells:
+            t.add_row(*line)
+        # piped output is not cut to 80 columns
+        out = console if console.is_terminal else Console(width=200, highlight=False)
+        out.print(t)
+        for n in notes:
+            out.print(n, highlight=False, soft_wrap=True)
+    sys.stdout.flush()
+
+
+def report(
+    job_id: Annotated[Optional[int], typer.Argument(help="A job id.")] = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="Every finished run (or those matching --dataset/--loss).")] = False,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNG files and index.md.")] = Path("report"),
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="With --all: only this dataset.")] = None,
+    loss: Annotated[Optional[str], typer.Option("--loss", "-l", help="With --all: only this loss.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the written files as JSON.")] = False,
+    db: Optional[str] = DbOption,
+) -> None:
+    """PNG curves of loss and R@K per run and overlaid per dataset, with the paper's learning curve."""
+    if (job_id is None) == (not all_runs):
+        fail("give one job id or --all")
+    ds = _dataset(dataset)
+    reg = open_registry_or_exit(db)
+    from ctxsim.report.compare import NotFoundError
+    from ctxsim.report.plots import write_report
+
+    try:
+        written = write_report(reg, out, ids=[job_id] if job_id is not None else None, dataset=ds, loss=loss)
+    except NotFoundError as e:
+        fail(str(e), EXIT_NOT_FOUND)
+    except OSError as e:
+        fail(f"cannot write to {out}: {e.strerror or e}")
+    if not written["runs"]:
+        fail("no finished runs match", EXIT_NOT_FOUND)
+    if as_json:
+        print_json(written)
+    else:
+        for p in written["files"]:
+            info(f"wrote {p}")
 
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to the root app."""
+    app.command("baselines")(baselines)
+    app.command("compare")(compare)
+    app.command("report")(report)
