@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2: jobs.updated_at (+index), ix_jobs_status_heartbeat (reaper)
 
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE_STATUSES = ("queued", "running")
@@ -85,12 +85,16 @@ class Job(Base):
     git_dirty: Mapped[Optional[bool]] = mapped_column(Boolean)
     versions_json: Mapped[Optional[str]] = mapped_column(Text)
     run_dir: Mapped[Optional[str]] = mapped_column(String(1024))
+    # bumped by every UPDATE of the row (Core and ORM): dashboards poll only what changed
+    updated_at: Mapped[Optional[datetime]] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
     tags: Mapped[list["Tag"]] = relationship(back_populates="job", cascade="all, delete-orphan")
 
     __table_args__ = (
         Index("ix_jobs_claim", "status", "priority", "id"),
         Index("ix_jobs_dataset_loss", "dataset", "loss", "resolution"),
+        Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
+        Index("ix_jobs_updated_at", "updated_at"),
     )
 
 

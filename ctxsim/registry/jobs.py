@@ -1,0 +1,448 @@
+"""The job queue on the registry: enqueue (with dedupe and provenance), atomic claim, heartbeats,
+the stale-job reaper, finish, cancel, retry and rm (DESIGN §4).
+
+Job life: queued -> running -> done | failed | cancelled. A running job that loses its heartbeat
+goes back to queued (and resumes from its checkpoint) until it has used ``max_attempts`` claims.
+Every write is one transaction retried on lock contention (``Registry.run``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+from sqlalchemy import case, delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from ctxsim.errors import CtxsimError
+from ctxsim.registry.db import Registry
+from ctxsim.registry.models import Job, JobEvent, Tag, Worker, utcnow
+
+JOBS = Job.__table__
+FOREGROUND = "foreground"
+
+
+class JobNotFoundError(CtxsimError):
+    """No job with that id."""
+
+
+class JobStateError(CtxsimError):
+    """The job is not in a state that allows the operation (e.g. cancel a finished job)."""
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """What a claimer needs to run a job; ``attempt`` is the fencing token of this claim."""
+
+    id: int
+    config_json: str
+    run_dir: str
+    attempt: int
+    n_gpus: int
+    gpus: list[str]
+    executor: str
+    dataset: str
+    loss: str
+
+
+# ---------------------------------------------------------------- configs and enqueue
+
+
+def config_fields(cfg: Any) -> dict[str, Any]:
+    """Job columns derived from a config: a ``RunConfig`` (to_json/config_hash) or a plain dict.
+
+    A dict config is a non-training job kind (``{"kind": "probe", ...}``, see ctxsim.runner.probe).
+    """
+    if isinstance(cfg, dict):
+        text = json.dumps(cfg, sort_keys=True)
+        d = cfg
+        h = hashlib.sha256(text.encode()).hexdigest()
+    else:
+        text = cfg.to_json()
+        d = json.loads(text)
+        h = cfg.config_hash()
+    return {
+        "config_json": text,
+        "config_hash": h,
+        "dataset": str(d.get("dataset", d.get("kind", "?"))),
+        "loss": str(d.get("loss", "-")),
+        "resolution": d.get("resolution"),
+        "seed": d.get("seed"),
+        "total_epochs": d.get("epochs"),
+    }
+
+
+def default_runs_root(reg: Registry) -> Path:
+    """``$CTXSIM_RUNS``, else ``runs/`` beside a SQLite registry file, else ``./runs``."""
+    env = os.environ.get("CTXSIM_RUNS")
+    if env:
+        return Path(env).expanduser().absolute()
+    p = reg.sqlite_path
+    return (p.parent if p is not None else Path.cwd()) / "runs"
+
+
+def _run_dir_name(job_id: int, f: dict[str, Any]) -> str:
+    parts = [f"{job_id:05d}", f["dataset"], f["loss"]]
+    if f.get("resolution"):
+        parts.append(str(f["resolution"]))
+    if f.get("seed") is not None:
+        parts.append(f"s{f['seed']}")
+    return "-".join(str(p).replace("/", "_") for p in parts)
+
+
+def _enqueue_one(
+    s: Session, reg: Registry, cfg: Any, name: Optional[str], tags: Iterable[str], priority: int,
+    executor: str, n_gpus: int, max_attempts: int, force: bool, runs_root: Optional[Path],
+    prov: dict[str, Any],
+) -> tuple[int, bool]:
+    f = config_fields(cfg)
+    if not force:
+        existing = s.scalar(
+            select(Job.id).where(Job.config_hash == f["config_hash"], Job.status.in_(("queued", "running")))
+            .order_by(Job.id).limit(1)
+        )
+        if existing is not None:
+            return existing, False
+    job = Job(
+        name=name, dataset=f["dataset"], loss=f["loss"], resolution=f["resolution"], seed=f["seed"],
+        config_json=f["config_json"], config_hash=f["config_hash"], status="queued", priority=priority,
+        attempts=0, max_attempts=max_attempts, executor=executor, n_gpus=n_gpus,
+        total_epochs=f["total_epochs"], **prov,
+    )
+    s.add(job)
+    s.flush()
+    root = runs_root or default_runs_root(reg)
+    job.run_dir = str(Path(root) / _run_dir_name(job.id, f))
+    for t in sorted(set(tags)):
+        s.add(Tag(job_id=job.id, tag=t))
+    s.add(JobEvent(job_id=job.id, kind="queued", message=f"queued by {socket.gethostname()} pid {os.getpid()}"))
+    return job.id, True
+
+
+def enqueue_many(
+    reg: Registry, cfgs: Sequence[Any], name: Optional[str] = None, tags: Iterable[str] = (),
+    priority: int = 0, executor: str = "local", n_gpus: int = 0, max_attempts: int = 3,
+    force: bool = False, runs_root: Optional[str | os.PathLike] = None,
+) -> list[tuple[int, bool]]:
+    """Enqueues several configs in ONE transaction (all or nothing): [(job id, created)].
+
+    An identical config (same hash) already queued or running is not queued twice: its id comes
+    back with created=False, unless ``force``.
+    """
+    from ctxsim.runner.provenance import provenance
+
+    prov = provenance()
+    tags = list(tags)
+    root = Path(runs_root).absolute() if runs_root else None
+
+    def work(s: Session) -> list[tuple[int, bool]]:
+        return [_enqueue_one(s, reg, c, name, tags, priority, executor, n_gpus, max_attempts, force, root, prov)
+                for c in cfgs]
+
+    return reg.run(work, what="enqueue")
+
+
+def enqueue(
+    reg: Registry, cfg: Any, name: Optional[str] = None, tags: Iterable[str] = (), priority: int = 0,
+    executor: str = "local", n_gpus: int = 0, max_attempts: int = 3, force: bool = False,
+    runs_root: Optional[str | os.PathLike] = None,
+) -> int:
+    """Queues one run; returns its job id (the existing one for an identical queued/running config).
+
+    ``executor``: "local" (a worker picks it up), "foreground" (``run_foreground`` runs it now),
+    or another executor name claimed by a matching worker (e.g. "slurm").
+    """
+    return enqueue_many(reg, [cfg], name, tags, priority, executor, n_gpus, max_attempts, force, runs_root)[0][0]
+
+
+# ---------------------------------------------------------------- claim and heartbeats
+
+
+def _claimed(row: Any) -> ClaimedJob:
+    return ClaimedJob(
+        id=row.id, config_json=row.config_json, run_dir=row.run_dir, attempt=row.attempts,
+        n_gpus=row.n_gpus, gpus=[g for g in (row.gpus or "").split(",") if g], executor=row.executor,
+        dataset=row.dataset, loss=row.loss,
+    )
+
+
+_RETURNING = (JOBS.c.id, JOBS.c.config_json, JOBS.c.run_dir, JOBS.c.attempts, JOBS.c.n_gpus, JOBS.c.gpus,
+              JOBS.c.executor, JOBS.c.dataset, JOBS.c.loss)
+
+
+def claim(
+    reg: Registry, worker_id: str, free_gpus: Sequence[str] = (), executors: Sequence[str] = ("local",),
+    host: Optional[str] = None, pid: Optional[int] = None, job_id: Optional[int] = None,
+) -> Optional[ClaimedJob]:
+    """Atomically takes the next queued job (highest priority, then oldest) that fits ``free_gpus``.
+
+    One statement: UPDATE jobs SET status='running', attempts=attempts+1, gpus=<first n_gpus free
+    ids>, ... WHERE id = (SELECT id ... LIMIT 1 [FOR UPDATE SKIP LOCKED]) AND status='queued'
+    RETURNING ...; with ``job_id`` it takes that job only (foreground runs). None if nothing fits.
+    """
+    free = list(free_gpus)
+    now = utcnow()
+    if job_id is None:
+        sub = (
+            select(JOBS.c.id)
+            .where(JOBS.c.status == "queued", JOBS.c.n_gpus <= len(free), JOBS.c.executor.in_(list(executors)))
+            .order_by(JOBS.c.priority.desc(), JOBS.c.id)
+            .limit(1)
+        )
+        if reg.is_postgres:
+            sub = sub.with_for_update(skip_locked=True)
+        target = JOBS.c.id == sub.scalar_subquery()
+    else:
+        target = JOBS.c.id == job_id
+    gpus_expr = case({k: ",".join(free[:k]) for k in range(len(free) + 1)}, value=JOBS.c.n_gpus, else_=None)
+    stmt = (
+        update(JOBS)
+        .where(target, JOBS.c.status == "queued")
+        .values(
+            status="running", attempts=JOBS.c.attempts + 1, worker_id=worker_id,
+            worker_host=host or socket.gethostname(), worker_pid=pid or os.getpid(), gpus=gpus_expr,
+            heartbeat_at=now, started_at=now, finished_at=None, exit_code=None, error=None,
+            cancel_requested=False,
+        )
+        .returning(*_RETURNING)
+    )
+
+    def work(s: Session) -> Optional[ClaimedJob]:
+        row = s.execute(stmt).first()
+        if row is None:
+            return None
+        s.add(JobEvent(job_id=row.id, kind="claimed",
+                       message=f"attempt {row.attempts} by {worker_id}" + (f" on GPUs {row.gpus}" if row.gpus else "")))
+        return _claimed(row)
+
+    return reg.run(work, what="claim")
+
+
+def heartbeat_jobs(reg: Registry, worker_id: str, job_ids: Iterable[int]) -> dict[int, bool]:
+    """Refreshes the heartbeat of the running jobs this worker owns.
+
+    Returns {job id: cancel_requested} for the jobs it still owns; a job missing from the answer
+    was taken away (reaped, removed): its process must be stopped.
+    """
+    ids = list(job_ids)
+    if not ids:
+        return {}
+    stmt = (
+        update(JOBS)
+        .where(JOBS.c.id.in_(ids), JOBS.c.worker_id == worker_id, JOBS.c.status == "running")
+        .values(heartbeat_at=utcnow())
+        .returning(JOBS.c.id, JOBS.c.cancel_requested)
+    )
+    return reg.run(lambda s: {r.id: bool(r.cancel_requested) for r in s.execute(stmt)}, what="heartbeat")
+
+
+def job_states(reg: Registry, job_ids: Iterable[int]) -> dict[int, tuple[str, Optional[str], int]]:
+    """{job id: (status, worker_id, attempts)} for the jobs that exist."""
+    ids = list(job_ids)
+    if not ids:
+        return {}
+    q = select(JOBS.c.id, JOBS.c.status, JOBS.c.worker_id, JOBS.c.attempts).where(JOBS.c.id.in_(ids))
+    with reg.Session() as s:
+        return {r.id: (r.status, r.worker_id, r.attempts) for r in s.execute(q)}
+
+
+def register_worker(reg: Registry, worker_id: str, gpus: Sequence[str], executor: str = "local") -> None:
+    """Creates or revives the Worker row of this daemon."""
+
+    def work(s: Session) -> None:
+        w = s.get(Worker, worker_id)
+        now = utcnow()
+        if w is None:
+            s.add(Worker(id=worker_id, host=socket.gethostname(), pid=os.getpid(), gpus=",".join(gpus),
+                         executor=executor, started_at=now, heartbeat_at=now, status="alive"))
+        else:
+            w.pid, w.gpus, w.executor, w.heartbeat_at, w.status = os.getpid(), ",".join(gpus), executor, now, "alive"
+
+    reg.run(work, what="register worker")
+
+
+def worker_heartbeat(reg: Registry, worker_id: str, status: str = "alive") -> None:
+    stmt = update(Worker.__table__).where(Worker.__table__.c.id == worker_id).values(heartbeat_at=utcnow(), status=status)
+    reg.run(lambda s: s.execute(stmt), what="worker heartbeat")
+
+
+# ---------------------------------------------------------------- endings
+
+
+def add_event(reg: Registry, job_id: int, kind: str, message: str = "") -> None:
+    reg.run(lambda s: s.add(JobEvent(job_id=job_id, kind=kind, message=message)), what="job event")
+
+
+def finish(
+    reg: Registry, job_id: int, status: str, attempt: Optional[int] = None, worker_id: Optional[str] = None,
+    exit_code: Optional[int] = None, error: Optional[str] = None,
+) -> bool:
+    """Ends a running job as done/failed/cancelled; False if this claim no longer owns it.
+
+    ``attempt``/``worker_id`` fence the write: a job re-queued and re-claimed meanwhile is left alone.
+    """
+    assert status in ("done", "failed", "cancelled")
+    conds = [JOBS.c.id == job_id, JOBS.c.status == "running"]
+    if attempt is not None:
+        conds.append(JOBS.c.attempts == attempt)
+    if worker_id is not None:
+        conds.append(JOBS.c.worker_id == worker_id)
+    stmt = update(JOBS).where(*conds).values(status=status, finished_at=utcnow(), exit_code=exit_code, error=error)
+
+    def work(s: Session) -> bool:
+        n = s.execute(stmt).rowcount
+        if n:
+            s.add(JobEvent(job_id=job_id, kind=status, message=error or (f"exit code {exit_code}" if exit_code is not None else "")))
+        return bool(n)
+
+    return reg.run(work, what=f"mark job {job_id} {status}")
+
+
+def requeue(
+    reg: Registry, job_id: int, reason: str, attempt: Optional[int] = None, worker_id: Optional[str] = None,
+    refund_attempt: bool = False,
+) -> str:
+    """Puts a running job back in the queue (or fails it once its attempts are used up).
+
+    ``refund_attempt``: the stop was not the job's fault (worker shutdown), so the claim is not
+    counted. Returns the new status ("queued" | "failed" | "cancelled" | "" if not owned).
+    """
+
+    def work(s: Session) -> str:
+        q = select(Job).where(Job.id == job_id, Job.status == "running")
+        if attempt is not None:
+            q = q.where(Job.attempts == attempt)
+        if worker_id is not None:
+            q = q.where(Job.worker_id == worker_id)
+        job = s.scalar(q)
+        if job is None:
+            return ""
+        return _requeue_row(s, job, reason, refund_attempt)
+
+    return reg.run(work, what=f"requeue job {job_id}")
+
+
+def _requeue_row(s: Session, job: Job, reason: str, refund_attempt: bool = False) -> str:
+    if refund_attempt:
+        job.attempts = max(0, job.attempts - 1)
+    if job.cancel_requested:
+        status, msg = "cancelled", f"cancelled ({reason})"
+    elif job.executor == FOREGROUND:
+        status, msg = "failed", f"{reason}; foreground run lost (`ctxsim retry {job.id}` queues it for a worker)"
+    elif job.attempts >= job.max_attempts:
+        status, msg = "failed", f"{reason}; gave up after {job.attempts} attempt(s) (max_attempts={job.max_attempts})"
+    else:
+        status, msg = "queued", f"requeued: {reason}"
+    job.status = status
+    job.worker_id = job.worker_host = job.worker_pid = job.gpus = None
+    if status == "queued":
+        job.started_at = job.heartbeat_at = None
+    else:
+        job.finished_at = utcnow()
+        job.error = msg
+    s.add(JobEvent(job_id=job.id, kind="requeued" if status == "queued" else status, message=msg))
+    return status
+
+
+def reap(reg: Registry, expiry_s: float) -> list[tuple[int, str]]:
+    """Re-queues running jobs whose heartbeat is older than ``expiry_s`` (their worker died).
+
+    Returns [(job id, new status)]. Workers silent for as long are marked "lost".
+    """
+    cutoff = utcnow() - timedelta(seconds=expiry_s)
+
+    def work(s: Session) -> list[tuple[int, str]]:
+        q = select(Job).where(Job.status == "running", Job.heartbeat_at < cutoff)
+        if reg.is_postgres:
+            q = q.with_for_update(skip_locked=True)
+        out = []
+        for job in s.scalars(q):
+            age = (utcnow() - job.heartbeat_at).total_seconds() if job.heartbeat_at else float("inf")
+            out.append((job.id, _requeue_row(s, job, f"no heartbeat for {age:.0f} s from {job.worker_id}")))
+        s.execute(update(Worker.__table__).where(Worker.__table__.c.status == "alive",
+                                                 Worker.__table__.c.heartbeat_at < cutoff).values(status="lost"))
+        return out
+
+    return reg.run(work, what="reap stale jobs")
+
+
+# ---------------------------------------------------------------- user operations
+
+
+def _get(s: Session, job_id: int) -> Job:
+    job = s.get(Job, job_id)
+    if job is None:
+        raise JobNotFoundError(f"no job {job_id}")
+    return job
+
+
+def cancel(reg: Registry, job_id: int) -> str:
+    """queued -> cancelled at once; running -> cancel_requested (its worker stops it). New state."""
+
+    def work(s: Session) -> str:
+        job = _get(s, job_id)
+        if job.status == "queued":
+            job.status, job.finished_at, job.error = "cancelled", utcnow(), "cancelled before it started"
+            s.add(JobEvent(job_id=job_id, kind="cancelled", message="cancelled while queued"))
+            return "cancelled"
+        if job.status == "running":
+            job.cancel_requested = True
+            s.add(JobEvent(job_id=job_id, kind="cancel_requested", message=""))
+            return "cancel_requested"
+        raise JobStateError(f"job {job_id} is {job.status}: nothing to cancel")
+
+    return reg.run(work, what=f"cancel job {job_id}")
+
+
+def retry(reg: Registry, job_id: int, reset_attempts: bool = True) -> None:
+    """failed/cancelled -> queued again (same run dir: it resumes from its checkpoint).
+
+    Attempts restart from 0 unless ``reset_attempts=False``; a lost foreground run goes to workers.
+    """
+
+    def work(s: Session) -> None:
+        job = _get(s, job_id)
+        if job.status not in ("failed", "cancelled"):
+            raise JobStateError(f"job {job_id} is {job.status}: only failed or cancelled jobs can be retried")
+        job.status, job.cancel_requested, job.error, job.exit_code = "queued", False, None, None
+        job.finished_at = job.started_at = job.heartbeat_at = None
+        job.worker_id = job.worker_host = job.worker_pid = job.gpus = None
+        if reset_attempts:
+            job.attempts = 0
+        if job.executor == FOREGROUND:
+            job.executor = "local"
+        s.add(JobEvent(job_id=job_id, kind="retry", message="attempts reset" if reset_attempts else "attempts kept"))
+
+    reg.run(work, what=f"retry job {job_id}")
+
+
+def rm(reg: Registry, job_id: int, force: bool = False, purge: bool = False) -> Optional[str]:
+    """Deletes a job's rows (metrics, summaries, events, tags too); running jobs need ``force``.
+
+    ``purge`` also deletes its run directory, which is returned.
+    """
+
+    def work(s: Session) -> Optional[str]:
+        job = _get(s, job_id)
+        if job.status == "running" and not force:
+            raise JobStateError(f"job {job_id} is running: cancel it first or use --force")
+        run_dir = job.run_dir
+        s.execute(delete(JOBS).where(JOBS.c.id == job_id))
+        return run_dir
+
+    run_dir = reg.run(work, what=f"remove job {job_id}")
+    if purge and run_dir and Path(run_dir).exists():
+        shutil.rmtree(run_dir)
+    return run_dir
+
+
+def insert_job_rows(reg: Registry, rows: list[dict[str, Any]]) -> None:
+    """Bulk insert of prepared job rows (benchmarks, imports)."""
+    reg.run(lambda s: s.execute(insert(JOBS), rows), what="insert jobs")

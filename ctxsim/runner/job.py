@@ -1,0 +1,209 @@
+"""Running one claimed job: the per-job subprocess entry and the foreground runner.
+
+Subprocess (started by the worker in its own process group)::
+
+    python -m ctxsim.runner.job --job ID [--attempt N] [--db URL] [--device auto]
+
+The registry URL comes from ``--db`` or ``$CTXSIM_DB`` (the worker passes it in the environment
+so that a password never shows in ``ps``). Exit codes: 0 done, 1 failed (marked in the registry),
+75 stopped on request (SIGTERM: the worker decides cancelled or requeued), 3 job not owned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from ctxsim.registry import jobs
+from ctxsim.registry.db import Registry, open_registry
+from ctxsim.registry.models import Job
+from ctxsim.registry.sink import RegistrySink
+from ctxsim.train.events import EventSink, JsonlSink, MultiSink
+
+log = logging.getLogger(__name__)
+
+EXIT_DONE, EXIT_FAILED, EXIT_NOT_OWNED, EXIT_STOPPED = 0, 1, 3, 75
+
+
+def execute(config_json: str, sink: EventSink, run_dir: str, device: str = "auto",
+            should_stop: Optional[Callable[[], bool]] = None) -> Any:
+    """Runs a job config: a training RunConfig through ``ctxsim.train.fit`` (resume=True), or a
+    non-training job kind (``{"kind": "probe"}``)."""
+    d = json.loads(config_json)
+    if isinstance(d, dict) and d.get("kind") == "probe":
+        from ctxsim.runner.probe import run_probe
+
+        return run_probe(d, sink, run_dir, should_stop)
+    from ctxsim.train import RunConfig, fit
+
+    cfg = RunConfig.from_json(config_json)
+    return fit(cfg, sink=sink, run_dir=run_dir, resume=True, device=device, should_stop=should_stop)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+def job_sink(reg: Registry, job_id: int, run_dir: str, extra: Optional[EventSink] = None) -> MultiSink:
+    """The sinks of a registry job: RegistrySink + ``<run_dir>/events.jsonl`` (+ ``extra``)."""
+    return MultiSink(RegistrySink(reg, job_id), JsonlSink(Path(run_dir) / "events.jsonl"), extra)
+
+
+def _watch_parent(parent_pid: int, poll_s: float = 0.5) -> None:
+    """A job whose worker died must not run unsupervised: kill our own process group."""
+
+    def loop() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                log.error("worker %d is gone: stopping job", parent_pid)
+                try:
+                    os.killpg(os.getpgid(0), signal.SIGKILL)
+                finally:
+                    os._exit(EXIT_STOPPED)
+            threading.Event().wait(poll_s)
+
+    threading.Thread(target=loop, name="parent-watch", daemon=True).start()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry of the per-job subprocess (see the module docstring)."""
+    ap = argparse.ArgumentParser(prog="python -m ctxsim.runner.job")
+    ap.add_argument("--db", default=None)
+    ap.add_argument("--job", type=int, required=True)
+    ap.add_argument("--attempt", type=int, default=None)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    parent = os.environ.get("CTXSIM_WORKER_PID")
+    if parent and parent.isdigit():
+        _watch_parent(int(parent))
+
+    reg = open_registry(args.db)
+    with reg.Session() as s:
+        job = s.get(Job, args.job)
+        row = None if job is None else (job.status, job.attempts, job.config_json, job.run_dir)
+    if row is None or row[0] != "running" or (args.attempt is not None and row[1] != args.attempt):
+        print(f"job {args.job} is not running under attempt {args.attempt}: {row and row[:2]}", file=sys.stderr)
+        return EXIT_NOT_OWNED
+    _status, attempt, config_json, run_dir = row
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    print(f"job {args.job} attempt {attempt} pid {os.getpid()} host {socket.gethostname()} "
+          f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}", flush=True)
+    sink = job_sink(reg, args.job, run_dir)
+    try:
+        execute(config_json, sink, run_dir, device=args.device, should_stop=stop.is_set)
+        sink.close()
+    except BaseException as e:  # noqa: BLE001 - record every failure in the registry
+        traceback.print_exc()
+        try:
+            sink.close()
+        except Exception:
+            traceback.print_exc()
+        if stop.is_set():
+            return EXIT_STOPPED
+        jobs.finish(reg, args.job, "failed", attempt=attempt, exit_code=EXIT_FAILED, error=_one_line(e))
+        return EXIT_FAILED
+    if stop.is_set():
+        print(f"job {args.job} stopped on request", flush=True)
+        return EXIT_STOPPED
+    jobs.finish(reg, args.job, "done", attempt=attempt, exit_code=EXIT_DONE)
+    return EXIT_DONE
+
+
+class _Heartbeat(threading.Thread):
+    """Foreground runs heartbeat their own job row and watch its cancel flag."""
+
+    def __init__(self, reg: Registry, worker_id: str, job_id: int, every_s: float, stop: threading.Event) -> None:
+        super().__init__(name="job-heartbeat", daemon=True)
+        self.reg, self.worker_id, self.job_id, self.every_s, self.stop = reg, worker_id, job_id, every_s, stop
+        self.done = threading.Event()
+        self.reason: Optional[str] = None
+
+    def run(self) -> None:
+        while not self.done.wait(self.every_s):
+            try:
+                owned = jobs.heartbeat_jobs(self.reg, self.worker_id, [self.job_id])
+            except Exception as e:  # registry hiccup: try again next beat
+                log.warning("heartbeat of job %d failed: %s", self.job_id, e)
+                continue
+            if self.job_id not in owned:
+                self.reason = "lost"
+                self.stop.set()
+            elif owned[self.job_id]:
+                self.reason = "cancelled"
+                self.stop.set()
+
+
+def run_foreground(
+    reg: Registry, job_id: int, extra_sink: Optional[EventSink] = None, device: str = "auto",
+    gpus: Sequence[str] = (), should_stop: Optional[Callable[[], bool]] = None, heartbeat_s: float = 5.0,
+) -> Any:
+    """Claims queued job ``job_id`` and runs it in this process, recorded in the registry.
+
+    Heartbeats the job (so the reaper leaves it alone) and stops at the next step when
+    ``ctxsim cancel ID`` is requested or ``should_stop()`` says so. Ends the job done / failed /
+    cancelled (Ctrl-C: cancelled, then re-raised; ``ctxsim retry ID`` resumes it on a worker).
+    Returns what the job returned (``FitResult`` for training jobs).
+    """
+    worker_id = f"foreground:{socket.gethostname()}:{os.getpid()}"
+    claimed = jobs.claim(reg, worker_id, free_gpus=list(gpus), job_id=job_id)
+    if claimed is None:
+        with reg.Session() as s:
+            job = s.get(Job, job_id)
+        if job is None:
+            raise jobs.JobNotFoundError(f"no job {job_id}")
+        raise jobs.JobStateError(f"job {job_id} is {job.status}, not queued: it cannot run in the foreground")
+    stop = threading.Event()
+    hb = _Heartbeat(reg, worker_id, job_id, heartbeat_s, stop)
+    hb.start()
+
+    def stopping() -> bool:
+        return stop.is_set() or bool(should_stop and should_stop())
+
+    sink = job_sink(reg, job_id, claimed.run_dir, extra_sink)
+    fin = dict(attempt=claimed.attempt, worker_id=worker_id)
+    try:
+        result = execute(claimed.config_json, sink, claimed.run_dir, device=device, should_stop=stopping)
+        sink.close()
+    except KeyboardInterrupt:
+        _safe_close(sink)
+        jobs.finish(reg, job_id, "cancelled", error="interrupted (Ctrl-C)", **fin)
+        raise
+    except BaseException as e:
+        _safe_close(sink)
+        jobs.finish(reg, job_id, "failed", exit_code=EXIT_FAILED, error=_one_line(e), **fin)
+        raise
+    finally:
+        hb.done.set()
+    if stopping():
+        if hb.reason != "lost":
+            jobs.finish(reg, job_id, "cancelled", error="cancel requested" if hb.reason else "stopped", **fin)
+    else:
+        jobs.finish(reg, job_id, "done", exit_code=EXIT_DONE, **fin)
+    return result
+
+
+def _safe_close(sink: EventSink) -> None:
+    try:
+        sink.close()
+    except Exception:
+        log.exception("closing the job's sinks failed")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""The worker daemon: claims jobs, runs each in its own process group, heartbeats, cancels, reaps.
+
+One worker owns a machine's GPUs (DESIGN §5) and runs up to ``max_parallel`` jobs at once, each
+with CUDA_VISIBLE_DEVICES set to the GPU ids it assigned (none: CPU). Jobs of a dead worker are
+re-queued by whichever worker's reaper sees their heartbeat expire, and resume from their
+checkpoint. SIGTERM/SIGINT: stop the children gracefully, re-queue their jobs, exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Optional
+
+from ctxsim.registry import jobs
+from ctxsim.registry.db import Registry
+from ctxsim.runner.gpus import GpuPool
+from ctxsim.runner.job import EXIT_DONE, EXIT_FAILED, EXIT_STOPPED
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Child:
+    job: jobs.ClaimedJob
+    proc: subprocess.Popen
+    log_fh: object
+    started: float = field(default_factory=time.monotonic)
+    stop_reason: Optional[str] = None  # "cancel" | "shutdown" | "lost"
+    kill_at: Optional[float] = None
+
+
+class LocalWorker:
+    """Runs queued jobs from ``reg`` as local subprocesses (``ctxsim worker``)."""
+
+    def __init__(
+        self, reg: Registry, gpus: list[str], max_parallel: Optional[int] = None, poll_s: float = 1.0,
+        heartbeat_expiry_s: float = 60.0, grace_s: float = 10.0, once: bool = False,
+        max_jobs: Optional[int] = None, executor: str = "local", device: str = "auto",
+        worker_id: Optional[str] = None, on_message: Optional[Callable[[str], None]] = None,
+    ) -> None:
+        self.reg = reg
+        self.pool = GpuPool(gpus)
+        self.max_parallel = max_parallel or max(1, len(gpus))
+        self.poll_s = poll_s
+        self.expiry_s = heartbeat_expiry_s
+        self.heartbeat_s = max(0.05, min(poll_s, heartbeat_expiry_s / 4))
+        self.grace_s = grace_s
+        self.once = once
+        self.max_jobs = max_jobs
+        self.executor = executor
+        self.device = device
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.say = on_message or (lambda m: log.info("%s", m))
+        self.children: dict[int, _Child] = {}
+        self.started_jobs = 0
+        self.results: dict[int, str] = {}  # job id -> final word of this worker on it
+        self._stopping = threading.Event()
+
+    # ------------------------------------------------------------ control
+
+    def request_stop(self, *_args: object) -> None:
+        """Graceful shutdown (signal handler): children stopped and their jobs re-queued."""
+        self._stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    # ------------------------------------------------------------ main loop
+
+    def run(self) -> int:
+        """Works until stopped (or, with ``once``, until nothing is left for it). Returns jobs started."""
+        jobs.register_worker(self.reg, self.id, self.pool.all, self.executor)
+        self.say(f"worker {self.id}: GPUs [{','.join(self.pool.all) or 'none: CPU jobs'}], "
+                 f"{self.max_parallel} slot(s), executor {self.executor}")
+        last_beat = last_reap = 0.0
+        try:
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                if now - last_reap >= min(self.expiry_s / 2, 10.0):
+                    for jid, st in jobs.reap(self.reg, self.expiry_s):
+                        self.say(f"job {jid}: heartbeat expired -> {st}")
+                    last_reap = now
+                self._collect()
+                if now - last_beat >= self.heartbeat_s:
+                    self._heartbeat()
+                    last_beat = now
+                self._enforce_kills()
+                claimed_any = self._fill_slots()
+                if self.once and not self.children and not claimed_any:
+                    break
+                if self.max_jobs is not None and self.started_jobs >= self.max_jobs and not self.children:
+                    break
+                if not claimed_any:
+                    self._stopping.wait(self.poll_s if not self.children else min(self.poll_s, self.heartbeat_s))
+        finally:
+            self._shutdown()
+        return self.started_jobs
+
+    def _fill_slots(self) -> bool:
+        claimed_any = False
+        while len(self.children) < self.max_parallel and not self._stopping.is_set():
+            if self.max_jobs is not None and self.started_jobs >= self.max_jobs:
+                break
+            job = jobs.claim(self.reg, self.id, free_gpus=self.pool.free, executors=(self.executor,))
+            if job is None:
+                break
+            claimed_any = True
+            self._start(job)
+        return claimed_any
+
+    def _start(self, job: jobs.ClaimedJob) -> None:
+        self.pool.take(job.id, job.gpus)
+        run_dir = Path(job.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(run_dir / "stdout.log", "ab")
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        fh.write(f"=== ctxsim job {job.id} attempt {job.attempt} on {self.id} at {stamp} ===\n".encode())
+        fh.flush()
+        env = dict(os.environ)
+        env.update(CUDA_VISIBLE_DEVICES=",".join(job.gpus), CTXSIM_DB=self.reg.url,
+                   CTXSIM_WORKER_PID=str(os.getpid()), PYTHONUNBUFFERED="1")
+        argv = [sys.executable, "-m", "ctxsim.runner.job", "--job", str(job.id), "--attempt", str(job.attempt),
+                "--device", self.device]
+        try:
+            proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, start_new_session=True)
+        except OSError as e:
+            fh.close()
+            self.pool.release(job.id)
+            jobs.finish(self.reg, job.id, "failed", attempt=job.attempt, worker_id=self.id,
+                        error=f"could not start the job process: {e}")
+            return
+        self.children[job.id] = _Child(job, proc, fh)
+        self.started_jobs += 1
+        self.say(f"job {job.id}: started attempt {job.attempt} (pid {proc.pid}"
+                 + (f", GPUs {','.join(job.gpus)})" if job.gpus else ", CPU)"))
+
+    def _heartbeat(self) -> None:
+        try:
+            jobs.worker_heartbeat(self.reg, self.id)
+            owned = jobs.heartbeat_jobs(self.reg, self.id, list(self.children))
+        except Exception as e:  # the registry is briefly unreachable: keep the children running
+            log.warning("heartbeat failed: %s", e)
+            return
+        missing = [j for j, c in self.children.items() if j not in owned and not c.stop_reason]
+        states = jobs.job_states(self.reg, missing) if missing else {}
+        for jid, child in list(self.children.items()):
+            if child.stop_reason:
+                continue
+            if jid not in owned:
+                st = states.get(jid)
+                if st and st[0] in ("done", "failed", "cancelled") and st[1] == self.id and st[2] == child.job.attempt:
+                    # it ended itself and is exiting: give it the grace period, then clean up
+                    if child.kill_at is None:
+                        child.kill_at = time.monotonic() + self.grace_s
+                    continue
+                self.say(f"job {jid}: no longer ours (reaped or removed): stopping it")
+                self._terminate(child, "lost", grace=0.0)
+            elif owned[jid]:
+                self.say(f"job {jid}: cancel requested: stopping its process group")
+                self._terminate(child, "cancel", grace=self.grace_s)
+
+    def _terminate(self, child: _Child, reason: str, grace: float) -> None:
+        child.stop_reason = reason
+        sig = signal.SIGTERM if grace > 0 else signal.SIGKILL
+        _killpg(child.proc.pid, sig)
+        child.kill_at = time.monotonic() + grace
+
+    def _enforce_kills(self) -> None:
+        now = time.monotonic()
+        for child in self.children.values():
+            if child.kill_at is not None and now >= child.kill_at and child.proc.poll() is None:
+                _killpg(child.proc.pid, signal.SIGKILL)
+                child.kill_at = None
+
+    def _collect(self) -> None:
+        for jid, child in list(self.children.items()):
+            rc = child.proc.poll()
+            if rc is None:
+                continue
+            # the job's own process is gone: make sure nothing it started lingers in its group
+            _killpg(child.proc.pid, signal.SIGKILL)
+            del self.children[jid]
+            self.pool.release(jid)
+            child.log_fh.close()
+            self.results[jid] = self._settle(child, rc)
+
+    def _settle(self, child: _Child, rc: int) -> str:
+        job, fence = child.job, dict(attempt=child.job.attempt, worker_id=self.id)
+        how = f"exit code {rc}" if rc >= 0 else f"killed by signal {-rc}"
+        if child.stop_reason == "lost":
+            word = "lost"
+        elif child.stop_reason == "cancel":
+            jobs.finish(self.reg, job.id, "cancelled", exit_code=rc, error=f"cancelled by request ({how})", **fence)
+            word = "cancelled"
+        elif child.stop_reason == "shutdown":
+            word = jobs.requeue(self.reg, job.id, "worker shut down", refund_attempt=True, **fence) or "lost"
+        elif rc == EXIT_DONE:
+            jobs.finish(self.reg, job.id, "done", exit_code=rc, **fence)  # no-op if the job marked itself
+            word = "done"
+        elif rc == EXIT_FAILED:
+            jobs.finish(self.reg, job.id, "failed", exit_code=rc, error=f"job process failed ({how})", **fence)
+            word = "failed"
+        elif rc == EXIT_STOPPED:
+            word = jobs.requeue(self.reg, job.id, "job process stopped without a request", **fence) or "lost"
+        else:  # crashed: killed by the OOM killer, a segfault...: counts as an attempt
+            word = jobs.requeue(self.reg, job.id, f"job process died ({how})", **fence) or "lost"
+        self.say(f"job {job.id}: {word} ({how}, {time.monotonic() - child.started:.1f} s)")
+        return word
+
+    def _shutdown(self) -> None:
+        if self.children:
+            self.say(f"stopping {len(self.children)} job(s) and re-queueing them")
+        for child in self.children.values():
+            if child.stop_reason is None:
+                self._terminate(child, "shutdown", grace=self.grace_s)
+        deadline = time.monotonic() + self.grace_s + 5
+        while self.children and time.monotonic() < deadline:
+            self._enforce_kills()
+            self._collect()
+            time.sleep(0.05)
+        for jid, child in list(self.children.items()):  # unkillable (D state): leave it to the reaper
+            log.error("job %d (pid %d) did not exit", jid, child.proc.pid)
+        try:
+            jobs.worker_heartbeat(self.reg, self.id, status="stopped")
+        except Exception as e:
+            log.warning("could not mark worker stopped: %s", e)
+
+
+def _killpg(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
