@@ -29,6 +29,7 @@ _EVAL_KEY = re.compile(r"^(R@\d+|MAP@R|RP|mAP)$")
 _IGNORED_CONFIG_KEYS = {
     "seed", "name", "run_dir", "out", "out_dir", "output_dir", "device", "root", "data_root",
     "num_workers", "workers", "tags", "tag", "gpus", "detach", "notes", "progress", "log_every",
+    "eval_batch_size",
 }
 CSV_FIELDS = (
     "dataset", "loss", "method", "resolution", "variant", "metric", "n", "run_ids", "seeds",
@@ -79,16 +80,33 @@ def _config_items(config_json: Optional[str]) -> dict[str, str]:
     }
 
 
-def _parse_done(messages: Sequence[str]) -> Optional[dict[str, Any]]:
-    """The data of a job's last ``done`` event stored by the registry sink (JSON text), if readable."""
+def _parse_done(messages: Sequence[str]) -> tuple[Optional[dict[str, Any]], bool]:
+    """(data, exact) of a job's last ``done`` event as stored by the registry sink.
+
+    The message is JSON (exact) or ``key=value`` tokens such as ``R@1=0.6870 selected=best
+    selected_on=test`` (metrics rounded by the sink: not exact).
+    """
     for msg in reversed(messages):
         try:
             d = json.loads(msg)
         except (TypeError, ValueError):
-            continue
+            d = None
         if isinstance(d, dict):
-            return d.get("data", d) if isinstance(d.get("data"), dict) else d
-    return None
+            return (d["data"] if isinstance(d.get("data"), dict) else d), True
+        pairs = dict(t.split("=", 1) for t in (msg or "").split() if "=" in t)
+        if not pairs:
+            continue
+        data: dict[str, Any] = {"metrics": {}}
+        for k, v in pairs.items():
+            if k in ("selected", "selected_on", "best_epoch"):
+                data[k] = None if v in ("None", "null", "") else v
+            else:
+                try:
+                    data["metrics"][k] = float(v)
+                except ValueError:
+                    continue
+        return data, False
+    return None, False
 
 
 def _done_from_run_dir(run_dir: Optional[str]) -> Optional[dict[str, Any]]:
@@ -104,9 +122,15 @@ def _done_from_run_dir(run_dir: Optional[str]) -> Optional[dict[str, Any]]:
     return dict(done[-1].data) if done else None
 
 
-def selected_on_test(done: Optional[dict[str, Any]]) -> bool:
-    """True when the run reported its best checkpoint, picked by its score on the test set."""
-    return bool(done) and done.get("selected") == "best" and done.get("selected_on") == "test"
+def selected_on_test(done: Optional[dict[str, Any]], config_items: Optional[dict[str, str]] = None) -> bool:
+    """True when the run reported its best checkpoint, picked by its score on the test set.
+
+    From the ``done`` event (selected="best", selected_on="test"); without one, from the run's
+    config (``select="best"``: ctxsim evaluates on the test split, as the reference does, §9.6).
+    """
+    if done and done.get("selected"):
+        return done.get("selected") == "best" and done.get("selected_on") == "test"
+    return (config_items or {}).get("select") == json.dumps("best")
 
 
 def _mean_std(values: list[float]) -> tuple[Optional[float], Optional[float]]:
@@ -165,8 +189,11 @@ def gather_runs(
     dones = job_event_messages(reg, job_ids, "done")
     for j in jobs:
         j["config_items"] = _config_items(configs.get(j["id"]))
-        j["done"] = _parse_done(dones.get(j["id"], [])) or _done_from_run_dir(j.get("run_dir"))
-        j["selected_on_test"] = selected_on_test(j["done"])
+        done, exact = _parse_done(dones.get(j["id"], []))
+        if not exact:  # the run's own event file has exact values and the selection, when reachable
+            done = _done_from_run_dir(j.get("run_dir")) or done
+        j["done"] = done
+        j["selected_on_test"] = selected_on_test(done, j["config_items"])
     return sorted(jobs, key=lambda j: j["id"])
 
 
