@@ -1,9 +1,172 @@
-"""CLI commands (module filled by its owner; see cli/main.py)."""
+"""``ctxsim data download|prepare|verify DATASET --root DIR`` (seed-spec §4.3)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
+
+from ctxsim.cli.common import EXIT_FAILED, EXIT_USAGE, err_console, fail, info, print_json
+
+data_app = typer.Typer(
+    help="Fetch, prepare and check datasets. --root is the parent data directory (as the reference's --root).",
+    no_args_is_help=True,
+)
+
+BENCHMARKS = ("cub", "cars", "sop", "inat", "inshop")
+SMALL = ("fashion-mnist", "digits", "synthetic")
+
+DatasetArg = Annotated[str, typer.Argument(help="cub, cars, sop, inat, inshop, fashion-mnist, digits or synthetic.")]
+RootOpt = Annotated[Optional[Path], typer.Option("--root", help="Parent data directory (default $CTXSIM_DATA or ./data).")]
+ArchiveOpt = Annotated[Optional[Path], typer.Option("--archive", help="Use this local archive instead of downloading.")]
+
+
+def _dataset(name: str) -> str:
+    key = name.lower().replace("_", "-")
+    if key not in BENCHMARKS + SMALL:
+        fail(f"unknown dataset {name!r}; choose from {', '.join(BENCHMARKS + SMALL)}")
+    return key
+
+
+def _root(root: Optional[Path]) -> Path:
+    if root is not None:
+        return root
+    from ctxsim.data.datasets import default_root
+
+    return Path(default_root())
+
+
+class _Bars:
+    """A rich progress display on stderr fed by the library's progress(done, total, label) callback."""
+
+    def __init__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), console=err_console, transient=False)
+        self.tasks = {}
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def __call__(self, done: int, total: Optional[int], label: str) -> None:
+        if label not in self.tasks:
+            self.tasks[label] = self.progress.add_task(label, total=total)
+        self.progress.update(self.tasks[label], completed=done, total=total)
+
+
+def _small_status(key: str, root: Optional[Path]) -> None:
+    from ctxsim.data.prepare import SMALL_HINTS
+
+    if key == "fashion-mnist":
+        from ctxsim.data.small import find_fashion_dir
+
+        d = find_fashion_dir(root)
+        info(f"fashion-mnist: using the files in {d}")
+    else:
+        info(f"{key}: {SMALL_HINTS[key]}")
+
+
+def download_cmd(dataset: DatasetArg, root: RootOpt = None, archive: ArchiveOpt = None) -> None:
+    """Download a benchmark's archives into --root, resuming partial downloads (HTTP Range)."""
+    from ctxsim.errors import CtxsimError
+
+    key = _dataset(dataset)
+    try:
+        if key in SMALL:
+            _small_status(key, root)
+            return
+        from ctxsim.data.prepare import download_dataset
+
+        with _Bars() as bars:
+            paths = download_dataset(key, _root(root), progress=bars, archive=archive)
+        for p in paths:
+            info(f"have {p}")
+    except CtxsimError as e:
+        fail(str(e), EXIT_USAGE)
+
+
+def prepare_cmd(dataset: DatasetArg, root: RootOpt = None, archive: ArchiveOpt = None,
+                no_download: Annotated[bool, typer.Option("--no-download", help="Never touch the network.")] = False,
+                workers: Annotated[int, typer.Option("--workers", help="Worker processes for the iNat resize (0 = cores-1).")] = 0,
+                ) -> None:
+    """Download (or take --archive), extract, place the split files, resize iNat: the reference layout."""
+    from ctxsim.errors import CtxsimError
+
+    key = _dataset(dataset)
+    try:
+        if key in SMALL:
+            _small_status(key, root)
+            return
+        from ctxsim.data.prepare import prepare
+
+        with _Bars() as bars:
+            steps = prepare(key, _root(root), archive=archive, download_missing=not no_download, workers=workers,
+                            progress=bars)
+        for s in steps or ["nothing to do: already prepared"]:
+            info(s)
+        info(f"next: ctxsim data verify {key} --root {_root(root)}")
+    except CtxsimError as e:
+        fail(str(e), EXIT_USAGE)
+
+
+def verify_cmd(dataset: DatasetArg, root: RootOpt = None,
+               custom_splits: Annotated[bool, typer.Option("--custom-splits", help="Do not compare split files and counts with the reference.")] = False,
+               quick: Annotated[bool, typer.Option("--quick", help="Only check that files exist (no decoding).")] = False,
+               workers: Annotated[int, typer.Option("--workers", help="Decode workers (0 = auto).")] = 0,
+               as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+               ) -> None:
+    """Check split files (sha256, reference counts) and that every listed image exists and decodes."""
+    from ctxsim.errors import CtxsimError
+
+    key = _dataset(dataset)
+    try:
+        if key in SMALL:
+            from ctxsim.data import build_data
+
+            b = build_data(key, root=None if root is None else str(root))
+            rep = {"dataset": key, "ok": True, "counts": {"train": len(b.train), "test": len(b.query)}}
+            if key == "fashion-mnist" and (len(b.train), len(b.query)) != (30000, 5000):
+                rep["ok"] = False
+                rep["problems"] = {"count": [f"expected 30000 train / 5000 test images, got {len(b.train)} / {len(b.query)}"]}
+            if as_json:
+                print_json(rep)
+            if not rep["ok"]:
+                for m in rep["problems"]["count"]:
+                    err_console.print(f"[bold red]error:[/] {key}: {m}", highlight=False, soft_wrap=True)
+                raise typer.Exit(EXIT_FAILED)
+            if not as_json:
+                info(f"{key}: OK; train {len(b.train)} images, test {len(b.query)} images")
+            return
+        from ctxsim.data.prepare import verify
+
+        if quick:
+            report = verify(key, _root(root), reference=not custom_splits, decode=False)
+        else:
+            with _Bars() as bars:
+                report = verify(key, _root(root), reference=not custom_splits, decode=True, workers=workers,
+                                progress=bars)
+    except CtxsimError as e:
+        fail(str(e), EXIT_USAGE)
+    if as_json:
+        print_json(report.to_json())
+    lines = report.lines()
+    for ln in lines[:-1]:
+        err_console.print(f"[bold red]error:[/] {ln}", highlight=False, soft_wrap=True)
+    if not as_json or not report.ok:
+        info(lines[-1])
+    if not report.ok:
+        raise typer.Exit(EXIT_FAILED)
 
 
 def register(app: typer.Typer) -> None:
-    """Adds this module's commands to the root app."""
+    """Adds the ``data`` sub-app to the root app."""
+    data_app.command("download")(download_cmd)
+    data_app.command("prepare")(prepare_cmd)
+    data_app.command("verify")(verify_cmd)
+    app.add_typer(data_app, name="data")
