@@ -31,6 +31,15 @@ class Format(str, Enum):
     markdown = "markdown"
 
 
+def _wide_console():
+    """The shared console on a terminal; a wide one when piped (tables are not cut to 80 columns)."""
+    if console.is_terminal:
+        return console
+    from rich.console import Console
+
+    return Console(width=200, highlight=False)
+
+
 def _dataset(name: Optional[str]) -> Optional[str]:
     if name is None:
         return None
@@ -62,8 +71,12 @@ def baselines(
             fail(f"unknown kind {k!r} (one of: {', '.join(KINDS)})")
     reg = open_registry_or_exit(db)
     if import_file is not None:
-        rows = read_baseline_file(import_file)  # DataError -> one line, exit 2, nothing imported
-        added, skipped = import_baselines(reg, rows)
+        from ctxsim.errors import CtxsimError
+
+        try:
+            added, skipped = import_baselines(reg, read_baseline_file(import_file))
+        except CtxsimError as e:  # a bad row: one line naming it, exit 2, nothing imported
+            fail(str(e))
         if as_json:
             print_json({"file": str(import_file), "added": added, "skipped": skipped})
         else:
@@ -87,7 +100,7 @@ def baselines(
     for r in rows:
         t.add_row(r["dataset"], str(r["resolution"] or "—"), r["method"], r["loss"] or "—", r["metric"],
                   f"{r['value']:g}", r["kind"], r["origin"], r["source"])
-    console.print(t)
+    _wide_console().print(t)
 
 
 def compare(
@@ -129,7 +142,6 @@ def compare(
         if rows:
             sys.stdout.write(to_markdown(rows))
     elif rows:
-        from rich.console import Console
         from rich.table import Table
 
         from ctxsim.report.compare import NUMERIC_COLUMNS
@@ -142,7 +154,7 @@ def compare(
         for line in cells:
             t.add_row(*line)
         # piped output is not cut to 80 columns
-        out = console if console.is_terminal else Console(width=200, highlight=False)
+        out = _wide_console()
         out.print(t)
         for n in notes:
             out.print(n, highlight=False, soft_wrap=True)
