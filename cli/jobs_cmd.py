@@ -1,9 +1,434 @@
-"""CLI commands (module filled by its owner; see cli/main.py)."""
+"""Queue commands: sweep, worker, ls, show, logs, cancel, retry, rm (DESIGN §3-4).
+
+Exit codes (cli/common.py): 0 ok; 1 a job failed (``logs -f`` of a job that ends failed);
+2 bad input (unknown dataset/loss/--set key, bad value, operation not allowed in the job's
+state); 3 registry unusable (unreachable, read-only, locked, newer schema); 4 no such job / log;
+130 interrupted. Heavy modules are imported inside the commands (``ctxsim --help`` stays fast).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import time
+from typing import Annotated, Iterator, Optional
+
 import typer
+
+from ctxsim.cli.common import (
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_REGISTRY,
+    EXIT_USAGE,
+    DbOption,
+    console,
+    fail,
+    info,
+    open_registry_or_exit,
+    print_json,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON only (on stdout).")]
+
+
+@contextlib.contextmanager
+def _errors(reg=None) -> Iterator[None]:  # noqa: ANN001
+    """Library errors -> one line and the documented exit code."""
+    from sqlalchemy.exc import DBAPIError
+
+    from ctxsim.errors import ConfigError, CtxsimError, DataError, RegistryError
+    from ctxsim.registry.db import describe_db_error
+    from ctxsim.registry.jobs import JobNotFoundError, JobStateError
+
+    try:
+        yield
+    except JobNotFoundError as e:
+        fail(str(e), EXIT_NOT_FOUND)
+    except (JobStateError, ConfigError, DataError) as e:
+        fail(str(e), EXIT_USAGE)
+    except RegistryError as e:
+        fail(str(e), EXIT_REGISTRY)
+    except DBAPIError as e:
+        fail(describe_db_error(reg.url if reg is not None else "", e), EXIT_REGISTRY)
+    except CtxsimError as e:
+        fail(str(e), EXIT_USAGE)
+
+
+def _split(values: str) -> list[str]:
+    return [v.strip() for v in values.split(",") if v.strip()]
+
+
+def _seeds(spec: Optional[str]) -> list[Optional[int]]:
+    """``3`` -> [0, 1, 2]; ``0,5,7`` -> those seeds; None -> the recipe's seed."""
+    from ctxsim.errors import ConfigError
+
+    if spec is None:
+        return [None]
+    parts = _split(spec)
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"--seeds: expected a count (3) or a list (0,5,7), got {spec!r}") from None
+    if len(nums) == 1 and "," not in spec:
+        if nums[0] < 1:
+            raise ConfigError(f"--seeds: count must be >= 1, got {nums[0]}")
+        return list(range(nums[0]))
+    return nums
+
+
+def build_grid(datasets: str, losses: str, resolutions: str, seeds: Optional[str], sets: list[str],
+               epochs: Optional[int] = None, root: Optional[str] = None) -> list:
+    """The cartesian product of a sweep: [(validated RunConfig, its --set assignments)].
+
+    Raises ConfigError on any unknown dataset, loss, key or bad value (before anything is written)."""
+    from ctxsim.errors import ConfigError
+    from ctxsim.train.recipes import recipe
+
+    set_axes = []
+    for a in sets:
+        if "=" not in a:
+            raise ConfigError(f"--set expects key=value1,value2,..., got {a!r}")
+        key, vals = a.split("=", 1)
+        set_axes.append([f"{key.strip()}={v}" for v in (_split(vals) or [""])])
+    try:
+        res_list = [int(r) for r in _split(resolutions)]
+    except ValueError:
+        raise ConfigError(f"--resolution: expected 224 and/or 256, got {resolutions!r}") from None
+    ds_list, loss_list, seed_list = _split(datasets), _split(losses), _seeds(seeds)
+    if not ds_list or not loss_list or not res_list:
+        raise ConfigError("--dataset, --loss and --resolution each need at least one value")
+    cfgs = []
+    for ds, loss, res, seed, *assign in itertools.product(ds_list, loss_list, res_list, seed_list, *set_axes):
+        cfg = recipe(ds, loss, res)
+        over = {}
+        if seed is not None:
+            over["seed"] = seed
+        if epochs is not None:
+            over["epochs"] = epochs
+        if root is not None:
+            over["root"] = root
+        if over:
+            cfg = cfg.with_overrides(**over)
+        if assign:
+            cfg = cfg.with_sets(list(assign))
+        cfgs.append((cfg.validate() if hasattr(cfg, "validate") else cfg, list(assign)))
+    return cfgs
+
+
+def sweep(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Datasets, comma-separated (cub,cars).")],
+    loss: Annotated[str, typer.Option("--loss", "-l", help="Losses, comma-separated (hybrid,contrastive).")],
+    resolution: Annotated[str, typer.Option("--resolution", "-r", help="Recipe families: 224, 256 or 224,256.")] = "256",
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="A count (3 -> seeds 0,1,2) or a list (0,5,7).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="key=v1,v2: one more grid axis (repeatable).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Override the recipe's epochs.")] = None,
+    root: Annotated[Optional[str], typer.Option("--root", help="Dataset root folder.")] = None,
+    gpus_per_job: Annotated[Optional[int], typer.Option("--gpus-per-job", help="GPUs each job needs (default: 1 if this machine has a GPU, else 0).")] = None,
+    priority: Annotated[int, typer.Option("--priority", help="Higher runs first.")] = 0,
+    max_attempts: Annotated[int, typer.Option("--max-attempts", help="Claims allowed before a crashing job is failed.")] = 3,
+    name: Annotated[Optional[str], typer.Option("--name", help="Name given to every job.")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Tag (repeatable).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Queue even if an identical config is queued or running.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the grid without queueing anything.")] = False,
+    json_: JsonOpt = False,
+    db: Optional[str] = DbOption,
+) -> None:
+    """Queue a grid of runs (datasets x losses x resolutions x seeds x --set values) for workers."""
+    with _errors():
+        grid = build_grid(dataset, loss, resolution, seeds, list(set_ or []), epochs, root)
+        cfgs = [c for c, _ in grid]
+        if gpus_per_job is None:
+            from ctxsim.runner.gpus import detect_gpus
+
+            gpus_per_job = 1 if detect_gpus() else 0
+        if gpus_per_job < 0:
+            fail("--gpus-per-job must be >= 0", EXIT_USAGE)
+    rows = [{"dataset": c.dataset, "loss": c.loss, "resolution": c.resolution, "seed": c.seed,
+             "epochs": c.epochs, "set": " ".join(a), "config_hash": c.config_hash(), "n_gpus": gpus_per_job}
+            for c, a in grid]
+    if dry_run:
+        if json_:
+            print_json({"dry_run": True, "jobs": rows})
+        else:
+            _grid_table(rows, "would queue")
+        return
+    reg = open_registry_or_exit(db)
+    from ctxsim.registry.jobs import enqueue_many
+
+    with _errors(reg):
+        out = enqueue_many(reg, cfgs, name=name, tags=list(tag or []), priority=priority, n_gpus=gpus_per_job,
+                           max_attempts=max_attempts, force=force)
+    for r, (jid, created) in zip(rows, out):
+        r.update(id=jid, created=created)
+    if json_:
+        print_json({"jobs": rows})
+    else:
+        _grid_table(rows, "queued")
+        dup = sum(not r["created"] for r in rows)
+        info(f"{len(rows) - dup} job(s) queued" + (f", {dup} already queued/running (marked =; --force to add)" if dup else ""))
+        console.print(" ".join(str(r["id"]) for r in rows), highlight=False)
+
+
+def _grid_table(rows: list[dict], title: str) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"{len(rows)} job(s) {title}", show_edge=False)
+    cols = (["id"] if rows and "id" in rows[0] else []) + ["dataset", "loss", "resolution", "seed", "epochs", "set", "n_gpus"]
+    for c in cols:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*[("" if r.get(c) is None else str(r[c])) + ("" if c != "id" or r.get("created", True) else "=") for c in cols])
+    from ctxsim.cli.common import err_console
+
+    err_console.print(t)
+
+
+def worker(
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU ids this worker owns (0,1,...); '' for CPU only; default: all detected.")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Exit when nothing is left for this worker.")] = False,
+    max_jobs: Annotated[Optional[int], typer.Option("--max-jobs", help="Exit after starting this many jobs (and finishing them).")] = None,
+    max_parallel: Annotated[Optional[int], typer.Option("--max-parallel", help="Jobs run at once (default: number of GPUs, at least 1).")] = None,
+    poll: Annotated[float, typer.Option("--poll", help="Seconds between queue polls.")] = 2.0,
+    heartbeat_expiry: Annotated[float, typer.Option("--heartbeat-expiry", help="Seconds without heartbeat before a running job is re-queued.")] = 60.0,
+    grace: Annotated[float, typer.Option("--grace", help="Seconds between SIGTERM and SIGKILL when stopping a job.")] = 10.0,
+    device: Annotated[str, typer.Option("--device", help="Device passed to each job: auto, cpu or cuda.")] = "auto",
+    db: Optional[str] = DbOption,
+) -> None:
+    """Run queued jobs: each in its own process group with CUDA_VISIBLE_DEVICES set; heartbeats,
+    cancels, re-queues jobs of dead workers. SIGTERM/Ctrl-C re-queues the running jobs."""
+    import logging
+
+    from ctxsim.runner.gpus import detect_gpus, parse_gpus
+    from ctxsim.runner.worker import LocalWorker
+
+    with _errors():
+        ids = parse_gpus(gpus)
+    if ids is None:
+        ids = detect_gpus()
+    for name, v in (("--poll", poll), ("--heartbeat-expiry", heartbeat_expiry)):
+        if v <= 0:
+            fail(f"{name} must be > 0", EXIT_USAGE)
+    if max_parallel is not None and max_parallel < 1:
+        fail("--max-parallel must be >= 1", EXIT_USAGE)
+    reg = open_registry_or_exit(db)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    w = LocalWorker(reg, ids, max_parallel=max_parallel, poll_s=poll, heartbeat_expiry_s=heartbeat_expiry,
+                    grace_s=grace, once=once, max_jobs=max_jobs, device=device,
+                    on_message=lambda m: info(f"[dim]{time.strftime('%H:%M:%S')}[/] {m}"))
+    w.install_signal_handlers()
+    with _errors(reg):
+        n = w.run()
+    info(f"worker {w.id}: started {n} job(s); exiting")
+
+
+def _fmt_num(v: Optional[float]) -> str:
+    return "" if v is None else f"{v:.4g}"
+
+
+def ls(
+    status: Annotated[Optional[str], typer.Option("--status", "-s", help="Statuses, comma-separated (queued,running,done,failed,cancelled).")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d")] = None,
+    loss: Annotated[Optional[str], typer.Option("--loss", "-l")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", "-n", help="Newest N jobs only.")] = None,
+    json_: JsonOpt = False,
+    db: Optional[str] = DbOption,
+) -> None:
+    """List jobs, newest first, with progress, last loss and best R@1."""
+    from ctxsim.registry.models import JOB_STATUSES
+
+    statuses = _split(status) if status else None
+    bad = [s for s in statuses or [] if s not in JOB_STATUSES]
+    if bad:
+        fail(f"unknown status {bad[0]!r} (one of {', '.join(JOB_STATUSES)})", EXIT_USAGE)
+    reg = open_registry_or_exit(db)
+    from ctxsim.registry.queries import runs_table
+
+    with _errors(reg):
+        rows = runs_table(reg, status=statuses, dataset=dataset, loss=loss, limit=limit)
+    if json_:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    t = Table(show_edge=False)
+    for c in ("id", "status", "dataset", "loss", "res", "seed", "epoch", "loss↓", "R@1", "worker/gpus", "name"):
+        t.add_column(c, no_wrap=c in ("id", "status"))
+    colors = {"running": "cyan", "done": "green", "failed": "red", "cancelled": "yellow", "queued": "white"}
+    for r in rows:
+        sm = r["summaries"]
+        ep = f"{r['epoch'] or 0}/{r['total_epochs'] or '?'}"
+        where = r["worker_host"] or ""
+        if r["gpus"]:
+            where += f" [{r['gpus']}]"
+        t.add_row(str(r["id"]), f"[{colors.get(r['status'], 'white')}]{r['status']}[/]", r["dataset"], r["loss"],
+                  str(r["resolution"] or ""), "" if r["seed"] is None else str(r["seed"]), ep,
+                  _fmt_num(sm.get("train/loss", {}).get("last")), _fmt_num(sm.get("R@1", {}).get("best")),
+                  where, r["name"] or "")
+    console.print(t)
+    if not rows:
+        info("no jobs")
+
+
+def show(
+    job_id: Annotated[int, typer.Argument(help="Job id.")],
+    json_: JsonOpt = False,
+    db: Optional[str] = DbOption,
+) -> None:
+    """A job's state, config, provenance, summaries and recent events."""
+    reg = open_registry_or_exit(db)
+    from ctxsim.registry.queries import job_detail, job_events
+
+    with _errors(reg):
+        d = job_detail(reg, job_id)
+        if d is None:
+            fail(f"no job {job_id}", EXIT_NOT_FOUND)
+        d["events"] = job_events(reg, job_id, limit=50)
+    if json_:
+        print_json(d)
+        return
+    import json as _json
+
+    keys = ("status", "name", "dataset", "loss", "resolution", "seed", "priority", "attempts", "max_attempts",
+            "epoch", "total_epochs", "last_step", "executor", "n_gpus", "gpus", "worker_id", "created_at",
+            "started_at", "finished_at", "heartbeat_at", "exit_code", "error", "git_commit", "git_dirty",
+            "config_hash", "run_dir")
+    console.print(f"[bold]job {job_id}[/]")
+    for k in keys:
+        if d.get(k) not in (None, ""):
+            console.print(f"  {k:14} {d[k]}", highlight=False)
+    if d["tags"]:
+        console.print(f"  {'tags':14} {', '.join(d['tags'])}", highlight=False)
+    if d["summaries"]:
+        console.print("[bold]summaries[/] (best @ step / last @ step)")
+        for k, s in sorted(d["summaries"].items()):
+            console.print(f"  {k:22} {s['best']:.5g} @ {s['best_step']} / {s['last']:.5g} @ {s['last_step']}", highlight=False)
+    console.print("[bold]config[/]")
+    console.print(_json.dumps(_json.loads(d["config_json"]), indent=2, sort_keys=True), highlight=False)
+    if d["events"]:
+        console.print("[bold]events[/]")
+        for e in d["events"]:
+            console.print(f"  {e['time']:%Y-%m-%d %H:%M:%S} {e['kind']:16} {e['message']}", highlight=False)
+
+
+def logs(
+    job_id: Annotated[int, typer.Argument(help="Job id.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="Start with the last N lines (0: whole file).")] = 50,
+    db: Optional[str] = DbOption,
+) -> None:
+    """Print a job's stdout/stderr (``<run_dir>/stdout.log``); ``-f`` follows it until the job ends."""
+    import sys
+    from pathlib import Path
+
+    reg = open_registry_or_exit(db)
+    from ctxsim.registry.jobs import job_states
+    from ctxsim.registry.queries import job_detail
+
+    with _errors(reg):
+        d = job_detail(reg, job_id)
+    if d is None:
+        fail(f"no job {job_id}", EXIT_NOT_FOUND)
+    path = Path(d["run_dir"] or "") / "stdout.log"
+    if not follow and not path.is_file():
+        fail(f"job {job_id} has no log yet ({d['status']}): {path}", EXIT_NOT_FOUND)
+    out = sys.stdout
+    pos = 0
+    if path.is_file():
+        data = path.read_bytes()
+        if lines > 0:
+            tail = data.splitlines(keepends=True)[-lines:]
+            out.write(b"".join(tail).decode(errors="replace"))
+        else:
+            out.write(data.decode(errors="replace"))
+        out.flush()
+        pos = len(data)
+    if not follow:
+        return
+    status = d["status"]
+    last_check = time.monotonic()
+    while True:
+        if path.is_file():
+            with open(path, "rb") as fh:
+                fh.seek(pos)
+                chunk = fh.read()
+            if chunk:
+                pos += len(chunk)
+                out.write(chunk.decode(errors="replace"))
+                out.flush()
+        if status not in ("queued", "running"):
+            break
+        time.sleep(0.25)
+        if time.monotonic() - last_check >= 1.0:
+            with _errors(reg):
+                st = job_states(reg, [job_id]).get(job_id)
+            status = st[0] if st else "removed"
+            last_check = time.monotonic()
+    info(f"job {job_id} is {status}")
+    if status == "failed":
+        raise typer.Exit(EXIT_FAILED)
+
+
+def cancel(
+    job_id: Annotated[int, typer.Argument(help="Job id.")],
+    json_: JsonOpt = False,
+    db: Optional[str] = DbOption,
+) -> None:
+    """Cancel a job: a queued job at once; a running one is stopped by its worker within seconds."""
+    reg = open_registry_or_exit(db)
+    from ctxsim.registry import jobs
+
+    with _errors(reg):
+        state = jobs.cancel(reg, job_id)
+    if json_:
+        print_json({"id": job_id, "state": state})
+    else:
+        info(f"job {job_id}: {'cancelled' if state == 'cancelled' else 'cancel requested (its worker stops it)'}")
+
+
+def retry(
+    job_id: Annotated[int, typer.Argument(help="Job id.")],
+    keep_attempts: Annotated[bool, typer.Option("--keep-attempts", help="Keep the attempt count (default: reset to 0).")] = False,
+    json_: JsonOpt = False,
+    db: Optional[str] = DbOption,
+) -> None:
+    """Queue a failed or cancelled job again; it resumes from its last checkpoint."""
+    reg = open_registry_or_exit(db)
+    from ctxsim.registry import jobs
+
+    with _errors(reg):
+        jobs.retry(reg, job_id, reset_attempts=not keep_attempts)
+    if json_:
+        print_json({"id": job_id, "state": "queued"})
+    else:
+        info(f"job {job_id}: queued again")
+
+
+def rm(
+    job_id: Annotated[int, typer.Argument(help="Job id.")],
+    force: Annotated[bool, typer.Option("--force", help="Also remove a running job (its worker stops it).")] = False,
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete its run directory.")] = False,
+    json_: JsonOpt = False,
+    db: Optional[str] = DbOption,
+) -> None:
+    """Remove a job and its metrics, summaries, events and tags from the registry."""
+    reg = open_registry_or_exit(db)
+    from ctxsim.registry import jobs
+
+    with _errors(reg):
+        run_dir = jobs.rm(reg, job_id, force=force, purge=purge)
+    if json_:
+        print_json({"id": job_id, "removed": True, "run_dir": run_dir, "purged": bool(purge)})
+    else:
+        info(f"job {job_id}: removed" + (f" (deleted {run_dir})" if purge and run_dir else ""))
 
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to the root app."""
+    app.command("sweep")(sweep)
+    app.command("worker")(worker)
+    app.command("ls")(ls)
+    app.command("show")(show)
+    app.command("logs")(logs)
+    app.command("cancel")(cancel)
+    app.command("retry")(retry)
+    app.command("rm")(rm)

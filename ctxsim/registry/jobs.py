@@ -89,7 +89,7 @@ def default_runs_root(reg: Registry) -> Path:
 
 
 def _run_dir_name(job_id: int, f: dict[str, Any]) -> str:
-    parts = [f"{job_id:05d}", f["dataset"], f["loss"]]
+    parts = [f"{job_id:05d}", f["dataset"]] + ([f["loss"]] if f["loss"] != "-" else [])
     if f.get("resolution"):
         parts.append(str(f["resolution"]))
     if f.get("seed") is not None:
