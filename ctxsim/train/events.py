@@ -9,6 +9,8 @@ Event kinds and their ``data`` fields:
 - ``checkpoint``: epoch, path
 - ``done``: metrics (final), selected ("last" | "best"), best_epoch, selected_on ("test" | "val" | None)
 - ``failed``: error (one line), traceback (str)
+- ``stopped``: epoch (completed), step, batch_in_epoch, checkpoint (path or None): should_stop() asked
+  the run to stop between steps; it can resume from the checkpoint
 - ``log``: message (free text)
 
 Metric keys derived from events (the registry stores them with these names):
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-EVENT_KINDS = ("start", "step", "epoch", "eval", "checkpoint", "done", "failed", "log")
+EVENT_KINDS = ("start", "step", "epoch", "eval", "checkpoint", "done", "failed", "log", "stopped")
 
 
 @dataclass

@@ -77,9 +77,9 @@ R256: dict[str, dict[str, Any]] = {
     "cars": dict(lr=1.6e-4, batch_size=128, pooling="max", layernorm=True, sampler="random256",
                  sampler_kw=dict(num_batches=42, tries=10)),
     "sop": dict(lr=4e-5, batch_size=128, pooling="avg", layernorm=False, sampler="hierarchical",
-                sampler_kw=dict(batches_per_super_pair=10, nb_categories=2, batch_multiplier=66)),
+                sampler_kw=dict(batches_per_super_pair=10, batch_multiplier=66)),
     "inat": dict(lr=8e-5, batch_size=256, pooling="avg", layernorm=False, sampler="hierarchical",
-                 sampler_kw=dict(batches_per_super_pair=10, nb_categories=2, batch_multiplier=70)),
+                 sampler_kw=dict(batches_per_super_pair=10, batch_multiplier=70)),
     "inshop": dict(lr=4e-5, batch_size=128, pooling="avg", layernorm=False, sampler="random256",
                    sampler_kw=dict(num_batches=600, tries=10)),
 }
@@ -162,7 +162,7 @@ def _r224(dataset: str, loss: str) -> RunConfig:
         sampler, sampler_kw = "shuffle", {}
     elif hierarchical:
         sampler = "hierarchical"
-        sampler_kw = dict(batches_per_super_pair=10, nb_categories=2, batch_multiplier=66,
+        sampler_kw = dict(batches_per_super_pair=10, batch_multiplier=66,
                           max_batches=R224_HIER_BATCHES // bs)
     else:
         sampler, sampler_kw = "balanced224", {}
