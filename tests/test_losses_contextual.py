@@ -46,7 +46,7 @@ def ref_context(S, k, eps, ablation=0, slope=10.0, temp=0.01, strict=False):
     rows = range(B)
     negD = [[-(2.0 - 2.0 * S[i, j]) if float((2.0 - 2.0 * S[i, j]).detach()) >= 0 else S[i, j] * 0.0 for j in rows]
             for i in rows]
-    srt = [sorted((float(v) for v in negD[i]), reverse=True) for i in rows]
+    srt = [sorted((v.detach().item() for v in negD[i]), reverse=True) for i in rows]
     tk = [srt[i][k - 1] for i in rows]
     th = [srt[i][k // 2 - 1] for i in rows]
     sig = ablation in (2, 6)
@@ -97,9 +97,9 @@ def ref_terms(x64, y, k, eps, pm, nm, reg_sim, ablation=0):
     pos, npos, neg, nneg = 0.0, 0, 0.0, 0
     for i in range(B):
         for j in range(B):
-            if y[i] == y[j] and float(pm - S[i, j]) > 0:
+            if y[i] == y[j] and float(pm - S[i, j].detach()) > 0:
                 pos, npos = pos + (pm - S[i, j]), npos + 1
-            if y[i] != y[j] and float(S[i, j] - nm) > 0:
+            if y[i] != y[j] and float(S[i, j].detach() - nm) > 0:
                 neg, nneg = neg + (S[i, j] - nm), nneg + 1
     con = (pos / npos if npos else 0.0) + (neg / nneg if nneg else 0.0)
     reg = (S.sum() / (B * B) - reg_sim) ** 2
@@ -186,7 +186,7 @@ def test_hybrid_values_and_gradients_match_float64_reference(seed, convention):
                     hp["pos_margin"], hp["neg_margin"], hp["reg_sim"])
     ref.backward()
     assert loss.dtype == torch.float32
-    assert loss.item() == pytest.approx(float(ref), abs=1e-5)
+    assert loss.item() == pytest.approx(ref.item(), abs=1e-5)
     assert x64.grad.abs().max() > 1e-3  # the comparison is not between two zero tensors
     assert torch.allclose(x32.grad.double(), x64.grad, atol=1e-5, rtol=1e-5)
 
