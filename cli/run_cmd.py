@@ -1,9 +1,265 @@
-"""CLI commands (module filled by its owner; see cli/main.py)."""
+"""``ctxsim run`` (train in the foreground with a progress bar) and ``ctxsim eval`` (R@K / MAP@R of a
+saved model). Thin: build a RunConfig from the recipe and the options, call the library, print.
+
+Exit codes: 0 done; 1 the run failed (details in <run-dir>/events.jsonl); 2 bad input; 4 no such
+checkpoint; 130 stopped by Ctrl-C (a checkpoint is written: the same command resumes).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Optional
+
 import typer
+
+from ctxsim.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    console,
+    err_console,
+    fail,
+    info,
+    print_json,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON only (on stdout).")]
+
+
+# ---- config from options (shared with the registry's run/enqueue path) ------------------------------
+def build_run_config(dataset: str, loss: str, resolution: int = 256, root: Optional[str] = None,
+                     sets: Optional[list[str]] = None, epochs: Optional[int] = None, seed: Optional[int] = None,
+                     device: Optional[str] = None, name: Optional[str] = None, tags: Optional[list[str]] = None):
+    """recipe(dataset, loss, resolution), then ``--set`` assignments, then the explicit options."""
+    from ctxsim.train.recipes import recipe
+
+    cfg = recipe(dataset, loss, resolution)
+    if sets:
+        cfg = cfg.with_sets(list(sets))
+    over: dict[str, Any] = {}
+    if root is not None:
+        over["root"] = root
+    if epochs is not None:
+        over["epochs"] = epochs
+    if seed is not None:
+        over["seed"] = seed
+    if device is not None:
+        over["device"] = device
+    if name is not None:
+        over["name"] = name
+    if tags:
+        over["tags"] = list(tags)
+    return cfg.with_overrides(**over) if over else cfg
+
+
+# ---- the progress display: an event sink living in the CLI -----------------------------------------
+class RichProgressSink:
+    """Shows a run's events as a rich progress bar (steps over all epochs, epoch, loss, last R@1)
+    on stderr, and prints one line per evaluation above it."""
+
+    def __init__(self, console_=None, title: str = "train") -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.console = console_ or err_console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("epoch {task.fields[epoch]}"), TextColumn("loss {task.fields[loss]}"),
+            TextColumn("R@1 {task.fields[r1]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=self.console, transient=False,
+        )
+        self.title = title
+        self.task = None
+        self.steps_per_epoch = 1
+
+    def emit(self, event) -> None:
+        d = event.data
+        k = event.kind
+        if k == "start":
+            self.steps_per_epoch = max(int(d.get("steps_per_epoch") or 1), 1)
+            total = int(d["epochs"]) * self.steps_per_epoch
+            if self.task is None:
+                self.progress.start()
+                self.task = self.progress.add_task(self.title, total=total, epoch=f"{d.get('start_epoch', 0)}/{d['epochs']}",
+                                                   loss="-", r1="-")
+            self.progress.update(self.task, total=total, completed=int(d.get("step") or 0))
+            if d.get("resumed"):
+                self.progress.console.print(f"resumed at epoch {d.get('start_epoch')} (step {d.get('step')})",
+                                            highlight=False)
+        elif self.task is None:
+            return
+        elif k == "step":
+            total = self.progress.tasks[0].total
+            self.progress.update(self.task, completed=int(d["step"]), loss=f"{float(d['loss']):.4f}",
+                                 epoch=f"{d['epoch']}/{int(total // self.steps_per_epoch)}")
+        elif k == "eval":
+            m = d["metrics"]
+            r1 = m.get("R@1")
+            if r1 is not None:
+                self.progress.update(self.task, r1=f"{100 * r1:.2f}")
+            shown = "  ".join(f"{key} {100 * v:.2f}" for key, v in m.items())
+            self.progress.console.print(f"epoch {d['epoch']}: {shown}", highlight=False)
+        elif k == "stopped":
+            self.progress.console.print(f"stopped at epoch {d['epoch']} step {d['step']}; checkpoint {d.get('checkpoint')}",
+                                        highlight=False)
+        elif k == "failed":
+            self.progress.console.print(f"[red]failed:[/] {d.get('error')}", highlight=False)
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.progress.stop()
+
+
+@contextlib.contextmanager
+def _ctrl_c_stops() -> Iterator[threading.Event]:
+    """First Ctrl-C asks the run to stop after the current step (checkpointed); a second one aborts."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):  # noqa: ANN001
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+        err_console.print("stopping after this step (Ctrl-C again to abort)...", highlight=False)
+
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def metrics_table(metrics: dict[str, float], title: str = "metrics"):
+    """A rich table of retrieval metrics (values in percent)."""
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    t.add_column("metric")
+    t.add_column("value (%)", justify="right")
+    for k, v in metrics.items():
+        t.add_row(k, f"{100 * float(v):.2f}")
+    return t
+
+
+# ---- commands -----------------------------------------------------------------------------------------
+def run(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="cub, cars, sop, inat, inshop, fashion-mnist, digits, synthetic.")],
+    loss: Annotated[str, typer.Option("--loss", "-l", help="hybrid, contrastive, triplet, multisimilarity, ms_miner, proxy_anchor, proxy_nca, roadmap, smoothap, fastap, ntxent, normsoftmax.")],
+    resolution: Annotated[int, typer.Option("--resolution", "-r", help="Recipe family: 224 (train.py) or 256 (main.py).")] = 256,
+    root: Annotated[Optional[str], typer.Option("--root", help="Parent folder of the datasets.")] = None,
+    sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: key=value (repeatable), e.g. lr=1e-4, loss.lam=0.3, model.pooling=avg.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Number of epochs.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    name: Annotated[Optional[str], typer.Option("--name", help="Run name (also names the run folder).")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Tag (repeatable).")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder (default runs/<name>-<config hash>); an existing checkpoint there is resumed.")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore a checkpoint in the run folder and start over.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a recipe in the foreground with a progress bar, then print the final metrics."""
+    from ctxsim.errors import CtxsimError
+
+    if device not in ("auto", "cpu", "cuda"):
+        fail(f"--device must be auto, cpu or cuda; got {device!r}")
+    try:
+        cfg = build_run_config(dataset, loss, resolution, root, sets, epochs, seed, device, name, tag)
+    except CtxsimError as e:
+        fail(str(e), EXIT_USAGE)
+
+    from ctxsim.train.engine import default_run_dir, run_foreground
+    from ctxsim.train.recipes import recipe_provenance
+
+    rd = run_dir if run_dir is not None else default_run_dir(cfg)
+    info(f"run {cfg.summary()} -> {rd}  ({recipe_provenance(cfg.dataset, cfg.loss, cfg.resolution)}; "
+         f"convention {cfg.convention}, select {cfg.select})")
+    sink = RichProgressSink(title=cfg.name or f"{cfg.dataset}/{cfg.loss}")
+    try:
+        with _ctrl_c_stops() as stop:
+            result = run_foreground(cfg, rd, sink=sink, device=device, resume=not fresh, should_stop=stop.is_set)
+    except CtxsimError as e:
+        sink.close()
+        fail(str(e), EXIT_USAGE)
+    except KeyboardInterrupt:
+        sink.close()
+        fail(f"aborted; the last epoch checkpoint in {rd} can be resumed", EXIT_INTERRUPTED)
+    except Exception as e:  # a bug or a runtime failure: one line, details in events.jsonl
+        sink.close()
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        fail(f"run failed: {type(e).__name__}: {first} (traceback in {rd / 'events.jsonl'})", EXIT_FAILED)
+    sink.close()
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        sel = f"{result.selected}" + (f" (best epoch {result.best_epoch}, chosen on the {result.selected_on} set)"
+                                      if result.selected_on else f" (epoch {result.best_epoch})")
+        console.print(metrics_table(result.metrics, title=f"{cfg.summary()}: {result.status}, model {sel}"))
+        info(f"run folder: {rd}")
+    if result.status == "stopped":
+        info(f"stopped: run the same command (or --run-dir {rd}) to resume")
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def evaluate_checkpoint(checkpoint: Path, dataset: Optional[str] = None, root: Optional[str] = None,
+                        device: str = "auto", which: Optional[str] = None, batch_size: Optional[int] = None,
+                        return_embeddings: bool = False):
+    """(metrics, cfg, data[, embeddings]) of a saved model on a dataset's test split. The
+    ``return_embeddings`` path is where a retrieval picture (``--grid``) can take its neighbours from."""
+    from ctxsim.train.checkpoint import load_checkpoint_model
+    from ctxsim.train.engine import build_run_data, evaluate, resolve_device
+    from ctxsim.train.recipes import normalize_dataset
+
+    model, cfg = load_checkpoint_model(checkpoint, which=which)
+    if dataset is not None:
+        cfg = cfg.with_overrides(dataset=normalize_dataset(dataset))
+    if root is not None:
+        cfg = cfg.with_overrides(root=root)
+    dev = resolve_device(device)
+    data = build_run_data(cfg)
+    model = model.to(dev)
+    out = evaluate(model, data, dev, ks=cfg.ks, batch_size=batch_size or cfg.eval_batch_size,
+                   num_workers=min(cfg.num_workers, 4), amp=cfg.amp and dev.type == "cuda",
+                   return_embeddings=return_embeddings)
+    if return_embeddings:
+        metrics, emb = out
+        return metrics, cfg, data, emb
+    return out, cfg, data
+
+
+def eval_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint.pt written by ctxsim run.")],
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset (default: the run's).")] = None,
+    root: Annotated[Optional[str], typer.Option("--root", help="Parent folder of the datasets.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    which: Annotated[Optional[str], typer.Option("--which", help="last or best weights (default: the run's selection).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Evaluation batch size.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """R@K and MAP@R of a saved model on a dataset's test split."""
+    from ctxsim.errors import CtxsimError
+
+    if not checkpoint.exists():
+        fail(f"no such checkpoint: {checkpoint}", EXIT_NOT_FOUND)
+    if device not in ("auto", "cpu", "cuda"):
+        fail(f"--device must be auto, cpu or cuda; got {device!r}")
+    if which not in (None, "last", "best"):
+        fail(f"--which must be last or best; got {which!r}")
+    try:
+        metrics, cfg, _ = evaluate_checkpoint(checkpoint, dataset, root, device, which, batch_size)
+    except CtxsimError as e:
+        fail(str(e), EXIT_USAGE)
+    if json_out:
+        print_json({"checkpoint": str(checkpoint), "dataset": cfg.dataset, "metrics": metrics})
+    else:
+        console.print(metrics_table(metrics, title=f"{checkpoint} on {cfg.dataset}"))
 
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to the root app."""
+    app.command("run")(run)
+    app.command("eval")(eval_cmd)

@@ -517,6 +517,9 @@ def run_foreground(cfg: RunConfig, run_dir: os.PathLike, sink: Optional[EventSin
     """``fit`` with the run directory's files: config.json, events.jsonl (appended), result.json."""
     rd = Path(run_dir)
     rd.mkdir(parents=True, exist_ok=True)
+    if not resume:  # a fresh start: the folder's previous run is replaced
+        for stale in (CHECKPOINT_NAME, EVENTS_NAME, RESULT_NAME):
+            (rd / stale).unlink(missing_ok=True)
     _write_json(rd / CONFIG_NAME, cfg.to_dict())
     jsonl = JsonlSink(rd / EVENTS_NAME)
     try:
