@@ -1,8 +1,9 @@
 """RegistrySink: the training loop's events into the registry, batched and idempotent (DESIGN §4).
 
 Points (``events.metric_points``) are buffered and written every ``flush_every_s`` seconds or
-``flush_every_n`` points in one transaction: INSERT ... ON CONFLICT (job_id, key, step) DO NOTHING,
-so a resumed job that replays steps never duplicates them. The same transaction maintains the
+``flush_every_n`` points in one transaction: INSERT ... ON CONFLICT (job_id, key, step) DO NOTHING
+RETURNING, so a resumed job that replays steps never duplicates them (the first value of a step
+is kept) and only really new points are folded into the summaries. The same transaction maintains the
 Summary rows (best and last per key) and the job's epoch/total_epochs/last_step. Lifecycle events
 (start, checkpoint, done, failed, log) also land in the events table. Epoch-level events
 (epoch, eval, checkpoint, done, failed) flush at once, so everything before a checkpoint is stored
@@ -54,14 +55,17 @@ def write_points(reg: Registry, s: Session, job_id: int, points: list[tuple[str,
     rows = [{"job_id": job_id, "key": k, "step": st, "value": v, "time": t} for k, st, v, t in points]
     stmt = _insert_ignore(reg, table)
     if stmt is not None:
-        s.execute(stmt, rows)
+        # RETURNING gives back only the rows really inserted: replayed points must not touch summaries
+        new = [(r.key, r.step, r.value, 0.0) for r in s.execute(stmt.returning(table.c.key, table.c.step, table.c.value), rows)]
     else:  # other dialects: skip what is there already
         keys = {r["key"] for r in rows}
         have = set(s.execute(select(table.c.key, table.c.step).where(table.c.job_id == job_id, table.c.key.in_(keys))))
         rows = [r for r in rows if (r["key"], r["step"]) not in have]
         if rows:
             s.execute(insert(table), rows)
-    _fold_summaries(s, job_id, points)
+        new = [(r["key"], r["step"], r["value"], 0.0) for r in rows]
+    if new:
+        _fold_summaries(s, job_id, new)
 
 
 def _fold_summaries(s: Session, job_id: int, points: list[tuple[str, int, float, float]]) -> None:
@@ -86,7 +90,7 @@ def _fold_summaries(s: Session, job_id: int, points: list[tuple[str, int, float,
         better = b["best"] < r.best if lower_is_better(k) else b["best"] > r.best
         if better:
             r.best, r.best_step = b["best"], b["best_step"]
-        if b["last_step"] > r.last_step:  # a replayed step keeps the stored value (first write wins)
+        if b["last_step"] > r.last_step:
             r.last, r.last_step = b["last"], b["last_step"]
 
 
