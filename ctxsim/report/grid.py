@@ -239,3 +239,18 @@ def retrieval_grid(
     out["queries"] = [int(i) for i in chosen]
     out["precision"] = sum(flat) / len(flat) if flat else 0.0
     return out
+
+
+def checkpoint_grid(checkpoint: str | os.PathLike, path: str | os.PathLike, k: int = 8, n_queries: int = 8,
+                    seed: int = 0, device: str = "cpu", which: Optional[str] = None, tile: int = 96,
+                    **data_kw: Any) -> dict[str, Any]:
+    """The retrieval picture of a saved model on its own dataset's test split (the checkpoint's
+    config names the dataset, root and resolution; ``data_kw`` overrides build options)."""
+    from ctxsim.train import load_checkpoint_model
+    from ctxsim.train.engine import build_run_data
+
+    model, cfg = load_checkpoint_model(checkpoint, which=which)
+    bundle = build_run_data(cfg, **data_kw)
+    model.to(device)
+    return retrieval_grid(model, bundle.query, path, gallery=bundle.gallery, k=k, n_queries=n_queries,
+                          seed=seed, device=device, batch_size=cfg.eval_batch_size, tile=tile)
