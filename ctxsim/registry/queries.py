@@ -259,12 +259,17 @@ def workers_table(reg: Registry) -> list[dict[str, Any]]:
         ]
 
 
-def queue_table(reg: Registry) -> list[dict[str, Any]]:
-    """Queued and running jobs: running first, then queued by priority (highest first) and id."""
+def queue_table(reg: Registry, recent_finished: int = 0) -> list[dict[str, Any]]:
+    """Running jobs, then queued ones in claim order (priority highest first, then id), then the
+    ``recent_finished`` most recently finished failed/cancelled jobs (candidates for retry)."""
     q = select(Job).where(Job.status.in_(("queued", "running")))
     with reg.Session() as s:
         jobs = [job_dict(j) for j in s.scalars(q)]
-    jobs.sort(key=lambda d: (d["status"] != "running", -(d["priority"] or 0), d["id"]))
+        jobs.sort(key=lambda d: (d["status"] != "running", -(d["priority"] or 0), d["id"]))
+        if recent_finished:
+            fq = (select(Job).where(Job.status.in_(("failed", "cancelled")))
+                  .order_by(Job.finished_at.desc(), Job.id.desc()).limit(recent_finished))
+            jobs += [job_dict(j) for j in s.scalars(fq)]
     return jobs
 
 

@@ -1,0 +1,19 @@
+"""``python -m ctxsim.tui [--db URL]``: the dashboard (what ``ctxsim tui --serve`` runs per browser)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m ctxsim.tui")
+    p.add_argument("--db", default=None, help="registry URL or SQLite file (default $CTXSIM_DB, ./experiments.db)")
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between refreshes")
+    a = p.parse_args(argv)
+    from ctxsim.tui.app import CtxsimApp
+
+    CtxsimApp(db=a.db, poll_interval=a.poll).run()
+
+
+if __name__ == "__main__":
+    main()
