@@ -72,6 +72,27 @@ def test_top_k_excludes_self_when_query_is_gallery():
     assert G.top_k(emb[[0]], emb, 1).tolist() == [[0]]
 
 
+def test_retrieval_grid_from_given_embeddings(tmp_path):
+    """The ``ctxsim eval --grid`` path: embeddings computed by the evaluation, no model call."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    images = torch.rand(6, 3, 16, 16)
+    emb = torch.nn.functional.normalize(torch.eye(3)[labels] + 0.01 * torch.arange(6.0)[:, None], dim=1)
+    ds = TensorDataset(images, labels)
+    out = G.retrieval_grid(None, ds, tmp_path / "g.png", k=2, n_queries=6, tile=32,
+                           embeddings=(emb, labels, None, None))
+    assert out["queries"] == list(range(6))
+    assert [row[0] for row in out["hits"]] == [True] * 6  # nearest other image has the same label
+    assert out["precision"] == pytest.approx(0.5)
+    assert _png(tmp_path / "g.png") == G.grid_size(6, 2, 32)
+    # with a separate gallery nothing is excluded: a query's twin in the gallery comes first
+    out2 = G.retrieval_grid(None, ds, tmp_path / "g2.png", gallery=ds, k=1, n_queries=2, tile=32,
+                            embeddings=(emb, labels, emb, labels))
+    assert out2["precision"] == 1.0
+
+
 # --- curves from a seeded registry -------------------------------------------------------------
 
 

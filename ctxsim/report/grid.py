@@ -202,6 +202,7 @@ def retrieval_grid(
 ) -> dict[str, Any]:
     """Computes a model's top-``k`` for ``n_queries`` seeded random queries and writes the picture.
 
+    ``model`` may be None when ``embeddings`` are given.
     ``query``/``gallery``: datasets yielding (image, label); ``gallery=None`` means the query set is
     the gallery (self excluded). ``embeddings``: optional (q_emb, q_labels, g_emb, g_labels) already
     computed by the caller (e.g. ``ctxsim eval``; g_emb/g_labels None when gallery is None), so the

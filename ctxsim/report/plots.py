@@ -71,6 +71,12 @@ def _eval_keys(series: dict[str, list[tuple[int, float]]]) -> list[str]:
     return rk + [k for k in ("MAP@R", "RP") if k in series]
 
 
+def _integer_epochs(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _run_label(job: dict[str, Any]) -> str:
     seed = f" seed {job['seed']}" if job.get("seed") is not None else ""
     res = f" {job['resolution']}" if job.get("resolution") else ""
@@ -110,6 +116,7 @@ def plot_run(path, job: dict[str, Any], series: dict[str, list[tuple[int, float]
         ax_eval.plot([e for e, _ in paper], [v for _, v in paper], "k--", marker="x", ms=4, lw=1,
                      label="paper R@1 (reference log)")
     ax_eval.set_title("retrieval (percent)")
+    _integer_epochs(ax_eval)
     ax_eval.set_xlabel("epoch")
     ax_eval.set_ylabel("%")
     ax_eval.grid(alpha=0.3)
@@ -147,6 +154,7 @@ def plot_overlay(path, runs: Sequence[tuple[dict[str, Any], dict[str, list[tuple
                          color="0.2", label=label)
     ax_loss.set_title("epoch-mean loss")
     ax_eval.set_title(f"{metric} (percent)")
+    _integer_epochs(ax_eval)
     ax_eval.set_xlabel("epoch")
     ax_eval.set_ylabel("%")
     ax_eval.grid(alpha=0.3)
