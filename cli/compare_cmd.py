@@ -52,6 +52,18 @@ def _dataset(name: Optional[str]) -> Optional[str]:
     return ds
 
 
+def _loss(name: Optional[str]) -> Optional[str]:
+    if name is None:
+        return None
+    from ctxsim.errors import ConfigError
+    from ctxsim.train.recipes import normalize_loss
+
+    try:
+        return normalize_loss(name)
+    except ConfigError as e:
+        fail(str(e))
+
+
 def baselines(
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Only this dataset (cub, cars, sop, inat, inshop, ...).")] = None,
     resolution: Annotated[Optional[int], typer.Option("--resolution", "-r", help="Only this resolution (rows without one match any).")] = None,
@@ -120,7 +132,7 @@ def compare(
 
     if as_json:
         fmt = Format.json
-    ds = _dataset(dataset)
+    ds, loss = _dataset(dataset), _loss(loss)
     for s in status or []:
         if s not in JOB_STATUSES:
             fail(f"unknown status {s!r} (one of: {', '.join(JOB_STATUSES)})")
@@ -173,7 +185,7 @@ def report(
     """PNG curves of loss and R@K per run and overlaid per dataset, with the paper's learning curve."""
     if (job_id is None) == (not all_runs):
         fail("give one job id or --all")
-    ds = _dataset(dataset)
+    ds, loss = _dataset(dataset), _loss(loss)
     reg = open_registry_or_exit(db)
     from ctxsim.report.compare import NotFoundError
     from ctxsim.report.plots import write_report

@@ -208,6 +208,9 @@ def test_cli_errors_and_empty(seeded, tmp_path):
     assert r.exit_code == 4 and "no such job: 999" in r.stderr
     r = CliRunner().invoke(app, ["compare", "--dataset", "imagenet", "--db", reg.url])
     assert r.exit_code == 2 and "unknown dataset" in r.stderr
+    r = CliRunner().invoke(app, ["compare", "--loss", "arcface", "--db", reg.url])
+    assert r.exit_code == 2 and "unknown loss" in r.stderr
+    assert json.loads(_cli(reg, "--loss", "Triplet", "--json").stdout)[0]["dataset"] == "sop"
     r = CliRunner().invoke(app, ["compare", "--status", "finished", "--db", reg.url])
     assert r.exit_code == 2 and "unknown status" in r.stderr
     r = CliRunner().invoke(app, ["compare", "--json", "--db", str(tmp_path / "empty.db")])
