@@ -297,7 +297,7 @@ def resize_inat(root: os.PathLike, size: int = 288, workers: int = 0, progress: 
     if progress:
         progress(0, total, "resize")
     workers = workers or max(1, (os.cpu_count() or 2) - 1)
-    if workers == 1 or total < 64:
+    if workers == 1 or total < 8:
         for k, j in enumerate(jobs, 1):
             r = _resize_one(j)
             if r:
