@@ -185,3 +185,67 @@ def test_cli_bad_input_is_one_line(tmp_path):
     assert r.exit_code == 2 and "unknown dataset" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = _run(["baselines", "--kind", "guess"], db)
     assert r.exit_code == 2 and "unknown kind" in r.stderr
+
+
+# --- first use by several processes at once ---------------------------------------------------
+
+
+def _race(url: str, n: int = 4) -> list[int]:
+    """``n`` threads, each with its own engine, load the shipped numbers at the same moment."""
+    import threading
+
+    from ctxsim.registry.db import open_registry
+
+    regs = [open_registry(url) for _ in range(n)]
+    barrier = threading.Barrier(n)
+    loaded: list[int] = []
+    errors: list[BaseException] = []
+
+    def go(reg):
+        barrier.wait()
+        try:
+            loaded.append(ensure_baselines(reg))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=go, args=(r,)) for r in regs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for r in regs:
+        r.dispose()
+    assert not errors, errors
+    return loaded
+
+
+def test_concurrent_first_use_sqlite(tmp_path):
+    from ctxsim.registry.db import open_registry
+
+    url = str(tmp_path / "race.db")
+    loaded = _race(url)
+    n = len(load_shipped())
+    assert sorted(loaded) == [0, 0, 0, n]
+    reg = open_registry(url)
+    assert _count(reg) == n
+    reg.dispose()
+
+
+@pytest.mark.postgres
+def test_concurrent_first_use_and_listing_postgres(pg_url):
+    from registry_helpers import pg_schema_url
+
+    from ctxsim.registry.db import open_registry
+
+    with pg_schema_url(pg_url) as url:
+        open_registry(url).dispose()  # schema first, so that only the baseline load races
+        loaded = _race(url)
+        n = len(load_shipped())
+        assert sorted(loaded) == [0, 0, 0, n]
+        reg = open_registry(url)
+        assert _count(reg) == n
+        added, _ = import_baselines(reg, parse_baselines(HEADER + "224,sop,Hybrid,R@1,81.0,paper_table,PMLR pdf\n"))
+        assert added == 1
+        rows = list_baselines(reg, dataset="sop", resolution=224, method="hybrid")
+        assert [(r["value"], r["origin"]) for r in rows] == [(81.0, "imported")]
+        reg.dispose()
