@@ -198,6 +198,8 @@ def worker(
     cancels, re-queues jobs of dead workers. SIGTERM/Ctrl-C re-queues the running jobs."""
     import logging
 
+    from rich.markup import escape
+
     from ctxsim.runner.gpus import detect_gpus, parse_gpus
     from ctxsim.runner.worker import LocalWorker
 
@@ -214,7 +216,7 @@ def worker(
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     w = LocalWorker(reg, ids, max_parallel=max_parallel, poll_s=poll, heartbeat_expiry_s=heartbeat_expiry,
                     grace_s=grace, once=once, max_jobs=max_jobs, device=device,
-                    on_message=lambda m: info(f"[dim]{time.strftime('%H:%M:%S')}[/] {m}"))
+                    on_message=lambda m: info(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(m)}"))
     w.install_signal_handlers()
     with _errors(reg):
         n = w.run()

@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from sqlalchemy import case, delete, insert, select, update
+from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ctxsim.errors import CtxsimError
@@ -251,6 +251,15 @@ def job_states(reg: Registry, job_ids: Iterable[int]) -> dict[int, tuple[str, Op
     q = select(JOBS.c.id, JOBS.c.status, JOBS.c.worker_id, JOBS.c.attempts).where(JOBS.c.id.in_(ids))
     with reg.Session() as s:
         return {r.id: (r.status, r.worker_id, r.attempts) for r in s.execute(q)}
+
+
+def count_stale_running(reg: Registry, older_than_s: float) -> int:
+    """Running jobs whose heartbeat is older than ``older_than_s`` (probably orphaned: the reaper
+    will re-queue them once it expires)."""
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    q = select(func.count()).select_from(JOBS).where(JOBS.c.status == "running", JOBS.c.heartbeat_at < cutoff)
+    with reg.Session() as s:
+        return int(s.scalar(q) or 0)
 
 
 def register_worker(reg: Registry, worker_id: str, gpus: Sequence[str], executor: str = "local") -> None:

@@ -26,8 +26,8 @@ from ctxsim.train.events import Event, metric_points
 
 log = logging.getLogger(__name__)
 
-LIFECYCLE_KINDS = ("start", "checkpoint", "done", "failed", "log")
-FLUSH_NOW_KINDS = ("epoch", "eval", "checkpoint", "done", "failed")
+LIFECYCLE_KINDS = ("start", "checkpoint", "stopped", "done", "failed", "log")
+FLUSH_NOW_KINDS = ("epoch", "eval", "checkpoint", "stopped", "done", "failed")
 
 
 def lower_is_better(key: str) -> bool:
@@ -179,4 +179,6 @@ def _describe(event: Event) -> str:
         return " ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, (int, float))) or "done"
     if event.kind == "failed":
         return str(d.get("error", ""))
+    if event.kind == "stopped":
+        return f"stopped at epoch {d.get('epoch')} step {d.get('step')}: {d.get('checkpoint')}"
     return str(d.get("message", ""))

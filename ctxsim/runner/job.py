@@ -36,17 +36,23 @@ EXIT_DONE, EXIT_FAILED, EXIT_NOT_OWNED, EXIT_STOPPED = 0, 1, 3, 75
 
 def execute(config_json: str, sink: EventSink, run_dir: str, device: str = "auto",
             should_stop: Optional[Callable[[], bool]] = None) -> Any:
-    """Runs a job config: a training RunConfig through ``ctxsim.train.fit`` (resume=True), or a
-    non-training job kind (``{"kind": "probe"}``)."""
+    """Runs a job config in ``run_dir``: a training RunConfig through ``ctxsim.train``'s
+    ``run_foreground`` (fit with resume=True, plus config.json / events.jsonl / result.json in the
+    run directory), or a non-training job kind (``{"kind": "probe"}``)."""
     d = json.loads(config_json)
     if isinstance(d, dict) and d.get("kind") == "probe":
         from ctxsim.runner.probe import run_probe
 
-        return run_probe(d, sink, run_dir, should_stop)
-    from ctxsim.train import RunConfig, fit
+        jsonl = JsonlSink(Path(run_dir) / "events.jsonl")
+        try:
+            return run_probe(d, MultiSink(sink, jsonl), run_dir, should_stop)
+        finally:
+            jsonl.close()
+    from ctxsim.train import RunConfig
+    from ctxsim.train import run_foreground as train_in_dir
 
     cfg = RunConfig.from_json(config_json)
-    return fit(cfg, sink=sink, run_dir=run_dir, resume=True, device=device, should_stop=should_stop)
+    return train_in_dir(cfg, run_dir, sink=sink, device=device, resume=True, should_stop=should_stop)
 
 
 def _one_line(e: BaseException) -> str:
@@ -55,9 +61,9 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
-def job_sink(reg: Registry, job_id: int, run_dir: str, extra: Optional[EventSink] = None) -> MultiSink:
-    """The sinks of a registry job: RegistrySink + ``<run_dir>/events.jsonl`` (+ ``extra``)."""
-    return MultiSink(RegistrySink(reg, job_id), JsonlSink(Path(run_dir) / "events.jsonl"), extra)
+def job_sink(reg: Registry, job_id: int, extra: Optional[EventSink] = None) -> MultiSink:
+    """The sinks of a registry job: its RegistrySink (+ ``extra``); ``execute`` adds events.jsonl."""
+    return MultiSink(RegistrySink(reg, job_id), extra)
 
 
 def _watch_parent(parent_pid: int, poll_s: float = 0.5) -> None:
@@ -104,7 +110,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     print(f"job {args.job} attempt {attempt} pid {os.getpid()} host {socket.gethostname()} "
           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}", flush=True)
-    sink = job_sink(reg, args.job, run_dir)
+    sink = job_sink(reg, args.job)
     try:
         execute(config_json, sink, run_dir, device=args.device, should_stop=stop.is_set)
         sink.close()
@@ -175,7 +181,7 @@ def run_foreground(
     def stopping() -> bool:
         return stop.is_set() or bool(should_stop and should_stop())
 
-    sink = job_sink(reg, job_id, claimed.run_dir, extra_sink)
+    sink = job_sink(reg, job_id, extra_sink)
     fin = dict(attempt=claimed.attempt, worker_id=worker_id)
     try:
         result = execute(claimed.config_json, sink, claimed.run_dir, device=device, should_stop=stopping)

@@ -4,13 +4,16 @@ A probe job emits the same event stream as ``fit`` (start, step, epoch, eval, ch
 with deterministic values, sleeps ``sleep_s`` per step to stand in for work, writes an atomic
 ``checkpoint.json`` after each epoch and resumes from it. It learns nothing and its values are
 not results: it exists to test and benchmark the queue, the workers, cancel and resume in seconds.
-Config: ``{"kind": "probe", "epochs": E, "steps_per_epoch": S, "sleep_s": t, "fail": false}``.
+Config: ``{"kind": "probe", "epochs": E, "steps_per_epoch": S, "sleep_s": t, "fail": false,
+"spawn_child": false}`` (``spawn_child`` starts a long ``sleep`` in the job's process group, the way
+data-loader workers live there, to check that cancel and shutdown stop the whole group).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -19,10 +22,10 @@ from ctxsim.train.events import Event, EventSink
 
 
 def probe_config(epochs: int = 2, steps_per_epoch: int = 5, sleep_s: float = 0.0, fail: bool = False,
-                 label: Any = None) -> dict[str, Any]:
+                 label: Any = None, spawn_child: bool = False) -> dict[str, Any]:
     """A probe job config (``label`` keeps otherwise identical probes distinct for dedupe)."""
     return {"kind": "probe", "epochs": epochs, "steps_per_epoch": steps_per_epoch, "sleep_s": sleep_s,
-            "fail": fail, "label": label}
+            "fail": fail, "label": label, "spawn_child": spawn_child}
 
 
 def run_probe(cfg: dict[str, Any], sink: EventSink, run_dir: str | os.PathLike,
@@ -33,8 +36,9 @@ def run_probe(cfg: dict[str, Any], sink: EventSink, run_dir: str | os.PathLike,
     ckpt = run_dir / "checkpoint.json"
     epochs, spe = int(cfg.get("epochs", 2)), int(cfg.get("steps_per_epoch", 5))
     start_epoch = json.loads(ckpt.read_text())["epoch"] if ckpt.exists() else 0
+    child = subprocess.Popen(["sleep", "600"]) if cfg.get("spawn_child") else None
     with open(run_dir / "probe_attempts.log", "a") as fh:  # one line per (re)start: tests count them
-        fh.write(f"{os.getpid()} start_epoch={start_epoch}\n")
+        fh.write(f"{os.getpid()} start_epoch={start_epoch} child={child.pid if child else ''}\n")
     sink.emit(Event("start", {"config": cfg, "run_dir": str(run_dir), "epochs": epochs,
                               "steps_per_epoch": spe, "start_epoch": start_epoch}))
     ran = []

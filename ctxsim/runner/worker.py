@@ -80,7 +80,8 @@ class LocalWorker:
     # ------------------------------------------------------------ main loop
 
     def run(self) -> int:
-        """Works until stopped (or, with ``once``, until nothing is left for it). Returns jobs started."""
+        """Works until stopped. With ``once``: until nothing queued fits it and no running job looks
+        orphaned (heartbeat older than half the expiry: it waits to take it over). Returns jobs started."""
         jobs.register_worker(self.reg, self.id, self.pool.all, self.executor)
         self.say(f"worker {self.id}: GPUs [{','.join(self.pool.all) or 'none: CPU jobs'}], "
                  f"{self.max_parallel} slot(s), executor {self.executor}")
@@ -99,7 +100,9 @@ class LocalWorker:
                 self._enforce_kills()
                 claimed_any = self._fill_slots()
                 if self.once and not self.children and not claimed_any:
-                    break
+                    # nothing left for us, unless a dead worker's job is about to be re-queued
+                    if not jobs.count_stale_running(self.reg, self.expiry_s / 2):
+                        break
                 if self.max_jobs is not None and self.started_jobs >= self.max_jobs and not self.children:
                     break
                 if not claimed_any:

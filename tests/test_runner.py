@@ -1,0 +1,228 @@
+"""Workers as real processes: exactly-once under concurrency (SQLite and PostgreSQL), SIGKILL of a
+worker -> reaped, resumed from the checkpoint without metric gaps or duplicates, cancel of a process
+group, graceful shutdown, failures, GPU assignment, the foreground runner."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from ctxsim.registry import jobs
+from ctxsim.registry.db import open_registry
+from ctxsim.registry.models import Job, JobEvent, Metric
+from ctxsim.registry.queries import metric_series
+from ctxsim.runner.job import run_foreground
+from ctxsim.runner.probe import probe_config
+from registry_helpers import pg_schema_url
+
+
+def start_worker(url: str, *args: str, log: Path) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "ctxsim.cli.main", "worker", "--db", url, "--poll", "0.2", *args]
+    fh = open(log, "ab")
+    return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for(cond, timeout: float, what: str, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def job_row(reg, jid):
+    with reg.Session() as s:
+        return s.get(Job, jid)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by its parent) counts as gone
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def attempts_log(reg, jid) -> list[str]:
+    p = Path(job_row(reg, jid).run_dir) / "probe_attempts.log"
+    return p.read_text().splitlines() if p.exists() else []
+
+
+# ------------------------------------------------------------------ exactly once
+
+
+def _sixty_jobs_four_workers(url: str, tmp_path: Path) -> None:
+    reg = open_registry(url)
+    ids = [i for i, _ in jobs.enqueue_many(reg, [probe_config(1, 3, label=i) for i in range(60)],
+                                            runs_root=tmp_path / "runs")]
+    t0 = time.monotonic()
+    logs = [tmp_path / f"worker{i}.log" for i in range(4)]
+    procs = [start_worker(url, "--once", "--gpus", "", log=logs[i]) for i in range(4)]
+    try:
+        rcs = [p.wait(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    took = time.monotonic() - t0
+    text = "\n".join(p.read_text() for p in logs)
+    assert rcs == [0, 0, 0, 0], text
+    assert "database is locked" not in text and "Traceback" not in text
+    with reg.Session() as s:
+        rows = list(s.scalars(select(Job).where(Job.id.in_(ids))))
+        assert {j.status for j in rows} == {"done"}, [(j.id, j.status, j.error) for j in rows if j.status != "done"]
+        assert {j.attempts for j in rows} == {1}
+        claims = s.scalar(select(func.count()).select_from(JobEvent).where(JobEvent.kind == "claimed"))
+        assert claims == 60
+        assert s.scalar(select(func.count()).select_from(Metric).where(Metric.key == "train/loss")) == 60 * 3
+        workers = {j.worker_id for j in rows}
+    assert len(workers) >= 2  # the work was shared
+    for jid in ids:
+        assert len(attempts_log(reg, jid)) == 1  # every job ran exactly once
+        assert (Path(job_row(reg, jid).run_dir) / "stdout.log").exists()
+    print(f"60 jobs, 4 workers: {took:.1f} s")
+    reg.dispose()
+
+
+@pytest.mark.slow
+def test_sixty_jobs_four_workers_sqlite(tmp_path):
+    _sixty_jobs_four_workers(str(tmp_path / "experiments.db"), tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_sixty_jobs_four_workers_postgres(pg_url, tmp_path):
+    with pg_schema_url(pg_url) as url:
+        _sixty_jobs_four_workers(url, tmp_path)
+
+
+# ------------------------------------------------------------------ crash, resume, cancel, shutdown
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_job_is_requeued_and_resumes(tmp_path):
+    url = str(tmp_path / "experiments.db")
+    reg = open_registry(url)
+    jid = jobs.enqueue(reg, probe_config(epochs=4, steps_per_epoch=5, sleep_s=0.12, spawn_child=True))
+    a = start_worker(url, "--gpus", "", "--heartbeat-expiry", "3", log=tmp_path / "a.log")
+    try:
+        wait_for(lambda: job_row(reg, jid).epoch >= 2 and job_row(reg, jid).last_step >= 12, 60, "epoch 2")
+        first = attempts_log(reg, jid)[0]
+        job_pid = int(first.split()[0])
+        grandchild = int(first.split("child=")[1])
+        os.kill(a.pid, signal.SIGKILL)
+        a.wait(timeout=10)
+        # the job's process group dies with its worker (no unsupervised orphan keeps running)
+        wait_for(lambda: not alive(job_pid) and not alive(grandchild), 10, "the orphaned job group to die")
+        assert job_row(reg, jid).status == "running"  # until the heartbeat expires
+        b = start_worker(url, "--gpus", "", "--once", "--heartbeat-expiry", "3", log=tmp_path / "b.log")
+        assert b.wait(timeout=90) == 0, (tmp_path / "b.log").read_text()
+    finally:
+        for p in (a,):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    job = job_row(reg, jid)
+    assert (job.status, job.attempts) == ("done", 2), (tmp_path / "b.log").read_text()
+    starts = attempts_log(reg, jid)
+    assert len(starts) == 2
+    assert int(starts[1].split("start_epoch=")[1].split()[0]) >= 2  # resumed from its checkpoint
+    series = metric_series(reg, jid)
+    assert [st for st, _ in series["train/loss"]] == list(range(1, 21))  # no gap, no duplicate
+    assert [st for st, _ in series["R@1"]] == [1, 2, 3, 4]
+    with reg.Session() as s:
+        kinds = [e.kind for e in s.scalars(select(JobEvent).where(JobEvent.job_id == jid).order_by(JobEvent.id))]
+    assert kinds.count("claimed") == 2 and "requeued" in kinds
+    assert "heartbeat expired" in (tmp_path / "b.log").read_text()
+
+
+def test_cancel_stops_the_process_group(tmp_path):
+    url = str(tmp_path / "experiments.db")
+    reg = open_registry(url)
+    jid = jobs.enqueue(reg, probe_config(epochs=1, steps_per_epoch=10_000, sleep_s=0.05, spawn_child=True))
+    w = start_worker(url, "--gpus", "", "--once", "--grace", "3", log=tmp_path / "w.log")
+    try:
+        wait_for(lambda: job_row(reg, jid).last_step > 0, 60, "the job to report steps")
+        line = attempts_log(reg, jid)[0]
+        job_pid, grandchild = int(line.split()[0]), int(line.split("child=")[1])
+        t0 = time.monotonic()
+        assert jobs.cancel(reg, jid) == "cancel_requested"
+        wait_for(lambda: job_row(reg, jid).status == "cancelled", 15, "status cancelled")
+        took = time.monotonic() - t0
+        wait_for(lambda: not alive(job_pid) and not alive(grandchild), 5, "the job's process group to die")
+        assert took < 8, took
+        assert w.wait(timeout=20) == 0
+    finally:
+        if w.poll() is None:
+            os.killpg(w.pid, signal.SIGKILL)
+    job = job_row(reg, jid)
+    assert "cancelled by request" in job.error
+    assert job.last_step < 10_000
+
+
+def test_worker_sigterm_requeues_its_job_without_counting_the_attempt(tmp_path):
+    url = str(tmp_path / "experiments.db")
+    reg = open_registry(url)
+    jid = jobs.enqueue(reg, probe_config(epochs=1, steps_per_epoch=10_000, sleep_s=0.05))
+    w = start_worker(url, "--gpus", "", "--grace", "3", log=tmp_path / "w.log")
+    try:
+        wait_for(lambda: job_row(reg, jid).last_step > 0, 60, "the job to report steps")
+        os.kill(w.pid, signal.SIGTERM)
+        assert w.wait(timeout=20) == 0
+    finally:
+        if w.poll() is None:
+            os.killpg(w.pid, signal.SIGKILL)
+    job = job_row(reg, jid)
+    assert (job.status, job.attempts, job.worker_id) == ("queued", 0, None)
+    assert "stopping 1 job" in (tmp_path / "w.log").read_text()
+
+
+def test_failed_job_and_gpu_assignment(tmp_path):
+    url = str(tmp_path / "experiments.db")
+    reg = open_registry(url)
+    bad = jobs.enqueue(reg, probe_config(1, 2, fail=True))
+    g1 = jobs.enqueue(reg, probe_config(1, 4, sleep_s=0.3, label="g1"), n_gpus=1)
+    g2 = jobs.enqueue(reg, probe_config(1, 4, sleep_s=0.3, label="g2"), n_gpus=1)
+    too_big = jobs.enqueue(reg, probe_config(1, 1, label="big"), n_gpus=3)
+    w = start_worker(url, "--gpus", "0,1", "--once", log=tmp_path / "w.log")
+    assert w.wait(timeout=90) == 0, (tmp_path / "w.log").read_text()
+    b = job_row(reg, bad)
+    assert (b.status, b.exit_code) == ("failed", 1)
+    assert "probe job asked to fail" in b.error
+    assert "RuntimeError" in (Path(b.run_dir) / "stdout.log").read_text()  # the traceback is in the log
+    seen = set()
+    for jid in (g1, g2):
+        assert job_row(reg, jid).status == "done"
+        log = (Path(job_row(reg, jid).run_dir) / "stdout.log").read_text()
+        seen.add(log.split("CUDA_VISIBLE_DEVICES=")[1].split()[0])
+    assert seen == {"'0'", "'1'"}  # the two overlapping jobs got different GPUs
+    assert job_row(reg, too_big).status == "queued"  # needs 3 GPUs: not for this worker
+
+
+def test_foreground_run_done_and_cancel(registry):
+    done = jobs.enqueue(registry, probe_config(1, 3, label="fg"), executor="foreground")
+    out = run_foreground(registry, done, heartbeat_s=0.1)
+    assert out["stopped"] is False
+    assert job_row(registry, done).status == "done"
+    with pytest.raises(jobs.JobStateError):
+        run_foreground(registry, done)
+    slow = jobs.enqueue(registry, probe_config(1, 10_000, sleep_s=0.01, label="fg2"), executor="foreground")
+    threading.Timer(0.5, lambda: jobs.cancel(registry, slow)).start()
+    out = run_foreground(registry, slow, heartbeat_s=0.1)
+    assert out["stopped"] is True
+    job = job_row(registry, slow)
+    assert job.status == "cancelled" and job.error == "cancel requested"
+    assert 0 < job.last_step < 10_000
