@@ -1,0 +1,160 @@
+"""Retrieval metrics: Recall@K, MAP@R and R-precision from exact k-NN (seed-spec §5).
+
+Definitions (pytorch-metric-learning's AccuracyCalculator): for a query with label y, R = number of
+gallery items labelled y (minus the query itself when query == gallery);
+* R@K: 1 if a same-label item is among the K nearest neighbours;
+* MAP@R = (1/R) * sum_{r<=R} P@r * rel(r);  RP = (#same-label in the top R) / R.
+Lone queries (R == 0) are left out of MAP@R and RP as AccuracyCalculator does, and by default out
+of R@K too (so R@1 equals AccuracyCalculator's precision_at_1); lone_queries="miss" counts them as
+misses in R@K instead, as the reference's `test_ks` does. Neighbour order: see ctxsim.eval.knn.
+
+Only the neighbours the metrics need are fetched: a first pass of depth max(R over queries) for
+MAP@R/RP (when requested), at least min(max K, 32); queries without a same-label item in that depth
+are searched again to depth max K, which is the only thing Recall@K needs of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+
+from ctxsim.eval.knn import _as_matrix, make_searcher, resolve_backend
+
+log = logging.getLogger(__name__)
+
+LONE_QUERY_MODES = ("exclude", "miss")
+# Depth of the first pass when Recall@K asks for more neighbours than MAP@R does.
+FIRST_PASS_DEPTH = 32
+
+
+def _as_labels(labels, n: int, name: str, device: torch.device) -> torch.Tensor:
+    t = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
+    if t.dim() != 1 or t.shape[0] != n:
+        raise ValueError(f"{name} labels must be a 1-D array of length {n}, got shape {tuple(t.shape)}")
+    if t.is_floating_point():
+        if not bool((t == t.round()).all()):
+            raise ValueError(f"{name} labels must be integers")
+        t = t.round()
+    elif t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"{name} labels must be integers, got {t.dtype}")
+    return t.detach().to(device=device, dtype=torch.long)
+
+
+def _check_ks(ks) -> tuple[int, ...]:
+    if isinstance(ks, int):
+        ks = (ks,)
+    if not isinstance(ks, Iterable):
+        raise ValueError(f"ks must be a sequence of positive ints, got {ks!r}")
+    out = []
+    for k in ks:
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or int(k) < 1:
+            raise ValueError(f"ks must hold positive ints, got {k!r}")
+        out.append(int(k))
+    return tuple(sorted(set(out)))
+
+
+def relevant_counts(q_labels: torch.Tensor, g_labels: torch.Tensor, self_in_gallery: bool) -> torch.Tensor:
+    """R per query: gallery items sharing the query's label (the query itself not counted)."""
+    uniq, counts = torch.unique(g_labels, return_counts=True)
+    pos = torch.searchsorted(uniq, q_labels).clamp(max=len(uniq) - 1)
+    r = torch.where(uniq[pos] == q_labels, counts[pos], torch.zeros_like(pos))
+    return r - 1 if self_in_gallery else r
+
+
+def query_stats(q_emb, q_labels, g_emb=None, g_labels=None, max_k: int = 1, map_at_r: bool = True,
+                backend: str = "auto", chunk_rows: int | None = None) -> dict[str, torch.Tensor]:
+    """Per-query results: "first_hit" (1-based rank of the first same-label neighbour, 0 when
+    beyond max(max_k, first-pass depth)), "R", "lone", and, with map_at_r, "ap_at_r" and "r_precision"
+    (NaN for lone queries). Arguments as retrieval_metrics."""
+    q = _as_matrix(q_emb, "query")
+    self_mode = g_emb is None or (g_emb is q_emb and (g_labels is None or g_labels is q_labels))
+    if self_mode:
+        g, ql = q, _as_labels(q_labels, q.shape[0], "query", q.device)
+        gl = ql
+    else:
+        if g_labels is None:
+            raise ValueError("g_labels is required when g_emb is given")
+        g = _as_matrix(g_emb, "gallery").to(q.device)
+        if g.shape[1] != q.shape[1]:
+            raise ValueError(f"query and gallery dimensions differ: {q.shape[1]} vs {g.shape[1]}")
+        ql = _as_labels(q_labels, q.shape[0], "query", q.device)
+        gl = _as_labels(g_labels, g.shape[0], "gallery", q.device)
+    if self_mode and g_labels is not None and g_labels is not q_labels:
+        raise ValueError("g_labels given without g_emb")
+    if self_mode and q.shape[0] < 2:
+        raise ValueError("query == gallery needs at least 2 embeddings")
+    n_cand = g.shape[0] - (1 if self_mode else 0)
+    backend = resolve_backend(backend, q.device)
+
+    r = relevant_counts(ql, gl, self_mode)
+    lone = r <= 0
+    r_max = int(r.max()) if len(r) else 0
+    depth = min(n_cand, max(r_max if map_at_r else 0, min(max_k, FIRST_PASS_DEPTH), 1))
+    searcher = make_searcher(q, g, self_mode, backend, chunk_rows)
+    _, nbr = searcher.topk_all(depth)
+
+    rel = (nbr >= 0) & (gl[nbr.clamp(min=0)] == ql.view(-1, 1))
+    has = rel.any(1)
+    first = torch.where(has, rel.to(torch.int8).argmax(1) + 1, torch.zeros_like(r))
+    deep = min(max_k, n_cand)
+    if deep > depth:
+        todo = (~has & ~lone).nonzero().squeeze(1)
+        if len(todo):
+            log.debug("second pass: %d queries to depth %d", len(todo), deep)
+            _, nbr2 = searcher.topk(todo, deep)
+            rel2 = (nbr2 >= 0) & (gl[nbr2.clamp(min=0)] == ql[todo].view(-1, 1))
+            first[todo] = torch.where(rel2.any(1), rel2.to(torch.int8).argmax(1) + 1, torch.zeros_like(todo))
+    out = {"first_hit": first.cpu(), "R": r.cpu(), "lone": lone.cpu()}
+    if map_at_r:
+        # seed-spec §5 / AccuracyCalculator: sum over the first R ranks of P@r * rel(r), divided by R
+        rd = rel.to(torch.float64)
+        ranks = torch.arange(1, depth + 1, device=rd.device, dtype=torch.float64)
+        within = ranks.view(1, -1) <= r.view(-1, 1)
+        hits = rd * within
+        denom = r.clamp(min=1).to(torch.float64)
+        ap = (hits * hits.cumsum(1) / ranks).sum(1) / denom
+        rp = hits.sum(1) / denom
+        nan = torch.full_like(ap, float("nan"))
+        out["ap_at_r"] = torch.where(lone, nan, ap).cpu()
+        out["r_precision"] = torch.where(lone, nan, rp).cpu()
+    return out
+
+
+def retrieval_metrics(q_emb, q_labels, g_emb=None, g_labels=None, ks=(1, 2, 4, 8), map_at_r: bool = True,
+                      backend: str = "auto", lone_queries: str = "exclude",
+                      chunk_rows: int | None = None) -> dict[str, float]:
+    """Recall@K for each K in `ks`, and MAP@R and R-precision ("MAP@R", "RP") when map_at_r, as
+    fractions in [0, 1]. Similarity is the inner product (pass L2-normalised embeddings for cosine).
+
+    g_emb=None (or g_emb is q_emb): query == gallery, each query's own entry excluded by index.
+    Otherwise query and gallery are disjoint sets (In-Shop). backend: "auto", "faiss" or "torch";
+    lone_queries: "exclude" (AccuracyCalculator) or "miss"; chunk_rows: queries per score block.
+    A metric with no query to average over is NaN.
+    """
+    ks = _check_ks(ks)
+    if not ks and not map_at_r:
+        raise ValueError("nothing to compute: ks is empty and map_at_r is False")
+    if lone_queries not in LONE_QUERY_MODES:
+        raise ValueError(f"lone_queries must be one of {', '.join(LONE_QUERY_MODES)}, got {lone_queries!r}")
+    if chunk_rows is not None and (not isinstance(chunk_rows, int) or chunk_rows < 1):
+        raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows!r}")
+    st = query_stats(q_emb, q_labels, g_emb, g_labels, max_k=max(ks, default=1), map_at_r=map_at_r,
+                     backend=backend, chunk_rows=chunk_rows)
+    lone = st["lone"]
+    if bool(lone.all()):
+        log.warning("no query has a same-label item in the gallery: metrics are NaN")
+    elif bool(lone.any()):
+        log.info("%d of %d queries are lone (no same-label gallery item)", int(lone.sum()), len(lone))
+    counted = ~lone if lone_queries == "exclude" else torch.ones_like(lone)
+    first = st["first_hit"][counted]
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"R@{k}"] = float(((first >= 1) & (first <= k)).to(torch.float64).mean()) if len(first) else float("nan")
+    if map_at_r:
+        keep = ~lone
+        out["MAP@R"] = float(st["ap_at_r"][keep].mean()) if bool(keep.any()) else float("nan")
+        out["RP"] = float(st["r_precision"][keep].mean()) if bool(keep.any()) else float("nan")
+    return out
