@@ -43,6 +43,7 @@ class ModelSpec:
     bottleneck_size: int = 2048
     backbone_weights: Optional[str] = "imagenet"
     bn_mode: str = "freeze"
+    embedding_init: str = "kaiming"  # 224: kaiming_normal fan_out (§3.1); 256: torch's default Linear init
 
     def loss_dim(self) -> int:
         """Dimension of the space the loss sees (bottleneck output, seed-spec §3.1)."""
@@ -127,6 +128,7 @@ class RunConfig:
         _choice("model.pooling", self.model.pooling, POOLINGS)
         _choice("model.bottleneck", self.model.bottleneck, BOTTLENECKS)
         _choice("model.bn_mode", self.model.bn_mode, BN_MODES)
+        _choice("model.embedding_init", self.model.embedding_init, ("kaiming", "default"))
         if self.resolution not in (224, 256):
             raise ConfigError(f"resolution must be 224 or 256, got {self.resolution}")
         positive = ("batch_size", "epochs", "eval_batch_size")

@@ -153,7 +153,8 @@ def build_run_model(cfg: RunConfig, in_channels: int):
     m = cfg.model
     return build_model(arch=m.arch, pooling=m.pooling, layernorm=m.layernorm, embedding_size=m.embedding_size,
                        bottleneck=m.bottleneck, bottleneck_size=m.bottleneck_size,
-                       backbone_weights=m.backbone_weights, bn_mode=m.bn_mode, in_channels=in_channels)
+                       backbone_weights=m.backbone_weights, bn_mode=m.bn_mode, in_channels=in_channels,
+                       embedding_init=m.embedding_init)
 
 
 def build_run_loss(cfg: RunConfig, data):

@@ -204,7 +204,7 @@ def _r256(dataset: str, loss: str) -> RunConfig:
         batch_size=d["batch_size"], sampler=d["sampler"], samples_per_class=4, sampler_kw=dict(d["sampler_kw"]),
         model=ModelSpec(arch="resnet50", pooling=d["pooling"], layernorm=d["layernorm"], embedding_size=512,
                         bottleneck="identity", bottleneck_size=2048, backbone_weights="imagenet",
-                        bn_mode="eval_stats"),
+                        bn_mode="eval_stats", embedding_init="default"),
         loss_kw=loss_kw,
         epochs=80, lr=d["lr"], optimizer="adam", weight_decay=1e-4,
         backbone_lr_mult=0.5, embedding_lr_mult=1.0, bottleneck_lr_mult=1.0, proxy_lr_mult=1.0,
@@ -230,7 +230,9 @@ def _small(dataset: str, loss: str, resolution: int) -> RunConfig:
     return RunConfig(
         dataset=dataset, loss=loss, resolution=resolution, convention=str(resolution), num_workers=0,
         batch_size=s["batch_size"], sampler="m_per_class" if ipc else "shuffle", samples_per_class=ipc,
-        sampler_kw=dict(s["sampler_kw"]),
+        sampler_kw=dict(s["sampler_kw"]) if ipc else {},
+        # the shuffle sampler (proxy losses) walks the whole set: cap it to the same number of steps
+        max_steps_per_epoch=None if ipc else s["sampler_kw"]["num_batches"],
         model=ModelSpec(arch="tiny", pooling="avg", layernorm=False, embedding_size=s["embedding_size"],
                         bottleneck="identity", bottleneck_size=2 * s["embedding_size"], backbone_weights=None,
                         bn_mode="none"),
