@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from ctxsim import DATASETS
-from ctxsim.baselines import FINAL_KIND_PRIORITY, display_method, list_baselines, loss_for_method
+from ctxsim.baselines import FINAL_KIND_PRIORITY, display_method, list_baselines
 from ctxsim.errors import CtxsimError
 
 MISSING = "—"
