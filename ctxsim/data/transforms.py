@@ -130,8 +130,6 @@ class FastImagePipeline:
         return f"FastImagePipeline({self.recipe}, draft={self.draft})"
 
     def __call__(self, img: Union[str, "Image.Image"]) -> torch.Tensor:
-        from torchvision.transforms.v2 import functional as F
-
         if isinstance(img, (str, bytes)) or hasattr(img, "__fspath__"):
             img = Image.open(img)
         r = self.recipe
@@ -168,17 +166,19 @@ class FastImagePipeline:
         # 3. resample on uint8 channels-last tensors
         if r.kind == "rrc":
             if r.pre_resize:
-                t = F.resize(t, [target[1], target[0]], antialias=True)
-                t = F.resized_crop(t, top, left, ch, cw, [r.size, r.size], antialias=True)
+                t = _resize_u8(t, target[1], target[0])
+                t = _resize_u8(t[:, top:top + ch, left:left + cw], r.size, r.size)
             elif k > 1:
-                # crop box mapped to the drafted pixels (fractional box via a crop then a resize)
-                t = _crop_resize_scaled(t, top * sy, left * sx, ch * sy, cw * sx, r.size)
+                # crop box mapped to the drafted pixels
+                i0, j0 = int(round(top * sy)), int(round(left * sx))
+                i1, j1 = min(dh, int(round((top + ch) * sy))), min(dw, int(round((left + cw) * sx)))
+                t = _resize_u8(t[:, i0:max(i1, i0 + 1), j0:max(j1, j0 + 1)], r.size, r.size)
             else:
-                t = F.resized_crop(t, top, left, ch, cw, [r.size, r.size], antialias=True)
+                t = _resize_u8(t[:, top:top + ch, left:left + cw], r.size, r.size)
         else:
-            t = F.resize(t, [target[1], target[0]], antialias=True)
+            t = _resize_u8(t, target[1], target[0])
             top, left = _center_box(target[0], target[1], r.size)
-            t = F.crop(t, top, left, r.size, r.size)
+            t = _crop(t, top, left, r.size)
         if flip:
             t = t.flip(-1)
         out = t.to(torch.float32, memory_format=torch.contiguous_format)
@@ -186,13 +186,22 @@ class FastImagePipeline:
         return out
 
 
-def _crop_resize_scaled(t: torch.Tensor, top: float, left: float, h: float, w: float, size: int) -> torch.Tensor:
+def _resize_u8(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Antialiased bilinear resize of a uint8 CHW tensor (torchvision's tensor Resize, without dispatch)."""
+    if t.shape[-2] == h and t.shape[-1] == w:
+        return t
+    return torch.nn.functional.interpolate(t[None], size=(h, w), mode="bilinear", antialias=True,
+                                           align_corners=False)[0]
+
+
+def _crop(t: torch.Tensor, top: int, left: int, size: int) -> torch.Tensor:
+    """torchvision CenterCrop semantics, padding with zeros when the image is smaller than the crop."""
+    H, W = t.shape[-2:]
+    if top >= 0 and left >= 0 and top + size <= H and left + size <= W:
+        return t[:, top:top + size, left:left + size]
     from torchvision.transforms.v2 import functional as F
 
-    H, W = t.shape[-2:]
-    i0, j0 = int(round(top)), int(round(left))
-    i1, j1 = min(H, int(round(top + h))), min(W, int(round(left + w)))
-    return F.resized_crop(t, i0, j0, max(1, i1 - i0), max(1, j1 - j0), [size, size], antialias=True)
+    return F.crop(t, top, left, size, size)
 
 
 def reference_transform(recipe: Recipe):
