@@ -1,0 +1,79 @@
+"""``ctxsim run`` and ``ctxsim eval``: foreground run with JSON result, one-line errors, eval of a saved model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ctxsim.cli.main import app
+
+pytestmark = pytest.mark.timeout(300)
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_run_json_then_eval_same_metrics(tmp_path):
+    rd = tmp_path / "run"
+    args = ["run", "--dataset", "synthetic", "--loss", "hybrid", "--epochs", "1", "--seed", "3", "--device", "cpu",
+            "--set", "max_steps_per_epoch=2", "--set", "deterministic=true", "--run-dir", str(rd), "--json",
+            "--name", "smoke", "--tag", "t1"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["status"] == "done" and out["steps"] == 2 and out["config"]["seed"] == 3
+    assert out["config"]["name"] == "smoke" and out["config"]["tags"] == ["t1"]
+    assert {"R@1", "MAP@R"} <= set(out["metrics"])
+    assert (rd / "checkpoint.pt").is_file() and (rd / "events.jsonl").is_file() and (rd / "result.json").is_file()
+    kinds = [json.loads(line)["kind"] for line in (rd / "events.jsonl").read_text().splitlines()]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+
+    e = runner.invoke(app, ["eval", str(rd / "checkpoint.pt"), "--device", "cpu", "--json"])
+    assert e.exit_code == 0, e.output
+    got = json.loads(e.stdout)
+    assert got["dataset"] == "synthetic"
+    assert got["metrics"] == pytest.approx(out["metrics"])
+
+
+def test_run_human_output_prints_table(tmp_path):
+    r = runner.invoke(app, ["run", "-d", "digits", "-l", "contrastive", "--epochs", "1", "--device", "cpu",
+                            "--set", "max_steps_per_epoch=1", "--run-dir", str(tmp_path / "r")])
+    assert r.exit_code == 0, r.output
+    assert "MAP@R" in r.stdout and "R@1" in r.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--dataset", "imagenet", "--loss", "hybrid"], "unknown dataset 'imagenet'; choose from: cub"),
+    (["--dataset", "cub", "--loss", "arcface"], "unknown loss 'arcface'; choose from: hybrid"),
+    (["--dataset", "digits", "--loss", "hybrid", "--set", "lrr=1e-4"], "unknown config key 'lrr'; did you mean lr"),
+    (["--dataset", "digits", "--loss", "hybrid", "--set", "epochs=ten"], "epochs expects an integer"),
+    (["--dataset", "inat", "--loss", "hybrid", "--resolution", "224"], "224 recipes cover cub, cars, sop"),
+    (["--dataset", "digits", "--loss", "hybrid", "--device", "tpu"], "--device must be"),
+])
+def test_run_bad_input_is_one_line_exit_2(args, needle, tmp_path):
+    r = runner.invoke(app, ["run", *args, "--run-dir", str(tmp_path / "x")])
+    assert r.exit_code == 2
+    assert needle in r.output
+    assert "Traceback" not in r.output
+    assert not (tmp_path / "x" / "checkpoint.pt").exists()
+
+
+def test_eval_missing_checkpoint_exit_4(tmp_path):
+    r = runner.invoke(app, ["eval", str(tmp_path / "nope.pt")])
+    assert r.exit_code == 4 and "no such checkpoint" in r.output
+
+
+def test_eval_rejects_a_non_checkpoint(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    r = runner.invoke(app, ["eval", str(bad)])
+    assert r.exit_code == 2 and "cannot read checkpoint" in r.output and "Traceback" not in r.output
