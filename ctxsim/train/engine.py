@@ -349,11 +349,7 @@ class _Run:
         batches = self._epoch_batches(epoch)
         self.epoch_batches = batches
         start = self.batch_in_epoch
-        loader = DataLoader(
-            self.data.train, batch_sampler=_ListBatchSampler(batches[start:]), num_workers=cfg.num_workers,
-            pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init,
-            generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch),
-        )
+        loader = self._train_loader(batches[start:], cfg.seed * 1_000_003 + epoch)
         it = iter(loader)
         t_epoch = time.time()
         t_prev = time.time()
@@ -380,19 +376,36 @@ class _Run:
         self.epoch_batches = None
         return True
 
+    def _train_loader(self, batches: list[list[int]], seed: int) -> DataLoader:
+        """The loader of an epoch's remaining batches (DistributedRun: this rank's shard of each)."""
+        return DataLoader(
+            self.data.train, batch_sampler=_ListBatchSampler(batches), num_workers=self.cfg.num_workers,
+            pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init,
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    def _embed(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss-space outputs (fp32) and labels of the batch the loss sees (DistributedRun: gathered)."""
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+            out = self.model.project(self.model(images))
+        return out.float(), labels
+
+    def _after_backward(self) -> None:
+        """Hook between backward and the optimizer steps (DistributedRun: averages proxy gradients)."""
+
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, dict[str, float]]:
         cfg = self.cfg
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         self.opt.zero_grad(accumulate_proxies=cfg.proxy_grad_accumulate)
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
-            out = self.model.project(self.model(images))
-        loss = self.loss_fn(out.float(), labels)  # the loss in fp32, outside autocast (§3.2)
+        out, labels = self._embed(images, labels)
+        loss = self.loss_fn(out, labels)  # the loss in fp32, outside autocast (§3.2)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise CtxsimError(f"the loss became {value} at epoch {self.epoch + 1}, step {self.step + 1}; "
                               "try a lower lr (--set lr=...)")
         self.scaler.scale(loss).backward()
+        self._after_backward()
         if cfg.clip_grad is not None:
             for o in self.opt.optimizers:
                 if _has_grads(o):
@@ -452,20 +465,36 @@ def fit(cfg: RunConfig, sink: Optional[EventSink] = None, run_dir: Optional[os.P
     it returns True a checkpoint is written and the result has status "stopped". A failure emits a
     ``failed`` event with a one-line error, then re-raises."""
     sink = sink if sink is not None else NullSink()
+    dist_info = None
     try:
         cfg.validate()
         dev = resolve_device(device if device not in (None, "auto") else cfg.device)
         rd = Path(run_dir) if run_dir is not None else None
+        from ctxsim.train.distributed import setup as dist_setup
+
+        dist_info = dist_setup(dev)  # under torchrun (WORLD_SIZE > 1): DDP, only rank 0 reports
+        if dist_info is not None:
+            dev = dist_info.device
+            if not dist_info.is_main:
+                sink = NullSink()
         with deterministic_mode(cfg.deterministic, dev):
-            return _fit(cfg, sink, rd, resume, dev, should_stop)
+            return _fit(cfg, sink, rd, resume, dev, should_stop, dist_info)
     except BaseException as e:
         sink.emit(Event("failed", {"error": _one_line(e), "traceback": traceback.format_exc()}))
         raise
+    finally:
+        if dist_info is not None:
+            dist_info.close()
 
 
 def _fit(cfg: RunConfig, sink: EventSink, run_dir: Optional[Path], resume: bool, device: torch.device,
-         should_stop) -> FitResult:
-    run = _Run(cfg, sink, run_dir, device, should_stop)
+         should_stop, dist_info=None) -> FitResult:
+    if dist_info is None:
+        run = _Run(cfg, sink, run_dir, device, should_stop)
+    else:
+        from ctxsim.train.distributed import DistributedRun
+
+        run = DistributedRun(cfg, sink, run_dir, device, should_stop, dist_info)
     run.build()
     resumed = False
     if resume and run.ck_path is not None and run.ck_path.exists():
@@ -490,7 +519,7 @@ def _fit(cfg: RunConfig, sink: EventSink, run_dir: Optional[Path], resume: bool,
     result = run.result("done", ck)
     run.emit("done", metrics=result.metrics, selected=cfg.select, best_epoch=result.best_epoch,
              selected_on=result.selected_on, epochs=run.epoch, steps=run.step, seconds=result.seconds)
-    if run_dir is not None:
+    if run_dir is not None and (dist_info is None or dist_info.is_main):
         _write_json(run_dir / RESULT_NAME, result.to_dict())
     return result
 
