@@ -1,9 +1,45 @@
-"""CLI commands (module filled by its owner; see cli/main.py)."""
+"""``ctxsim tui``: the terminal dashboard, or ``--serve`` to open it in a local browser."""
 
 from __future__ import annotations
 
+import os
+import shlex
+import sys
+from typing import Annotated, Optional
+
 import typer
+
+from ctxsim.cli.common import DbOption, EXIT_USAGE, fail, info, open_registry_or_exit
+
+
+def tui(
+    db: Optional[str] = DbOption,
+    serve: Annotated[bool, typer.Option("--serve", help="Serve the dashboard to a browser on 127.0.0.1 (textual-serve).")] = False,
+    port: Annotated[int, typer.Option("--port", help="Port for --serve.", min=1, max=65535)] = 8000,
+    poll: Annotated[float, typer.Option("--poll", help="Seconds between refreshes.", min=0.1)] = 2.0,
+) -> None:
+    """Live dashboard: runs, curves vs the paper, queue and workers, new runs."""
+    reg = open_registry_or_exit(db)  # one clear line now rather than inside the full-screen app
+    if serve:
+        try:
+            from textual_serve.server import Server
+        except ImportError:
+            fail("--serve needs textual-serve: pip install 'ctxsim[serve]'", EXIT_USAGE)
+        # the served command reads the registry URL from the environment, not its argv
+        os.environ["CTXSIM_DB"] = reg.url
+        reg.dispose()
+        command = f"{shlex.quote(sys.executable)} -m ctxsim.tui --poll {poll}"
+        info(f"serving the dashboard on http://127.0.0.1:{port} (Ctrl+C stops)")
+        Server(command, host="127.0.0.1", port=port, title="ctxsim").serve()
+        return
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        reg.dispose()
+        fail("ctxsim tui needs an interactive terminal (or use --serve for a browser)", EXIT_USAGE)
+    from ctxsim.tui.app import CtxsimApp
+
+    CtxsimApp(registry=reg, poll_interval=poll).run()
 
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to the root app."""
+    app.command("tui")(tui)
