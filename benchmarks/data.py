@@ -6,7 +6,7 @@ recipe (what the reference code runs), and (b) ``FastImagePipeline`` on the same
 process, on one core (``torch.set_num_threads(1)``, as one DataLoader worker). Prints images/s,
 ms/image, peak RSS and the speed ratio. Never asserts anything about time.
 
-    python benchmarks/data.py [--images 200] [--repeats 3] [--size 500x375]
+    python benchmarks/data.py [--images 200] [--repeats 5] [--size 500x375]
 """
 
 from __future__ import annotations
@@ -38,16 +38,17 @@ def make_images(folder: Path, n: int, w: int, h: int, seed: int = 0):
     return paths
 
 
-def time_pipeline(fn, paths, repeats: int) -> float:
-    """Best-of-``repeats`` seconds per image over all paths."""
-    fn(paths[0])  # warm-up (imports, first allocations)
-    best = float("inf")
+def time_pair(plain, fast, paths, repeats: int):
+    """Best-of-``repeats`` seconds per image of both pipelines, passes interleaved (fair under load)."""
+    plain(paths[0]), fast(paths[0])  # warm-up (imports, first allocations)
+    best = [float("inf"), float("inf")]
     for r in range(repeats):
-        torch.manual_seed(r)
-        t0 = time.perf_counter()
-        for p in paths:
-            fn(p)
-        best = min(best, (time.perf_counter() - t0) / len(paths))
+        for k, fn in enumerate((plain, fast)):
+            torch.manual_seed(r)
+            t0 = time.perf_counter()
+            for p in paths:
+                fn(p)
+            best[k] = min(best[k], (time.perf_counter() - t0) / len(paths))
     return best
 
 
@@ -58,7 +59,7 @@ def peak_rss_mb() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=200)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--size", default="500x375")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -82,8 +83,7 @@ def main() -> None:
             rec = recipe_transforms(ds, res)[which]
             ref = reference_transform(rec)
             fast = FastImagePipeline(rec)
-            t_plain = time_pipeline(lambda p: ref(pil_rgb_loader(p)), paths, args.repeats)
-            t_fast = time_pipeline(fast, paths, args.repeats)
+            t_plain, t_fast = time_pair(lambda p: ref(pil_rgb_loader(p)), fast, paths, args.repeats)
             print(f"{label:48s} {1 / t_plain:11.0f} {1 / t_fast:10.0f} {t_plain * 1e3:8.2f} {t_fast * 1e3:7.2f} "
                   f"{t_plain / t_fast:5.2f}x {peak_rss_mb():11.0f}")
         # large photos (e.g. SOP/iNat originals): the JPEG draft path
@@ -93,8 +93,7 @@ def main() -> None:
             rec = recipe_transforms(ds, res)[which]
             ref = reference_transform(rec)
             fast = FastImagePipeline(rec)
-            t_plain = time_pipeline(lambda p: ref(pil_rgb_loader(p)), big, args.repeats)
-            t_fast = time_pipeline(fast, big, args.repeats)
+            t_plain, t_fast = time_pair(lambda p: ref(pil_rgb_loader(p)), fast, big, args.repeats)
             print(f"{label:48s} {1 / t_plain:11.0f} {1 / t_fast:10.0f} {t_plain * 1e3:8.2f} {t_fast * 1e3:7.2f} "
                   f"{t_plain / t_fast:5.2f}x {peak_rss_mb():11.0f}")
 

@@ -2,6 +2,10 @@
 
 ``build_data(name, root=None, resolution=256, **kw) -> DataBundle`` and
 ``build_batch_sampler(kind, labels, batch_size, samples_per_class=4, super_labels=None, seed=0, **kw)``.
+
+Modules: datasets (the five benchmarks in the reference layouts), small (fashion-mnist, digits,
+synthetic), samplers, transforms (recipe pipelines), prepare (download/extract/resize/verify) and
+fake (tiny generated trees in each layout, for tests and smoke runs).
 """
 
 from __future__ import annotations
