@@ -2,8 +2,9 @@
 
 Two backends with the same result (seed-spec §5 evaluates exactly, in chunks, never a full N x N):
 * "faiss": IndexFlatIP (a GPU index when faiss sees GPUs and the data is on CUDA);
-* "torch": chunked matmul + topk; with query == gallery the score matrix is symmetric, so only the
-  blocks on and above the diagonal are multiplied and each serves both its rows and its columns.
+* "torch": chunked matmul + topk (query rows x the whole gallery per block, <= 256 MiB of scores).
+  A symmetric variant (upper-triangle blocks only, each serving rows and columns) was measured
+  slower on CPU: the column-side topk and the merges cost more than the matmul it saves.
 
 Tie rule: neighbours are ordered by descending score, equal scores by ascending gallery index, and
 membership at the k-th position follows the same rule. Both backends enforce it exactly on the
@@ -55,8 +56,7 @@ def faiss_gpu_available() -> bool:
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """auto: torch for CUDA tensors, and on CPU as well (its symmetric and chunked paths measured
-    faster than IndexFlatIP on the benchmarks, see benchmarks/knn.py); faiss when asked for."""
+    """auto: torch (chunked matmul + topk) on every device; faiss when asked for (see benchmarks/knn.py)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown k-NN backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if backend == "faiss" and faiss is None:
@@ -122,12 +122,6 @@ def topk_exact(scores: torch.Tensor, k: int, col_offset: int = 0) -> tuple[torch
     return vals, _mark_invalid(vals, idx)
 
 
-def merge_topk(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor], k: int):
-    """Exact top-k of the union of two exact top-k lists over disjoint column sets."""
-    vals, idx = canonical_order(torch.cat([a[0], b[0]], 1), torch.cat([a[1], b[1]], 1))
-    return vals[:, :k].contiguous(), idx[:, :k].contiguous()
-
-
 # ---------------------------------------------------------------- searchers
 
 
@@ -139,7 +133,6 @@ class TorchSearcher:
         self.q, self.g, self.exclude_self = query, gallery, exclude_self
         ng = gallery.shape[0]
         self.chunk_rows = chunk_rows or max(1, min(query.shape[0], chunk_bytes // (4 * max(ng, 1))))
-        self.sym_block = self.chunk_rows
 
     def _scores(self, rows: torch.Tensor) -> torch.Tensor:
         s = self.q[rows] @ self.g.T
@@ -160,27 +153,8 @@ class TorchSearcher:
         return torch.cat(outs_v), torch.cat(outs_i)
 
     def topk_all(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-k of every query; uses the symmetric block scheme when query is gallery."""
-        n = self.q.shape[0]
-        if not self.exclude_self or n <= self.sym_block or self.g is not self.q:
-            return self.topk(torch.arange(n, device=self.q.device), k)
-        return self._symmetric_topk(k)
-
-    def _symmetric_topk(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, n, h = self.q, self.q.shape[0], self.sym_block
-        vals = x.new_full((n, k), _NEG_INF)
-        idx = torch.full((n, k), -1, dtype=torch.long, device=x.device)
-        for i0 in range(0, n, h):
-            i1 = min(i0 + h, n)
-            # row panel [i0:i1] x columns [i0:n]; columns left of i0 came from earlier panels
-            s = x[i0:i1] @ x[i0:].T
-            s[:, : i1 - i0].fill_diagonal_(_NEG_INF)
-            vals[i0:i1], idx[i0:i1] = merge_topk((vals[i0:i1], idx[i0:i1]), topk_exact(s, k, col_offset=i0), k)
-            if i1 < n:  # rows [i1:n] see columns [i0:i1] through the transpose of the same panel
-                cand = topk_exact(s[:, i1 - i0 :].T, k, col_offset=i0)
-                vals[i1:], idx[i1:] = merge_topk((vals[i1:], idx[i1:]), cand, k)
-            del s
-        return vals, idx
+        """Exact top-k of every query."""
+        return self.topk(torch.arange(self.q.shape[0], device=self.q.device), k)
 
 
 class FaissSearcher:
