@@ -112,23 +112,33 @@ def contiguous(labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
 
 class _Counter:
-    """A bad-image counter shared with DataLoader worker processes (inherited at worker start)."""
+    """A bad-image counter shared with DataLoader worker processes (inherited at worker start).
 
-    def __init__(self):
-        self._v = mp.get_context().Value("i", 0)
+    Falls back to a per-process count where shared memory is unavailable (no /dev/shm).
+    """
+
+    def __init__(self, start: int = 0):
+        try:
+            self._v = mp.get_context().Value("i", start)
+        except (OSError, ImportError):  # pragma: no cover - sandboxes without semaphores
+            self._v = None
+            self._n = start
 
     def add(self, n: int = 1) -> None:
+        if self._v is None:
+            self._n += n
+            return
         with self._v.get_lock():
             self._v.value += n
 
     @property
     def value(self) -> int:
-        return int(self._v.value)
+        return int(self._n if self._v is None else self._v.value)
 
     def __getstate__(self):
         from multiprocessing.context import get_spawning_popen
 
-        if get_spawning_popen() is not None:  # a worker start: share the counter
+        if self._v is not None and get_spawning_popen() is not None:  # a worker start: share the counter
             return {"v": self._v}
         return {"n": self.value}  # a plain pickle/deepcopy: a detached copy
 
@@ -136,7 +146,7 @@ class _Counter:
         if "v" in state:
             self._v = state["v"]
         else:
-            self._v = mp.get_context().Value("i", state["n"])
+            self.__init__(state["n"])
 
 
 class ImageListDataset(Dataset):
