@@ -9,7 +9,7 @@ import torch
 
 import ctxsim.eval.knn as knn_mod
 import ctxsim.eval.metrics as metrics_mod
-from ctxsim.eval import extract_embeddings, knn_search, retrieval_metrics
+from ctxsim.eval import evaluate_bundle, extract_embeddings, knn_search, retrieval_metrics
 
 BACKENDS = ["torch"] + (["faiss"] if knn_mod.faiss_available() else [])
 
@@ -267,3 +267,26 @@ def test_extract_embeddings_progress_and_mode():
         extract_embeddings(model, [])
     with pytest.raises(ValueError, match="images"):
         extract_embeddings(model, [(images[:2], labels[:3])])
+
+
+def test_evaluate_bundle_self_and_disjoint():
+    from types import SimpleNamespace
+
+    from torch.utils.data import TensorDataset
+
+    from ctxsim.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("tiny", embedding_size=8, in_channels=1).eval()
+    images, labels = torch.randn(12, 1, 8, 8), torch.arange(12) % 4
+    with torch.no_grad():
+        emb = model(images)
+    calls = []
+    same = SimpleNamespace(query=TensorDataset(images, labels), gallery=None, ks=(1, 2))
+    got = evaluate_bundle(model, same, batch_size=5, progress=lambda d, t: calls.append((d, t)))
+    assert got == pytest.approx(retrieval_metrics(emb, labels, ks=(1, 2)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    split = SimpleNamespace(query=TensorDataset(images[:5], labels[:5]),
+                            gallery=TensorDataset(images[5:], labels[5:]), ks=(1, 4))
+    got = evaluate_bundle(model, split, batch_size=4, ks=(1, 3))
+    assert got == pytest.approx(retrieval_metrics(emb[:5], labels[:5], emb[5:], labels[5:], ks=(1, 3)))
