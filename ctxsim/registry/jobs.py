@@ -262,14 +262,15 @@ def count_stale_running(reg: Registry, older_than_s: float) -> int:
         return int(s.scalar(q) or 0)
 
 
-def register_worker(reg: Registry, worker_id: str, gpus: Sequence[str], executor: str = "local") -> None:
-    """Creates or revives the Worker row of this daemon."""
+def register_worker(reg: Registry, worker_id: str, gpus: Sequence[str], executor: str = "local",
+                    host: Optional[str] = None) -> None:
+    """Creates or revives the Worker row of this daemon (``host``: default this machine's name)."""
 
     def work(s: Session) -> None:
         w = s.get(Worker, worker_id)
         now = utcnow()
         if w is None:
-            s.add(Worker(id=worker_id, host=socket.gethostname(), pid=os.getpid(), gpus=",".join(gpus),
+            s.add(Worker(id=worker_id, host=host or socket.gethostname(), pid=os.getpid(), gpus=",".join(gpus),
                          executor=executor, started_at=now, heartbeat_at=now, status="alive"))
         else:
             w.pid, w.gpus, w.executor, w.heartbeat_at, w.status = os.getpid(), ",".join(gpus), executor, now, "alive"

@@ -27,7 +27,8 @@ from ctxsim.registry import jobs
 from ctxsim.registry.db import Registry, open_registry
 from ctxsim.registry.models import Job
 from ctxsim.registry.sink import RegistrySink
-from ctxsim.train.events import EventSink, JsonlSink, MultiSink
+from ctxsim.runner.torchrun import env_rank, supervised, under_torchrun
+from ctxsim.train.events import EventSink, JsonlSink, MultiSink, NullSink
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +67,13 @@ def job_sink(reg: Registry, job_id: int, extra: Optional[EventSink] = None) -> M
     return MultiSink(RegistrySink(reg, job_id), extra)
 
 
-def _watch_parent(parent_pid: int, poll_s: float = 0.5) -> None:
-    """A job whose worker died must not run unsupervised: kill our own process group."""
+def _watch_parent(parent_pid: int, poll_s: float = 0.5, launcher: Optional[int] = None) -> None:
+    """A job whose worker died must not run unsupervised: kill our own process group. Under
+    torchrun (``launcher``: its agent, our parent) the worker is our grandparent."""
 
     def loop() -> None:
         while True:
-            if os.getppid() != parent_pid:
+            if not supervised(parent_pid, launcher):
                 log.error("worker %d is gone: stopping job", parent_pid)
                 try:
                     os.killpg(os.getpgid(0), signal.SIGKILL)
@@ -97,7 +99,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     parent = os.environ.get("CTXSIM_WORKER_PID")
     if parent and parent.isdigit():
-        _watch_parent(int(parent))
+        _watch_parent(int(parent), launcher=os.getppid() if under_torchrun() else None)
+    rank = env_rank()  # under torchrun only rank 0 writes to the registry (DESIGN §5)
 
     reg = open_registry(args.db)
     with reg.Session() as s:
@@ -110,7 +113,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     print(f"job {args.job} attempt {attempt} pid {os.getpid()} host {socket.gethostname()} "
           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}", flush=True)
-    sink = job_sink(reg, args.job)
+    sink = job_sink(reg, args.job) if rank == 0 else NullSink()
     try:
         execute(config_json, sink, run_dir, device=args.device, should_stop=stop.is_set)
         sink.close()
@@ -122,12 +125,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             traceback.print_exc()
         if stop.is_set():
             return EXIT_STOPPED
-        jobs.finish(reg, args.job, "failed", attempt=attempt, exit_code=EXIT_FAILED, error=_one_line(e))
+        if rank == 0:
+            jobs.finish(reg, args.job, "failed", attempt=attempt, exit_code=EXIT_FAILED, error=_one_line(e))
         return EXIT_FAILED
     if stop.is_set():
         print(f"job {args.job} stopped on request", flush=True)
         return EXIT_STOPPED
-    jobs.finish(reg, args.job, "done", attempt=attempt, exit_code=EXIT_DONE)
+    if rank == 0:
+        jobs.finish(reg, args.job, "done", attempt=attempt, exit_code=EXIT_DONE)
     return EXIT_DONE
 
 

@@ -26,6 +26,7 @@ from ctxsim.registry import jobs
 from ctxsim.registry.db import Registry
 from ctxsim.runner.gpus import GpuPool
 from ctxsim.runner.job import EXIT_DONE, EXIT_FAILED, EXIT_STOPPED
+from ctxsim.runner.torchrun import torchrun_argv
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,10 @@ class LocalWorker:
         heartbeat_expiry_s: float = 60.0, grace_s: float = 10.0, once: bool = False,
         max_jobs: Optional[int] = None, executor: str = "local", device: str = "auto",
         worker_id: Optional[str] = None, on_message: Optional[Callable[[str], None]] = None,
+        host_name: Optional[str] = None,
     ) -> None:
         self.reg = reg
+        self.host = host_name or socket.gethostname()  # recorded on the jobs it claims (shared registry)
         self.pool = GpuPool(gpus)
         self.max_parallel = max_parallel or max(1, len(gpus))
         self.poll_s = poll_s
@@ -60,7 +63,7 @@ class LocalWorker:
         self.max_jobs = max_jobs
         self.executor = executor
         self.device = device
-        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.id = worker_id or f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.say = on_message or (lambda m: log.info("%s", m))
         self.children: dict[int, _Child] = {}
         self.started_jobs = 0
@@ -82,7 +85,7 @@ class LocalWorker:
     def run(self) -> int:
         """Works until stopped. With ``once``: until nothing queued fits it and no running job looks
         orphaned (heartbeat older than half the expiry: it waits to take it over). Returns jobs started."""
-        jobs.register_worker(self.reg, self.id, self.pool.all, self.executor)
+        jobs.register_worker(self.reg, self.id, self.pool.all, self.executor, host=self.host)
         self.say(f"worker {self.id}: GPUs [{','.join(self.pool.all) or 'none: CPU jobs'}], "
                  f"{self.max_parallel} slot(s), executor {self.executor}")
         last_beat = last_reap = 0.0
@@ -116,7 +119,7 @@ class LocalWorker:
         while len(self.children) < self.max_parallel and not self._stopping.is_set():
             if self.max_jobs is not None and self.started_jobs >= self.max_jobs:
                 break
-            job = jobs.claim(self.reg, self.id, free_gpus=self.pool.free, executors=(self.executor,))
+            job = jobs.claim(self.reg, self.id, free_gpus=self.pool.free, executors=(self.executor,), host=self.host)
             if job is None:
                 break
             claimed_any = True
@@ -136,6 +139,8 @@ class LocalWorker:
                    CTXSIM_WORKER_PID=str(os.getpid()), PYTHONUNBUFFERED="1")
         argv = [sys.executable, "-m", "ctxsim.runner.job", "--job", str(job.id), "--attempt", str(job.attempt),
                 "--device", self.device]
+        if job.n_gpus > 1:  # DDP: one process per claimed GPU under torchrun (DESIGN §5)
+            argv = torchrun_argv(job.n_gpus, "ctxsim.runner.job", argv[3:])
         try:
             proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, start_new_session=True)
