@@ -79,3 +79,8 @@ class CompareScreen(DashScreen):
         k = self.query_one(CompareTable).current_key()
         if k is not None:
             self.dash.open_detail(int(k))
+
+    def on_data_table_row_selected(self, event) -> None:  # noqa: ANN001 - enter on a row opens it
+        if isinstance(event.data_table, CompareTable):
+            event.stop()
+            self.dash.open_detail(int(event.row_key.value))

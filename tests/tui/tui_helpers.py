@@ -1,0 +1,40 @@
+"""Pilot helpers: wait for a screen's thread-worker reads instead of sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+
+async def settled(pilot, screen_type=None, loads: int = 1, timeout: float = 20.0):
+    """Waits until the active screen (of ``screen_type``) has finished ``loads`` reads."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        scr = pilot.app.screen
+        if (screen_type is None or isinstance(scr, screen_type)) and getattr(scr, "loads", 0) >= loads:
+            await pilot.pause()
+            return scr
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"screen {type(pilot.app.screen).__name__} did not load in {timeout} s")
+
+
+async def refreshed(pilot, timeout: float = 20.0):
+    """Triggers one more read of the active screen and waits for it."""
+    scr = pilot.app.screen
+    before = scr.loads
+    while scr._in_flight:  # a read already running: let it end first
+        await asyncio.sleep(0.02)
+    before = scr.loads
+    pilot.app.action_refresh_now()
+    return await settled(pilot, type(scr), before + 1, timeout)
+
+
+def sync(fn):
+    """Runs an async test body with asyncio.run (no async pytest plugin needed)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
