@@ -185,7 +185,7 @@ def _grid_table(rows: list[dict], title: str) -> None:
 
 def worker(
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU ids this worker owns (0,1,...); '' for CPU only; default: all detected.")] = None,
-    once: Annotated[bool, typer.Option("--once", help="Exit when nothing is left for this worker.")] = False,
+    once: Annotated[bool, typer.Option("--once", help="Drain the queue, then exit: when no queued job fits this worker and none it could take over is running elsewhere.")] = False,
     max_jobs: Annotated[Optional[int], typer.Option("--max-jobs", help="Exit after starting this many jobs (and finishing them).")] = None,
     max_parallel: Annotated[Optional[int], typer.Option("--max-parallel", help="Jobs run at once (default: number of GPUs, at least 1).")] = None,
     poll: Annotated[float, typer.Option("--poll", help="Seconds between queue polls.")] = 2.0,

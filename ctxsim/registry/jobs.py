@@ -253,11 +253,12 @@ def job_states(reg: Registry, job_ids: Iterable[int]) -> dict[int, tuple[str, Op
         return {r.id: (r.status, r.worker_id, r.attempts) for r in s.execute(q)}
 
 
-def count_stale_running(reg: Registry, older_than_s: float) -> int:
-    """Running jobs whose heartbeat is older than ``older_than_s`` (probably orphaned: the reaper
-    will re-queue them once it expires)."""
-    cutoff = utcnow() - timedelta(seconds=older_than_s)
-    q = select(func.count()).select_from(JOBS).where(JOBS.c.status == "running", JOBS.c.heartbeat_at < cutoff)
+def count_running(reg: Registry, max_gpus: Optional[int] = None, executors: Sequence[str] = ("local",)) -> int:
+    """Running jobs (needing at most ``max_gpus`` GPUs, of ``executors``): any of them comes back
+    to the queue if its worker dies, so a draining worker waits for them."""
+    q = select(func.count()).select_from(JOBS).where(JOBS.c.status == "running", JOBS.c.executor.in_(list(executors)))
+    if max_gpus is not None:
+        q = q.where(JOBS.c.n_gpus <= max_gpus)
     with reg.Session() as s:
         return int(s.scalar(q) or 0)
 

@@ -83,8 +83,9 @@ class LocalWorker:
     # ------------------------------------------------------------ main loop
 
     def run(self) -> int:
-        """Works until stopped. With ``once``: until nothing queued fits it and no running job looks
-        orphaned (heartbeat older than half the expiry: it waits to take it over). Returns jobs started."""
+        """Works until stopped. With ``once``: until no queued job fits it and no job that it could
+        take over is running elsewhere (a dead worker's job is re-queued when its heartbeat
+        expires, and this worker resumes it). Returns the number of jobs it started."""
         jobs.register_worker(self.reg, self.id, self.pool.all, self.executor, host=self.host)
         self.say(f"worker {self.id}: GPUs [{','.join(self.pool.all) or 'none: CPU jobs'}], "
                  f"{self.max_parallel} slot(s), executor {self.executor}")
@@ -103,8 +104,9 @@ class LocalWorker:
                 self._enforce_kills()
                 claimed_any = self._fill_slots()
                 if self.once and not self.children and not claimed_any:
-                    # nothing left for us, unless a dead worker's job is about to be re-queued
-                    if not jobs.count_stale_running(self.reg, self.expiry_s / 2):
+                    # drained, unless a job running elsewhere that we could run may still come back
+                    # (its worker dies, its heartbeat expires, the reaper re-queues it)
+                    if not jobs.count_running(self.reg, len(self.pool.all), (self.executor,)):
                         break
                 if self.max_jobs is not None and self.started_jobs >= self.max_jobs and not self.children:
                     break
