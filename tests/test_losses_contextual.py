@@ -378,3 +378,22 @@ def test_all_neighbour_batch_is_finite():
     out = build_loss("hybrid")(x, torch.arange(4))
     out.backward()
     assert torch.isfinite(out) and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("B", [5, 12, 64])
+def test_fused_default_path_equals_step_by_step_autograd(B):
+    """The default path's hand-written backward equals autograd through the step-by-step form."""
+    from ctxsim.losses.contextual import _contextual_autograd
+
+    g = torch.Generator().manual_seed(B)
+    x = torch.eye(5, 6) if B == 5 else torch.randn(B, 6, generator=g)  # B = 5: every point a neighbour
+    w = torch.randn(B, B, generator=g)
+    out = []
+    for fused in (True, False):
+        S = (F.normalize(x, dim=1) @ F.normalize(x, dim=1).T).requires_grad_(True)
+        J = contextual_similarity(S, 4, 0.05) if fused else _contextual_autograd(S, 4, 0.05, 0, 10.0, 0.01)
+        (J * w).sum().backward()
+        out.append((J.detach(), S.grad))
+    assert torch.equal(out[0][0], out[1][0])
+    assert out[1][1].abs().max() > 1.0
+    assert torch.allclose(out[0][1], out[1][1], atol=1e-5 * float(out[1][1].abs().max()))

@@ -43,8 +43,24 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x.float(), dim=1)
 
 
+class _Gram(torch.autograd.Function):
+    """S = f fᵀ with the symmetric backward dS -> (G + Gᵀ) f: one matmul instead of autograd's two."""
+
+    @staticmethod
+    def forward(ctx, f: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(f)
+        return f @ f.T
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (f,) = ctx.saved_tensors
+        return (grad + grad.T) @ f
+
+
 def similarity(f: torch.Tensor) -> torch.Tensor:
-    """S = f fᵀ for normalised f (seed-spec §1.1)."""
+    """S = f fᵀ for normalised f, computed as the reference does (seed-spec §1.1)."""
+    if f.requires_grad and torch.is_grad_enabled():
+        return _Gram.apply(f)
     return f @ f.T
 
 

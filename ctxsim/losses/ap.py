@@ -14,6 +14,42 @@ def tau_sigmoid(x: torch.Tensor, tau: float) -> torch.Tensor:
     return 1.0 / (1.0 + (-x / tau).clamp(-50.0, 50.0).exp())
 
 
+class _RankStep(torch.autograd.Function):
+    """Element-wise rank surrogate r(diff) of seed-spec §2.4 with a hand-written backward, so that
+    only diff and the positive mask are kept for backward (autograd would keep ~6 B^3 tensors).
+    The gradient is the one autograd gives the reference's expressions: 0 on exact Heaviside
+    entries, rho on the linear branch, exp(e)/(1+exp(e))^2/tau on sigmoid entries (e = -diff/tau
+    clamped to +-50; 0 where the clamp is active)."""
+
+    @staticmethod
+    def forward(ctx, diff, both_pos, tau, rho, delta, offset, start, roadmap_linear):
+        e = (-diff / tau).clamp(-50.0, 50.0)
+        sig = 1.0 / (1.0 + e.exp())
+        if both_pos is None:  # SmoothAP
+            r = sig
+        else:  # SupAP
+            lin = rho * (diff - delta) + offset if roadmap_linear else rho * diff + offset
+            r = torch.where(diff > 0, torch.where(diff > delta, lin, start + sig), sig)
+            r = torch.where(both_pos, (diff >= 0).to(diff.dtype), r)  # heaviside(., 1)
+        ctx.save_for_backward(diff, both_pos)
+        ctx.params = (tau, rho, delta)
+        return r
+
+    @staticmethod
+    def backward(ctx, grad):
+        diff, both_pos = ctx.saved_tensors
+        tau, rho, delta = ctx.params
+        e_raw = -diff / tau
+        e = e_raw.clamp(-50.0, 50.0)
+        ex = e.exp()
+        d = ex / (1.0 + ex).square() / tau
+        d = torch.where((e_raw >= -50.0) & (e_raw <= 50.0), d, torch.zeros_like(d))
+        if both_pos is not None:
+            d = torch.where(diff > delta, torch.full_like(d, rho), d)
+            d = torch.where(both_pos, torch.zeros_like(d), d)
+        return grad * d, None, None, None, None, None, None, None
+
+
 def batch_ap(S: torch.Tensor, W: torch.Tensor, kind: str = "supap", tau: float = 0.01, rho: float = 100.0,
              delta: float = 0.05, offset: float = 1.44, start: float = 0.5,
              roadmap_linear: bool = False) -> torch.Tensor:
@@ -23,25 +59,21 @@ def batch_ap(S: torch.Tensor, W: torch.Tensor, kind: str = "supap", tau: float =
     positives of i; elsewhere sigmoid(diff/tau) for diff <= 0, start + sigmoid(diff/tau) for
     0 < diff <= delta, rho·diff + offset beyond delta (rho·(diff - delta) + offset with
     roadmap_linear=True, ROADMAP's form). SmoothAP: sigmoid(diff/tau) everywhere.
+    rank_all(i,j) = 1 + sum_{k!=j} r; rank_pos(i,j) = 1 + sum_{k!=j, W_jk} r; AP_i = mean over
+    positives j of rank_pos / rank_all.
     """
     if kind not in ("supap", "smoothap"):
         raise ValueError(f"unknown AP surrogate {kind!r}; choose 'supap' or 'smoothap'")
-    B = S.shape[0]
     diff = S.unsqueeze(1) - S.unsqueeze(2)  # [i, j, k] = S[i, k] - S[i, j]
-    if kind == "smoothap":
-        r = tau_sigmoid(diff, tau)
-    else:
+    both_pos = None
+    if kind == "supap":
         Wb = W > 0
         both_pos = Wb.unsqueeze(2) & Wb.unsqueeze(1)  # W_ij and W_ik
-        lin = rho * (diff - delta) + offset if roadmap_linear else rho * diff + offset
-        sig = tau_sigmoid(diff, tau)
-        approx = torch.where(diff > 0, torch.where(diff > delta, lin, start + sig), sig)
-        exact = (diff.detach() >= 0).to(diff.dtype)  # torch.heaviside(., 1): 1 at 0, no gradient
-        r = torch.where(both_pos, exact, approx)
-    off_diag = 1.0 - torch.eye(B, device=S.device, dtype=S.dtype)  # k != j
-    rank_all = (r * off_diag).sum(-1) + 1.0
-    pos_jk = W - torch.eye(B, device=S.device, dtype=S.dtype)  # W_jk, k != j
-    rank_pos = ((r * pos_jk).sum(-1) + W) * W
+    r = _RankStep.apply(diff, both_pos, float(tau), float(rho), float(delta), float(offset), float(start),
+                        bool(roadmap_linear))
+    r_jj = r.diagonal(dim1=1, dim2=2)  # the k = j terms, excluded from both ranks
+    rank_all = r.sum(-1) - r_jj + 1.0
+    rank_pos = (torch.einsum("ijk,jk->ij", r, W) - r_jj * W.diagonal().unsqueeze(0) + W) * W
     return (rank_pos / rank_all).sum(1) / W.sum(1)
 
 

@@ -99,9 +99,64 @@ def contextual_similarity(S: torch.Tensor, k: int = 4, eps: float = 0.05, *, abl
     `ablation` (0-10 or a name of ABLATIONS) selects a seed-spec §8 variant; `temperature` is the
     sigmoid temperature of ablations 2 and 6.
     """
-    k = int(k) if isinstance(k, int) or (torch.is_tensor(k) and k.dim() == 0) else k
+    if torch.is_tensor(k) and k.dim() == 0:
+        k = int(k)
     _check_similarity(S, k, float(eps))
     ab = resolve_ablation(ablation)
+    if ab == 0:
+        return _FusedContextual.apply(S, k, float(eps), float(slope))
+    return _contextual_autograd(S, k, float(eps), ab, float(slope), float(temperature))
+
+
+class _FusedContextual(torch.autograd.Function):
+    """The default contextual similarity (seed-spec §1.2) with a hand-derived backward: the same
+    gradient autograd gives the step-by-step form (_contextual_autograd with ablation 0), with three
+    B x B matmuls in backward instead of four and fewer saved tensors."""
+
+    @staticmethod
+    def forward(ctx, S, k, eps, slope):
+        B = S.shape[0]
+        pre = 2.0 - 2.0 * S
+        neg_d = -pre.clamp(min=0.0)
+        top = neg_d.topk(k, dim=1).values
+        x = neg_d + eps
+        N = (x >= top[:, k - 1:k]).to(S.dtype)
+        N2 = (x >= top[:, k // 2 - 1:k // 2]).to(S.dtype)
+        r = N.sum(1, keepdim=True)
+        m = B - r
+        m_den = _nonzero(m)
+        A = N @ N.T
+        Q = 0.5 * (A / r + ((m - r.T) + A) / m_den)
+        W_tilde = Q * N
+        R = N2 * N2.T
+        den = R.sum(1, keepdim=True)
+        J_raw = (R @ W_tilde) / den
+        ctx.save_for_backward(pre >= 0, N, N2, r, m_den, Q, W_tilde, R, J_raw, den)
+        ctx.slope = slope
+        return 0.5 * (J_raw + J_raw.T)
+
+    @staticmethod
+    def backward(ctx, G):
+        passes, N, N2, r, m_den, Q, W_tilde, R, J_raw, den = ctx.saved_tensors
+        G_raw = 0.5 * (G + G.T)
+        G_P = G_raw / den  # J_raw = P / den, P = R @ W_tilde
+        G_den = -(G_raw * J_raw).sum(1, keepdim=True) / den
+        G_R = G_P @ W_tilde.T + G_den  # den = R 1 (not detached)
+        G_W = R @ G_P  # R is symmetric
+        G_N2 = (G_R + G_R.T) * N2.T  # R = N2 * N2^T
+        G_Q = G_W * N
+        G_N = G_W * Q
+        G_A = (0.5 * (1.0 / r + 1.0 / m_den)) * G_Q  # A = N N^T in both intersections
+        H = G_Q / m_den  # the -r_i - r_j of the |not N| intersection (r not detached there)
+        G_r = -0.5 * (H.sum(1, keepdim=True) + H.sum(0, keepdim=True).T)
+        G_N = G_N + (G_A + G_A.T) @ N + G_r
+        G_S = (ctx.slope * 2.0) * (G_N + G_N2) * passes  # x = 2S - 2 + eps where 2 - 2S >= 0
+        return G_S, None, None, None
+
+
+def _contextual_autograd(S: torch.Tensor, k: int, eps: float, ab: int, slope: float,
+                         temperature: float) -> torch.Tensor:
+    """Step-by-step contextual similarity with autograd, for every §8 variant (ablation 0 included)."""
     B = S.shape[0]
 
     neg_d = -(2.0 - 2.0 * S).clamp(min=0.0)  # -D, D = squared Euclidean distance (§1.2 step 1)
