@@ -65,6 +65,10 @@ class RunsTable(KeyedTable):
             col = self.columns.get(key)  # type: ignore[arg-type]
             if col is not None:
                 col.label = Text(label + (arrow if key == self.sort_key else ""))
+                if key == self.sort_key:
+                    col.content_width = max(col.content_width, len(label) + len(arrow))
+        # DataTable has no public call to relabel a column: drop its render caches so the header redraws
+        self._clear_caches()
         self._require_update_dimensions = True
         self.refresh()
 
