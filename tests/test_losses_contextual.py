@@ -44,7 +44,7 @@ def ref_context(S, k, eps, ablation=0, slope=10.0, temp=0.01, strict=False):
     """Contextual similarity from seed-spec §1.2 (and the §8 variants), as a list of lists."""
     B = S.shape[0]
     rows = range(B)
-    negD = [[-(2.0 - 2.0 * S[i, j]) if float((2.0 - 2.0 * S[i, j]).detach()) >= 0 else S[i, j] * 0.0 for j in rows]
+    negD = [[-(2.0 - 2.0 * S[i, j]) if float((2.0 - 2.0 * S[i, j]).detach()) > 0 else S[i, j] * 0.0 for j in rows]
             for i in rows]
     srt = [sorted((v.detach().item() for v in negD[i]), reverse=True) for i in rows]
     tk = [srt[i][k - 1] for i in rows]

@@ -131,7 +131,7 @@ class _FusedContextual(torch.autograd.Function):
         R = N2 * N2.T
         den = R.sum(1, keepdim=True)
         J_raw = (R @ W_tilde) / den
-        ctx.save_for_backward(pre >= 0, N, N2, r, m_den, Q, W_tilde, R, J_raw, den)
+        ctx.save_for_backward(pre > 0, N, N2, r, m_den, Q, W_tilde, R, J_raw, den)
         ctx.slope = slope
         return 0.5 * (J_raw + J_raw.T)
 
@@ -150,7 +150,7 @@ class _FusedContextual(torch.autograd.Function):
         H = G_Q / m_den  # the -r_i - r_j of the |not N| intersection (r not detached there)
         G_r = -0.5 * (H.sum(1, keepdim=True) + H.sum(0, keepdim=True).T)
         G_N = G_N + (G_A + G_A.T) @ N + G_r
-        G_S = (ctx.slope * 2.0) * (G_N + G_N2) * passes  # x = 2S - 2 + eps where 2 - 2S >= 0
+        G_S = (ctx.slope * 2.0) * (G_N + G_N2) * passes  # x = 2S - 2 + eps where 2 - 2S > 0 (clamp passes no gradient at 0)
         return G_S, None, None, None
 
 
