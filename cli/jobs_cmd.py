@@ -130,10 +130,13 @@ def sweep(
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Tag (repeatable).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Queue even if an identical config is queued or running.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the grid without queueing anything.")] = False,
+    executor: Annotated[str, typer.Option("--executor", help="Who runs the jobs: local (ctxsim worker) or slurm (ctxsim worker --executor slurm).")] = "local",
     json_: JsonOpt = False,
     db: Optional[str] = DbOption,
 ) -> None:
     """Queue a grid of runs (datasets x losses x resolutions x seeds x --set values) for workers."""
+    if executor not in ("local", "slurm"):
+        fail(f"--executor must be local or slurm, got {executor!r}", EXIT_USAGE)
     with _errors():
         grid = build_grid(dataset, loss, resolution, seeds, list(set_ or []), epochs, root)
         cfgs = [c for c, _ in grid]
@@ -157,7 +160,7 @@ def sweep(
 
     with _errors(reg):
         out = enqueue_many(reg, cfgs, name=name, tags=list(tag or []), priority=priority, n_gpus=gpus_per_job,
-                           max_attempts=max_attempts, force=force)
+                           max_attempts=max_attempts, force=force, executor=executor)
     for r, (jid, created) in zip(rows, out):
         r.update(id=jid, created=created)
     if json_:
@@ -192,11 +195,26 @@ def worker(
     heartbeat_expiry: Annotated[float, typer.Option("--heartbeat-expiry", help="Seconds without heartbeat before a running job is re-queued.")] = 60.0,
     grace: Annotated[float, typer.Option("--grace", help="Seconds between SIGTERM and SIGKILL when stopping a job.")] = 10.0,
     device: Annotated[str, typer.Option("--device", help="Device passed to each job: auto, cpu or cuda.")] = "auto",
+    host_name: Annotated[Optional[str], typer.Option("--host-name", help="Host name recorded on the jobs this worker runs (default: this machine's).")] = None,
+    executor: Annotated[str, typer.Option("--executor", help="local: run jobs here; slurm: submit jobs queued with --executor slurm through submitit.")] = "local",
+    partition: Annotated[Optional[str], typer.Option("--partition", help="Slurm: Partition.")] = None,
+    time_min: Annotated[Optional[int], typer.Option("--time", help="Slurm: Time limit per job, minutes (requeued from its checkpoint when hit).")] = None,
+    gpus_per_node: Annotated[Optional[int], typer.Option("--gpus-per-node", help="Slurm: GPUs a node has: jobs needing more stay queued.")] = None,
+    account: Annotated[Optional[str], typer.Option("--account", help="Slurm: Account to charge.")] = None,
+    slurm_config: Annotated[Optional[str], typer.Option("--slurm-config", help="Slurm: TOML/JSON file of options (partition, time, gpus_per_node, account, qos, constraint, cpus_per_task, mem_gb, additional, folder).")] = None,
+    slurm_cluster: Annotated[Optional[str], typer.Option("--slurm-cluster", help="Slurm: slurm (default where sbatch exists) or local (submitit's local executor: tests, a workstation).")] = None,
     db: Optional[str] = DbOption,
 ) -> None:
     """Run queued jobs: each in its own process group with CUDA_VISIBLE_DEVICES set; heartbeats,
-    cancels, re-queues jobs of dead workers. SIGTERM/Ctrl-C re-queues the running jobs."""
+    cancels, re-queues jobs of dead workers. SIGTERM/Ctrl-C re-queues the running jobs.
+    With --executor slurm: submit jobs marked slurm through submitit and follow their Slurm state."""
     import logging
+
+    if executor not in ("local", "slurm"):
+        fail(f"--executor must be local or slurm, got {executor!r}", EXIT_USAGE)
+    if executor == "slurm":
+        return _slurm_worker(once, max_jobs, max_parallel, poll, heartbeat_expiry, grace, device, host_name,
+                             partition, time_min, gpus_per_node, account, slurm_config, slurm_cluster, db)
 
     from rich.markup import escape
 
@@ -215,12 +233,40 @@ def worker(
     reg = open_registry_or_exit(db)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     w = LocalWorker(reg, ids, max_parallel=max_parallel, poll_s=poll, heartbeat_expiry_s=heartbeat_expiry,
-                    grace_s=grace, once=once, max_jobs=max_jobs, device=device,
+                    grace_s=grace, once=once, max_jobs=max_jobs, device=device, host_name=host_name,
                     on_message=lambda m: info(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(m)}"))
     w.install_signal_handlers()
     with _errors(reg):
         n = w.run()
     info(f"worker {w.id}: started {n} job(s); exiting")
+
+
+def _slurm_worker(once, max_jobs, max_parallel, poll, heartbeat_expiry, grace, device, host_name,  # noqa: ANN001
+                  partition, time_min, gpus_per_node, account, slurm_config, slurm_cluster, db) -> None:
+    """``ctxsim worker --executor slurm``: the submitit poller (ctxsim.runner.slurm)."""
+    import logging
+
+    from rich.markup import escape
+
+    from ctxsim.runner.slurm import SlurmOptions, SlurmWorker
+
+    for name, v in (("--poll", poll), ("--heartbeat-expiry", heartbeat_expiry)):
+        if v <= 0:
+            fail(f"{name} must be > 0", EXIT_USAGE)
+    over = {"partition": partition, "time_min": time_min, "gpus_per_node": gpus_per_node, "account": account,
+            "cluster": slurm_cluster}
+    with _errors():
+        opts = (SlurmOptions.from_file(slurm_config, **over) if slurm_config
+                else SlurmOptions.from_dict({k: v for k, v in over.items() if v is not None}))
+    reg = open_registry_or_exit(db)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    w = SlurmWorker(reg, opts, max_parallel=max_parallel or 64, poll_s=poll, heartbeat_expiry_s=heartbeat_expiry,
+                    grace_s=grace, once=once, max_jobs=max_jobs, device=device, host_name=host_name,
+                    on_message=lambda m: info(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(m)}"))
+    w.install_signal_handlers()
+    with _errors(reg):
+        n = w.run()
+    info(f"slurm worker {w.id}: submitted {n} job(s); exiting")
 
 
 def _fmt_num(v: Optional[float]) -> str:

@@ -1,0 +1,502 @@
+"""The Slurm executor (DESIGN §5): queued jobs marked ``executor="slurm"`` are submitted through
+submitit, one Slurm job each, by a poller (``ctxsim worker --executor slurm``) on a login node.
+
+Who does what:
+
+* The poller (``SlurmWorker``) claims a job (attempt N), submits a ``SlurmTask`` with the
+  partition / time / GPU options, stores the Slurm job id in ``jobs.slurm_id``, heartbeats the job
+  while Slurm has it (pending or running), maps the Slurm state back to the registry when it ends,
+  and cancels the Slurm job (``job.cancel()``) when a cancel is requested.
+* The ``SlurmTask`` runs on the compute node: it records its host and pid on the job, runs
+  ``python -m ctxsim.runner.job --job ID --attempt N`` (under torchrun when the job asks for more
+  than one GPU), heartbeats the job itself (the job survives a poller restart), stops the job when a
+  cancel is requested, and settles its status from the exit code, like the local worker.
+* Preemption and time limits: Slurm signals the task (USR2, ``signal_delay_s`` before the limit);
+  submitit calls ``SlurmTask.checkpoint``, which stops the training process gracefully (it writes
+  its checkpoint) and hands submitit the same task to requeue: the requeued Slurm job resumes the
+  same attempt from the checkpoint. A task that ended without settling the job (node failure, an
+  OOM kill, a final TIMEOUT/PREEMPTED) is put back in the queue by the poller and resumes from its
+  last checkpoint on a new submission (NODE_FAIL/PREEMPTED/TIMEOUT do not count as an attempt).
+
+The registry URL never goes into submitit's pickles with its password: the task reads ``$CTXSIM_DB``
+(Slurm exports the submitter's environment) or authenticates through ``~/.pgpass``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from sqlalchemy import update
+
+from ctxsim.errors import ConfigError
+from ctxsim.registry import jobs
+from ctxsim.registry.db import Registry, open_registry
+from ctxsim.registry.models import Job, JobEvent
+from ctxsim.runner.job import EXIT_DONE, EXIT_FAILED, EXIT_STOPPED
+from ctxsim.runner.torchrun import torchrun_argv
+
+log = logging.getLogger(__name__)
+
+EXECUTOR = "slurm"
+
+# Slurm job states (sacct/squeue) -> what the poller does with them
+ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+                 "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "UNKNOWN",
+                 "READY", "SUBMITTED"}
+ENDED_OK = {"COMPLETED", "FINISHED"}  # FINISHED: submitit's local executor
+CRASHED = {"FAILED", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "INTERRUPTED"}  # counts as an attempt
+NOT_OUR_FAULT = {"NODE_FAIL", "PREEMPTED", "TIMEOUT"}  # re-queued without counting an attempt
+CANCELLED = {"CANCELLED", "REVOKED"}
+
+
+def state_action(state: str) -> str:
+    """Maps a Slurm (or submitit local) job state to "active" | "ended" | "crashed" | "requeue" |
+    "cancelled". Slurm decorates some states ("CANCELLED by 1234"); unknown states count as active."""
+    s = (state or "UNKNOWN").split()[0].upper().rstrip("+")
+    if s in ENDED_OK:
+        return "ended"
+    if s in CRASHED:
+        return "crashed"
+    if s in NOT_OUR_FAULT:
+        return "requeue"
+    if s in CANCELLED:
+        return "cancelled"
+    return "active"
+
+
+# ---------------------------------------------------------------- options
+
+
+@dataclass
+class SlurmOptions:
+    """What each Slurm job asks for. ``from_file`` reads the same keys from TOML or JSON."""
+
+    partition: Optional[str] = None
+    time_min: int = 24 * 60
+    gpus_per_node: int = 8  # the most GPUs a job may ask for (jobs needing more stay queued)
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    constraint: Optional[str] = None
+    cpus_per_task: Optional[int] = None
+    mem_gb: Optional[int] = None
+    signal_delay_s: int = 120  # USR2 this long before the time limit: checkpoint and requeue
+    max_num_timeout: int = 3  # requeues on time limit before submitit gives up
+    additional: dict[str, Any] = field(default_factory=dict)  # other sbatch options, e.g. {"mail-type": "END"}
+    folder: Optional[str] = None  # submitit's logs and pickles (default: <runs root>/slurm); shared filesystem
+    cluster: Optional[str] = None  # None: auto (slurm where sbatch exists); "local": submitit's LocalExecutor
+
+    def validate(self) -> "SlurmOptions":
+        if self.time_min <= 0:
+            raise ConfigError(f"--time must be > 0 minutes, got {self.time_min}")
+        if self.gpus_per_node < 0:
+            raise ConfigError(f"--gpus-per-node must be >= 0, got {self.gpus_per_node}")
+        if self.cluster not in (None, "slurm", "local", "debug"):
+            raise ConfigError(f"slurm cluster must be slurm, local or debug, got {self.cluster!r}")
+        if self.signal_delay_s < 0 or self.max_num_timeout < 0:
+            raise ConfigError("signal_delay_s and max_num_timeout must be >= 0")
+        return self
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **overrides: Any) -> "SlurmOptions":
+        """Options from a TOML/JSON file (keys: the fields of this class; ``time`` = ``time_min``),
+        then the non-None ``overrides`` (command-line options win)."""
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise ConfigError(f"--slurm-config {p}: {e.strerror or e}") from None
+        try:
+            if p.suffix == ".json":
+                d = json.loads(text)
+            else:
+                import tomllib
+
+                d = tomllib.loads(text)
+                d = d.get("slurm", d)
+        except (ValueError, json.JSONDecodeError) as e:
+            raise ConfigError(f"--slurm-config {p}: {str(e).splitlines()[0]}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"--slurm-config {p}: expected a table of options")
+        d = {k.replace("-", "_"): v for k, v in d.items()}
+        if "time" in d:
+            d["time_min"] = d.pop("time")
+        return cls.from_dict({**d, **{k: v for k, v in overrides.items() if v is not None}})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SlurmOptions":
+        names = {f.name for f in dataclasses.fields(cls)}
+        bad = [k for k in d if k not in names]
+        if bad:
+            raise ConfigError(f"unknown slurm option {bad[0]!r} (known: {', '.join(sorted(names))})")
+        try:
+            return cls(**d).validate()
+        except TypeError as e:
+            raise ConfigError(f"slurm options: {e}") from None
+
+    def executor_parameters(self, n_gpus: int, name: str) -> dict[str, Any]:
+        """``AutoExecutor.update_parameters`` keywords of a job needing ``n_gpus`` GPUs."""
+        p: dict[str, Any] = {"timeout_min": int(self.time_min), "name": name, "nodes": 1, "tasks_per_node": 1,
+                             "gpus_per_node": int(n_gpus)}
+        if self.cpus_per_task:
+            p["cpus_per_task"] = int(self.cpus_per_task)
+        if self.mem_gb:
+            p["mem_gb"] = int(self.mem_gb)
+        for key in ("partition", "account", "qos", "constraint"):
+            if getattr(self, key):
+                p[f"slurm_{key}"] = getattr(self, key)
+        p["slurm_signal_delay_s"] = int(self.signal_delay_s)
+        if self.additional:
+            p["slurm_additional_parameters"] = dict(self.additional)
+        return p
+
+
+def url_for_nodes(url: str) -> Optional[str]:
+    """The registry URL the compute nodes get in submitit's pickle: without its password (None when
+    it had one: the task then uses ``$CTXSIM_DB`` or ``~/.pgpass``)."""
+    from sqlalchemy.engine import URL, make_url
+
+    u = make_url(url)
+    if u.password:
+        bare = URL.create(u.drivername, username=u.username, host=u.host, port=u.port, database=u.database,
+                          query=u.query)
+        return bare.render_as_string(hide_password=False)
+    return url
+
+
+# ---------------------------------------------------------------- the compute-node side
+
+
+class SlurmTask:
+    """What submitit runs on the compute node for one claim (job id + attempt) of a registry job."""
+
+    def __init__(self, db_url: Optional[str], job_id: int, attempt: int, worker_id: str, device: str = "auto",
+                 n_gpus: int = 0, heartbeat_s: float = 5.0, grace_s: float = 60.0) -> None:
+        self.db_url, self.job_id, self.attempt, self.worker_id = db_url, job_id, attempt, worker_id
+        self.device, self.n_gpus, self.heartbeat_s, self.grace_s = device, n_gpus, heartbeat_s, grace_s
+        self._proc: Optional[subprocess.Popen] = None
+        self._preempted = False
+
+    def __getstate__(self) -> dict[str, Any]:  # submitit pickles the task: no live process inside
+        d = dict(self.__dict__)
+        d["_proc"], d["_preempted"] = None, False
+        return d
+
+    def _registry(self) -> Registry:
+        url = os.environ.get("CTXSIM_DB") or self.db_url
+        return open_registry(url, create=False)
+
+    def __call__(self) -> int:
+        reg = self._registry()
+        fence = dict(attempt=self.attempt, worker_id=self.worker_id)
+        run_dir = self._start(reg)
+        if run_dir is None:
+            return 3  # no longer ours (reaped, cancelled while pending, removed)
+        reason = self._supervise(reg)
+        rc = self._proc.returncode
+        if self._preempted:
+            return rc  # submitit requeues this task; the job stays running under the same attempt
+        how = f"exit code {rc}" if rc >= 0 else f"killed by signal {-rc}"
+        if reason == "lost":
+            return rc
+        if reason == "cancel":
+            jobs.finish(reg, self.job_id, "cancelled", exit_code=rc, error=f"cancelled by request ({how})", **fence)
+        elif rc == EXIT_DONE:
+            jobs.finish(reg, self.job_id, "done", exit_code=rc, **fence)  # no-op: the job marked itself
+        elif rc == EXIT_FAILED:
+            jobs.finish(reg, self.job_id, "failed", exit_code=rc, error=f"job process failed ({how})", **fence)
+        else:  # stopped without a request, or crashed (OOM killer, segfault): resume from the checkpoint
+            jobs.requeue(reg, self.job_id, f"job process ended on {socket.gethostname()} ({how})", **fence)
+        reg.dispose()
+        return rc
+
+    def _start(self, reg: Registry) -> Optional[str]:
+        host, pid = socket.gethostname(), os.getpid()
+        stmt = (update(Job.__table__)
+                .where(Job.__table__.c.id == self.job_id, Job.__table__.c.status == "running",
+                       Job.__table__.c.attempts == self.attempt, Job.__table__.c.worker_id == self.worker_id)
+                .values(worker_host=host, worker_pid=pid, heartbeat_at=datetime.now(timezone.utc).replace(tzinfo=None))
+                .returning(Job.__table__.c.run_dir))
+
+        def work(s):
+            row = s.execute(stmt).first()
+            if row is not None:
+                s.add(JobEvent(job_id=self.job_id, kind="slurm_start",
+                               message=f"attempt {self.attempt} on {host} pid {pid} (slurm {_slurm_job_id()})"))
+            return None if row is None else row.run_dir
+
+        run_dir = reg.run(work, what=f"start job {self.job_id} on slurm")
+        if run_dir is None:
+            return None
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        args = ["--job", str(self.job_id), "--attempt", str(self.attempt), "--device", self.device]
+        argv = (torchrun_argv(self.n_gpus, "ctxsim.runner.job", args) if self.n_gpus > 1
+                else [sys.executable, "-m", "ctxsim.runner.job", *args])
+        env = dict(os.environ, CTXSIM_DB=reg.url, CTXSIM_WORKER_PID=str(pid), PYTHONUNBUFFERED="1")
+        with open(Path(run_dir) / "stdout.log", "ab") as fh:
+            stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+            fh.write(f"=== ctxsim job {self.job_id} attempt {self.attempt} on slurm {_slurm_job_id()} "
+                     f"host {host} at {stamp} ===\n".encode())
+            fh.flush()
+            self._proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          env=env, start_new_session=True)
+        return run_dir
+
+    def _supervise(self, reg: Registry) -> Optional[str]:
+        """Heartbeats the job until its process ends; stops it on a cancel request. The reason it
+        was stopped ("cancel" | "lost") or None."""
+        reason: Optional[str] = None
+        kill_at: Optional[float] = None
+        next_beat = 0.0
+        while self._proc.poll() is None:
+            now = time.monotonic()
+            if now >= next_beat and not self._preempted:
+                next_beat = now + self.heartbeat_s
+                try:
+                    owned = jobs.heartbeat_jobs(reg, self.worker_id, [self.job_id])
+                except Exception as e:  # registry hiccup: the job keeps running
+                    log.warning("heartbeat of job %d failed: %s", self.job_id, e)
+                    owned = None
+                if owned is not None and reason is None:
+                    if self.job_id not in owned:
+                        reason, kill_at = "lost", now
+                        _killpg(self._proc.pid, signal.SIGKILL)
+                    elif owned[self.job_id]:
+                        reason, kill_at = "cancel", now + self.grace_s
+                        _killpg(self._proc.pid, signal.SIGTERM)
+            if kill_at is not None and now >= kill_at:
+                _killpg(self._proc.pid, signal.SIGKILL)
+                kill_at = None
+            time.sleep(0.1)
+        _killpg(self._proc.pid, signal.SIGKILL)  # nothing of the job's group may linger
+        return reason
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        """submitit's preemption/timeout hook: stop the training process (it writes its checkpoint),
+        then requeue this task in place; the same attempt resumes from the checkpoint."""
+        import submitit
+
+        self._preempted = True
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            _killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=self.grace_s)
+            except subprocess.TimeoutExpired:
+                _killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        try:
+            jobs.add_event(self._registry(), self.job_id, "slurm_requeue",
+                           f"preempted or timed out on {socket.gethostname()}: requeued from its checkpoint")
+        except Exception as e:  # the requeue matters more than the log line
+            log.warning("could not record the requeue of job %d: %s", self.job_id, e)
+        return submitit.helpers.DelayedSubmission(
+            SlurmTask(self.db_url, self.job_id, self.attempt, self.worker_id, self.device, self.n_gpus,
+                      self.heartbeat_s, self.grace_s))
+
+
+def _slurm_job_id() -> str:
+    return os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or "?"
+
+
+def _killpg(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# ---------------------------------------------------------------- the poller (login node)
+
+
+@dataclass
+class _Submitted:
+    job: jobs.ClaimedJob
+    sjob: Any  # submitit Job
+    cancel_at: Optional[float] = None  # when a requested cancel escalates to job.cancel()
+    cancelled: bool = False
+
+
+class SlurmWorker:
+    """Submits queued slurm jobs through submitit and follows them (``ctxsim worker --executor slurm``)."""
+
+    def __init__(self, reg: Registry, options: SlurmOptions, max_parallel: int = 64, poll_s: float = 10.0,
+                 heartbeat_expiry_s: float = 300.0, grace_s: float = 60.0, once: bool = False,
+                 max_jobs: Optional[int] = None, device: str = "auto", host_name: Optional[str] = None,
+                 worker_id: Optional[str] = None, task_heartbeat_s: Optional[float] = None,
+                 on_message: Optional[Callable[[str], None]] = None) -> None:
+        self.reg, self.options = reg, options.validate()
+        self.max_parallel, self.poll_s, self.expiry_s, self.grace_s = max_parallel, poll_s, heartbeat_expiry_s, grace_s
+        self.once, self.max_jobs, self.device = once, max_jobs, device
+        self.host = host_name or socket.gethostname()
+        self.id = worker_id or f"slurm:{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.task_heartbeat_s = task_heartbeat_s or max(1.0, min(30.0, heartbeat_expiry_s / 6))
+        self.say = on_message or (lambda m: log.info("%s", m))
+        self.active: dict[int, _Submitted] = {}
+        self.started_jobs = 0
+        self.results: dict[int, str] = {}
+        self._stopping = threading.Event()
+        self.folder = Path(options.folder) if options.folder else jobs.default_runs_root(reg) / "slurm"
+
+    def request_stop(self, *_args: object) -> None:
+        """Stop submitting and exit; submitted Slurm jobs keep running and heartbeat themselves."""
+        self._stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def _executor(self, job: jobs.ClaimedJob):
+        import submitit
+
+        ex = submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster=self.options.cluster,
+                                   slurm_max_num_timeout=self.options.max_num_timeout)
+        params = self.options.executor_parameters(job.n_gpus, f"ctxsim-{job.id}")
+        if ex.cluster != "slurm":  # the local executor knows none of the slurm_* keys
+            params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
+        ex.update_parameters(**params)
+        return ex
+
+    def run(self) -> int:
+        """Works until stopped (``once``: until nothing is queued for slurm and all its jobs ended).
+        Returns the number of jobs submitted."""
+        jobs.register_worker(self.reg, self.id, [], EXECUTOR, host=self.host)
+        self.say(f"slurm worker {self.id}: submitting through submitit "
+                 f"({self.options.cluster or 'auto'}; logs in {self.folder})")
+        last_reap = 0.0
+        try:
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                if now - last_reap >= min(self.expiry_s / 2, 30.0):
+                    for jid, st in jobs.reap(self.reg, self.expiry_s):
+                        self.say(f"job {jid}: heartbeat expired -> {st}")
+                    last_reap = now
+                self._follow()
+                submitted = self._fill()
+                jobs.worker_heartbeat(self.reg, self.id)
+                if self.once and not self.active and not submitted:
+                    break
+                if self.max_jobs is not None and self.started_jobs >= self.max_jobs and not self.active:
+                    break
+                if not submitted:
+                    self._stopping.wait(self.poll_s)
+        finally:
+            try:
+                jobs.worker_heartbeat(self.reg, self.id, status="stopped")
+            except Exception as e:
+                log.warning("could not mark worker stopped: %s", e)
+        return self.started_jobs
+
+    def _fill(self) -> bool:
+        any_ = False
+        gpus = [str(i) for i in range(self.options.gpus_per_node)]
+        while len(self.active) < self.max_parallel and not self._stopping.is_set():
+            if self.max_jobs is not None and self.started_jobs >= self.max_jobs:
+                break
+            job = jobs.claim(self.reg, self.id, free_gpus=gpus, executors=(EXECUTOR,), host=self.host)
+            if job is None:
+                break
+            any_ = True
+            self._submit(job)
+        return any_
+
+    def _submit(self, job: jobs.ClaimedJob) -> None:
+        fence = dict(attempt=job.attempt, worker_id=self.id)
+        task = SlurmTask(url_for_nodes(self.reg.url), job.id, job.attempt, self.id, self.device, job.n_gpus,
+                         self.task_heartbeat_s, self.grace_s)
+        try:
+            sjob = self._executor(job).submit(task)
+        except Exception as e:  # sbatch refused (bad partition, account...): the job cannot run like this
+            msg = f"slurm submission failed: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}"
+            jobs.finish(self.reg, job.id, "failed", error=msg, **fence)
+            self.say(f"job {job.id}: {msg}")
+            return
+        sid = str(sjob.job_id)
+        stmt = (update(Job.__table__).where(Job.__table__.c.id == job.id, Job.__table__.c.attempts == job.attempt)
+                .values(slurm_id=sid))
+
+        def work(s):
+            s.execute(stmt)
+            s.add(JobEvent(job_id=job.id, kind="slurm_submitted", message=f"attempt {job.attempt}: slurm job {sid}"))
+
+        self.reg.run(work, what=f"record slurm id of job {job.id}")
+        self.active[job.id] = _Submitted(job, sjob)
+        self.started_jobs += 1
+        self.say(f"job {job.id}: submitted attempt {job.attempt} as slurm job {sid}")
+
+    def _follow(self) -> None:
+        if not self.active:
+            return
+        owned = jobs.heartbeat_jobs(self.reg, self.id, list(self.active))
+        now = time.monotonic()
+        for jid, sub in list(self.active.items()):
+            state = _state(sub.sjob)
+            action = state_action(state)
+            if jid not in owned:  # ended (the task settled it), reaped or removed
+                if action == "active" and not sub.cancelled:
+                    st = jobs.job_states(self.reg, [jid]).get(jid)
+                    if st is None or st[2] != sub.job.attempt or st[0] == "queued":
+                        self.say(f"job {jid}: no longer ours: cancelling slurm job {sub.sjob.job_id}")
+                        _cancel(sub.sjob)
+                        sub.cancelled = True
+                if action != "active" or sub.cancelled:
+                    self._done(jid, sub, state)
+                continue
+            if owned[jid] and not sub.cancelled:  # cancel requested
+                if state.upper().startswith("PENDING") or sub.cancel_at is not None and now >= sub.cancel_at:
+                    _cancel(sub.sjob)
+                    sub.cancelled = True
+                elif sub.cancel_at is None:  # running: the task stops the job gracefully, else we cancel
+                    sub.cancel_at = now + self.grace_s + 2 * self.task_heartbeat_s
+            if action == "active":
+                continue
+            # Slurm says it is over but the job is still running under our claim: the task could not settle it
+            fence = dict(attempt=sub.job.attempt, worker_id=self.id)
+            if sub.cancelled or owned[jid]:
+                word = jobs.requeue(self.reg, jid, f"slurm job {sub.sjob.job_id} {state}", **fence)  # -> cancelled
+            elif action == "requeue":
+                word = jobs.requeue(self.reg, jid, f"slurm job {sub.sjob.job_id} {state}", refund_attempt=True, **fence)
+            elif action == "cancelled":
+                word = "cancelled" if jobs.finish(self.reg, jid, "cancelled",
+                                                  error=f"slurm job {sub.sjob.job_id} cancelled outside ctxsim",
+                                                  **fence) else ""
+            else:  # crashed or ended without a word: resume from the checkpoint (counts as an attempt)
+                word = jobs.requeue(self.reg, jid, f"slurm job {sub.sjob.job_id} ended {state}", **fence)
+            self.say(f"job {jid}: slurm {state} -> {word or 'not ours'}")
+            self._done(jid, sub, state, word)
+
+    def _done(self, jid: int, sub: _Submitted, state: str, word: Optional[str] = None) -> None:
+        del self.active[jid]
+        if word is None:
+            st = jobs.job_states(self.reg, [jid]).get(jid)
+            word = st[0] if st else "removed"
+        self.results[jid] = word
+        self.say(f"job {jid}: slurm job {sub.sjob.job_id} {state}: {word}")
+
+
+def _state(sjob: Any) -> str:
+    try:
+        return str(sjob.state)
+    except Exception as e:  # sacct hiccup: ask again next poll
+        log.warning("state of slurm job %s: %s", getattr(sjob, "job_id", "?"), e)
+        return "UNKNOWN"
+
+
+def _cancel(sjob: Any) -> None:
+    try:
+        sjob.cancel(check=False)
+    except Exception as e:
+        log.warning("cancel of slurm job %s failed: %s", getattr(sjob, "job_id", "?"), e)
