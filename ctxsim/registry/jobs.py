@@ -8,6 +8,7 @@ Every write is one transaction retried on lock contention (``Registry.run``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy import bindparam, case, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ctxsim.errors import CtxsimError
@@ -27,6 +28,7 @@ from ctxsim.registry.models import Job, JobEvent, Tag, Worker, utcnow
 
 JOBS = Job.__table__
 FOREGROUND = "foreground"
+_HOST = socket.gethostname()
 
 
 class JobNotFoundError(CtxsimError):
@@ -177,6 +179,39 @@ _RETURNING = (JOBS.c.id, JOBS.c.config_json, JOBS.c.run_dir, JOBS.c.attempts, JO
               JOBS.c.executor, JOBS.c.dataset, JOBS.c.loss)
 
 
+@functools.lru_cache(maxsize=128)
+def _claim_stmt(free: tuple[str, ...], executors: tuple[str, ...], postgres: bool, by_id: bool):
+    """The claim statement, built once per shape (SQLAlchemy then reuses its compiled form)."""
+    if by_id:
+        target = JOBS.c.id == bindparam("c_job")
+    else:
+        sub = (
+            select(JOBS.c.id)
+            .where(JOBS.c.status == "queued", JOBS.c.n_gpus <= len(free), JOBS.c.executor.in_(list(executors)))
+            .order_by(JOBS.c.priority.desc(), JOBS.c.id)
+            .limit(1)
+        )
+        if postgres:
+            sub = sub.with_for_update(skip_locked=True)
+        target = JOBS.c.id == sub.scalar_subquery()
+    # the first n_gpus free ids, chosen inside the same statement
+    gpus_expr = case({k: ",".join(free[:k]) for k in range(len(free) + 1)}, value=JOBS.c.n_gpus, else_=None)
+    now = bindparam("c_now")
+    return (
+        update(JOBS)
+        .where(target, JOBS.c.status == "queued")
+        .values(
+            status="running", attempts=JOBS.c.attempts + 1, worker_id=bindparam("c_worker"),
+            worker_host=bindparam("c_host"), worker_pid=bindparam("c_pid"), gpus=gpus_expr,
+            heartbeat_at=now, started_at=now, finished_at=None, exit_code=None, error=None, cancel_requested=False,
+        )
+        .returning(*_RETURNING)
+    )
+
+
+_EVENT_INSERT = insert(JobEvent.__table__)
+
+
 def claim(
     reg: Registry, worker_id: str, free_gpus: Sequence[str] = (), executors: Sequence[str] = ("local",),
     host: Optional[str] = None, pid: Optional[int] = None, job_id: Optional[int] = None,
@@ -187,39 +222,18 @@ def claim(
     ids>, ... WHERE id = (SELECT id ... LIMIT 1 [FOR UPDATE SKIP LOCKED]) AND status='queued'
     RETURNING ...; with ``job_id`` it takes that job only (foreground runs). None if nothing fits.
     """
-    free = list(free_gpus)
+    stmt = _claim_stmt(tuple(free_gpus), tuple(executors), reg.is_postgres, job_id is not None)
     now = utcnow()
-    if job_id is None:
-        sub = (
-            select(JOBS.c.id)
-            .where(JOBS.c.status == "queued", JOBS.c.n_gpus <= len(free), JOBS.c.executor.in_(list(executors)))
-            .order_by(JOBS.c.priority.desc(), JOBS.c.id)
-            .limit(1)
-        )
-        if reg.is_postgres:
-            sub = sub.with_for_update(skip_locked=True)
-        target = JOBS.c.id == sub.scalar_subquery()
-    else:
-        target = JOBS.c.id == job_id
-    gpus_expr = case({k: ",".join(free[:k]) for k in range(len(free) + 1)}, value=JOBS.c.n_gpus, else_=None)
-    stmt = (
-        update(JOBS)
-        .where(target, JOBS.c.status == "queued")
-        .values(
-            status="running", attempts=JOBS.c.attempts + 1, worker_id=worker_id,
-            worker_host=host or socket.gethostname(), worker_pid=pid or os.getpid(), gpus=gpus_expr,
-            heartbeat_at=now, started_at=now, finished_at=None, exit_code=None, error=None,
-            cancel_requested=False,
-        )
-        .returning(*_RETURNING)
-    )
+    params = {"c_worker": worker_id, "c_host": host or _HOST, "c_pid": pid or os.getpid(), "c_now": now}
+    if job_id is not None:
+        params["c_job"] = job_id
 
     def work(s: Session) -> Optional[ClaimedJob]:
-        row = s.execute(stmt).first()
+        row = s.execute(stmt, params).first()
         if row is None:
             return None
-        s.add(JobEvent(job_id=row.id, kind="claimed",
-                       message=f"attempt {row.attempts} by {worker_id}" + (f" on GPUs {row.gpus}" if row.gpus else "")))
+        s.execute(_EVENT_INSERT, {"job_id": row.id, "kind": "claimed", "time": now, "message":
+                                  f"attempt {row.attempts} by {worker_id}" + (f" on GPUs {row.gpus}" if row.gpus else "")})
         return _claimed(row)
 
     return reg.run(work, what="claim")

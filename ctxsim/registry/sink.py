@@ -1,9 +1,10 @@
 """RegistrySink: the training loop's events into the registry, batched and idempotent (DESIGN §4).
 
 Points (``events.metric_points``) are buffered and written every ``flush_every_s`` seconds or
-``flush_every_n`` points in one transaction: INSERT ... ON CONFLICT (job_id, key, step) DO NOTHING
-RETURNING, so a resumed job that replays steps never duplicates them (the first value of a step
-is kept) and only really new points are folded into the summaries. The same transaction maintains the
+``flush_every_n`` points in one transaction: (key, step) pairs already stored are skipped and the
+rest inserted with ON CONFLICT (job_id, key, step) DO NOTHING, so a resumed job that replays steps
+never duplicates them (the first value of a step is kept) and only really new points are folded
+into the summaries (upserted with ON CONFLICT (job_id, key) DO UPDATE). The same transaction maintains the
 Summary rows (best and last per key) and the job's epoch/total_epochs/last_step. Lifecycle events
 (start, checkpoint, done, failed, log) also land in the events table. Epoch-level events
 (epoch, eval, checkpoint, done, failed) flush at once, so everything before a checkpoint is stored
@@ -17,7 +18,7 @@ import threading
 import time
 from typing import Any, Optional
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ctxsim.registry.db import Registry
@@ -35,63 +36,68 @@ def lower_is_better(key: str) -> bool:
     return key.startswith("train/") or key.startswith("epoch/") or "loss" in key.lower()
 
 
-def _insert_ignore(reg: Registry, table: Any):
-    """INSERT ... ON CONFLICT DO NOTHING on the (job_id, key, step) unique key, per dialect."""
-    name = reg.engine.dialect.name
-    if name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    elif name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        return None
-    return dialect_insert(table).on_conflict_do_nothing(index_elements=["job_id", "key", "step"])
+def _ph(reg: Registry, n: int) -> str:
+    mark = "?" if reg.engine.dialect.paramstyle == "qmark" else "%s"
+    return ", ".join([mark] * n)
 
 
 def write_points(reg: Registry, s: Session, job_id: int, points: list[tuple[str, int, float, float]]) -> None:
-    """Stores (key, step, value, time) points of one job and folds them into its summaries."""
+    """Stores (key, step, value, time) points of one job and folds the new ones into its summaries.
+
+    A (key, step) already stored (a resumed job replaying steps) is skipped: the first value of a
+    step is kept and summaries see only new points. Driver-level executemany (no ORM objects).
+    """
     if not points:
         return
-    table = Metric.__table__
-    rows = [{"job_id": job_id, "key": k, "step": st, "value": v, "time": t} for k, st, v, t in points]
-    stmt = _insert_ignore(reg, table)
-    if stmt is not None:
-        # RETURNING gives back only the rows really inserted: replayed points must not touch summaries
-        new = [(r.key, r.step, r.value, 0.0) for r in s.execute(stmt.returning(table.c.key, table.c.step, table.c.value), rows)]
-    else:  # other dialects: skip what is there already
-        keys = {r["key"] for r in rows}
-        have = set(s.execute(select(table.c.key, table.c.step).where(table.c.job_id == job_id, table.c.key.in_(keys))))
-        rows = [r for r in rows if (r["key"], r["step"]) not in have]
-        if rows:
-            s.execute(insert(table), rows)
-        new = [(r["key"], r["step"], r["value"], 0.0) for r in rows]
-    if new:
-        _fold_summaries(s, job_id, new)
+    t = Metric.__table__
+    conn = s.connection()
+    batch: dict[tuple[str, int], tuple[str, int, float, float]] = {}
+    for p in points:
+        batch.setdefault((p[0], p[1]), p)
+    steps = [p[1] for p in batch.values()]
+    have = conn.execute(
+        select(t.c.key, t.c.step).where(t.c.job_id == job_id, t.c.key.in_({k for k, _ in batch}),
+                                        t.c.step.between(min(steps), max(steps)))
+    ).all()
+    for key_step in have:
+        batch.pop(tuple(key_step), None)
+    if not batch:
+        return
+    on_conflict = " ON CONFLICT DO NOTHING" if reg.engine.dialect.name in ("sqlite", "postgresql") else ""
+    conn.exec_driver_sql(
+        f"INSERT INTO metrics (job_id, key, step, value, time) VALUES ({_ph(reg, 5)}){on_conflict}",
+        [(job_id, k, st, float(v), float(tm)) for k, st, v, tm in batch.values()],
+    )
+    _fold_summaries(reg, conn, job_id, list(batch.values()))
 
 
-def _fold_summaries(s: Session, job_id: int, points: list[tuple[str, int, float, float]]) -> None:
-    # per key: best of the batch and the point with the highest step
-    batch: dict[str, dict[str, Any]] = {}
+def _fold_summaries(reg: Registry, conn: Any, job_id: int, points: list[tuple[str, int, float, float]]) -> None:
+    # per key: best of the batch and the point with the highest step, merged with the stored row
+    acc: dict[str, list] = {}
     for k, st, v, _t in points:
-        b = batch.get(k)
+        b = acc.get(k)
         if b is None:
-            batch[k] = {"best": v, "best_step": st, "last": v, "last_step": st}
+            acc[k] = [v, st, v, st]
             continue
-        better = v < b["best"] if lower_is_better(k) else v > b["best"]
-        if better:
-            b["best"], b["best_step"] = v, st
-        if st >= b["last_step"]:
-            b["last"], b["last_step"] = v, st
-    existing = {r.key: r for r in s.scalars(select(Summary).where(Summary.job_id == job_id, Summary.key.in_(list(batch))))}
-    for k, b in batch.items():
-        r = existing.get(k)
-        if r is None:
-            s.add(Summary(job_id=job_id, key=k, **b))
-            continue
-        better = b["best"] < r.best if lower_is_better(k) else b["best"] > r.best
-        if better:
-            r.best, r.best_step = b["best"], b["best_step"]
-        if b["last_step"] > r.last_step:
-            r.last, r.last_step = b["last"], b["last_step"]
+        if (v < b[0]) if lower_is_better(k) else (v > b[0]):
+            b[0], b[1] = v, st
+        if st >= b[3]:
+            b[2], b[3] = v, st
+    t = Summary.__table__
+    rows = conn.execute(select(t.c.key, t.c.best, t.c.best_step, t.c.last, t.c.last_step)
+                        .where(t.c.job_id == job_id, t.c.key.in_(list(acc)))).all()
+    for r in rows:
+        b = acc[r.key]
+        if not ((b[0] < r.best) if lower_is_better(r.key) else (b[0] > r.best)):
+            b[0], b[1] = r.best, r.best_step
+        if b[3] <= r.last_step:
+            b[2], b[3] = r.last, r.last_step
+    conn.exec_driver_sql(
+        f"INSERT INTO summaries (job_id, key, best, best_step, last, last_step) VALUES ({_ph(reg, 6)}) "
+        "ON CONFLICT (job_id, key) DO UPDATE SET best = excluded.best, best_step = excluded.best_step, "
+        "last = excluded.last, last_step = excluded.last_step",
+        [(job_id, k, float(b[0]), int(b[1]), float(b[2]), int(b[3])) for k, b in acc.items()],
+    )
 
 
 class RegistrySink:
