@@ -156,7 +156,16 @@ def train_toy(cfg: dict[str, Any], sink: Optional[EventSink] = None,
 
     An "epoch" is ``eval_every`` steps; held-out R@1/MAP@R are evaluated after each one.
     """
-    sink = sink or NullSink()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 2-100-100-2 MLP only loses from intra-op threads (spin-waits on busy CPUs)
+    try:
+        return _train_toy(cfg, sink or NullSink(), should_stop, run_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_toy(cfg: dict[str, Any], sink: EventSink, should_stop: Optional[Callable[[], bool]],
+               run_dir: Optional[str]) -> ToyRun:
     seed = int(cfg["seed"])
     test_x, test_y = make_circles(int(cfg["n_test_per_class"]), float(cfg["noise"]),
                                   torch.Generator().manual_seed(10_000 + seed))
@@ -348,7 +357,6 @@ def _run_recorded(reg: Any, cfg: dict[str, Any], extra: Optional[EventSink]) -> 
     import socket
 
     from ctxsim.registry import jobs
-    from ctxsim.runner.job import job_sink
 
     name = f"toy-{cfg['loss']}"
     jid = jobs.enqueue(reg, cfg, name=name, tags=["toy"], executor=jobs.FOREGROUND, force=True)
@@ -356,16 +364,28 @@ def _run_recorded(reg: Any, cfg: dict[str, Any], extra: Optional[EventSink]) -> 
     claimed = jobs.claim(reg, worker, job_id=jid)
     if claimed is None:  # someone else took it (cannot happen for a fresh foreground job)
         raise jobs.JobStateError(f"toy job {jid} could not be claimed")
-    sink = job_sink(reg, jid, claimed.run_dir, extra)
     fin = dict(attempt=claimed.attempt, worker_id=worker)
+    sink = None
     try:
+        sink = recorded_sink(reg, jid, claimed.run_dir, extra)
         run = run_toy_job(cfg, sink, claimed.run_dir)
         sink.close()
     except BaseException as e:
         try:
-            sink.close()
+            if sink is not None:
+                sink.close()
         finally:
             jobs.finish(reg, jid, "failed", exit_code=1, error=f"{type(e).__name__}: {str(e).strip()[:300]}", **fin)
         raise
     jobs.finish(reg, jid, "done", exit_code=0, **fin)
     return jid, run
+
+
+def recorded_sink(reg: Any, job_id: int, run_dir: str | os.PathLike, extra: Optional[EventSink] = None) -> EventSink:
+    """The sinks of a job run in this process: RegistrySink + ``<run_dir>/events.jsonl`` (+ ``extra``)."""
+    from ctxsim.registry.sink import RegistrySink
+    from ctxsim.train.events import JsonlSink, MultiSink
+
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    sinks = [RegistrySink(reg, job_id), JsonlSink(Path(run_dir) / "events.jsonl")]
+    return MultiSink(*sinks, *([extra] if extra is not None else []))
