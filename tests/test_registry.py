@@ -141,6 +141,9 @@ def test_enqueue_dedupes_and_records_provenance(registry):
         assert job.versions_json and '"python"' in job.versions_json
         assert job.git_commit is None or len(job.git_commit) == 40
         assert sorted(t.tag for t in job.tags) == ["x", "y"]
+    explicit = jobs.enqueue(registry, probe_config(label=2), run_dir=registry.sqlite_path.parent / "mine")
+    with registry.Session() as s:
+        assert s.get(Job, explicit).run_dir == str(registry.sqlite_path.parent / "mine")
     # a finished job no longer blocks an identical one
     jobs.cancel(registry, a)
     jobs.cancel(registry, b)

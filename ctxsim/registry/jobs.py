@@ -102,7 +102,7 @@ def _run_dir_name(job_id: int, f: dict[str, Any]) -> str:
 def _enqueue_one(
     s: Session, reg: Registry, cfg: Any, name: Optional[str], tags: Iterable[str], priority: int,
     executor: str, n_gpus: int, max_attempts: int, force: bool, runs_root: Optional[Path],
-    prov: dict[str, Any],
+    prov: dict[str, Any], run_dir: Optional[str | os.PathLike] = None,
 ) -> tuple[int, bool]:
     f = config_fields(cfg)
     if not force:
@@ -120,8 +120,10 @@ def _enqueue_one(
     )
     s.add(job)
     s.flush()
-    root = runs_root or default_runs_root(reg)
-    job.run_dir = str(Path(root) / _run_dir_name(job.id, f))
+    if run_dir is not None:
+        job.run_dir = str(Path(run_dir).absolute())
+    else:
+        job.run_dir = str(Path(runs_root or default_runs_root(reg)) / _run_dir_name(job.id, f))
     for t in sorted(set(tags)):
         s.add(Tag(job_id=job.id, tag=t))
     s.add(JobEvent(job_id=job.id, kind="queued", message=f"queued by {socket.gethostname()} pid {os.getpid()}"))
@@ -132,11 +134,13 @@ def enqueue_many(
     reg: Registry, cfgs: Sequence[Any], name: Optional[str] = None, tags: Iterable[str] = (),
     priority: int = 0, executor: str = "local", n_gpus: int = 0, max_attempts: int = 3,
     force: bool = False, runs_root: Optional[str | os.PathLike] = None,
+    run_dirs: Optional[Sequence[Optional[str | os.PathLike]]] = None,
 ) -> list[tuple[int, bool]]:
     """Enqueues several configs in ONE transaction (all or nothing): [(job id, created)].
 
     An identical config (same hash) already queued or running is not queued twice: its id comes
-    back with created=False, unless ``force``.
+    back with created=False, unless ``force``. ``run_dirs``: explicit run folders (None entries:
+    ``<runs_root>/<id>-<dataset>-<loss>-<res>-s<seed>``).
     """
     from ctxsim.runner.provenance import provenance
 
@@ -144,9 +148,11 @@ def enqueue_many(
     tags = list(tags)
     root = Path(runs_root).absolute() if runs_root else None
 
+    dirs = list(run_dirs) if run_dirs is not None else [None] * len(cfgs)
+
     def work(s: Session) -> list[tuple[int, bool]]:
-        return [_enqueue_one(s, reg, c, name, tags, priority, executor, n_gpus, max_attempts, force, root, prov)
-                for c in cfgs]
+        return [_enqueue_one(s, reg, c, name, tags, priority, executor, n_gpus, max_attempts, force, root, prov, d)
+                for c, d in zip(cfgs, dirs)]
 
     return reg.run(work, what="enqueue")
 
@@ -154,14 +160,16 @@ def enqueue_many(
 def enqueue(
     reg: Registry, cfg: Any, name: Optional[str] = None, tags: Iterable[str] = (), priority: int = 0,
     executor: str = "local", n_gpus: int = 0, max_attempts: int = 3, force: bool = False,
-    runs_root: Optional[str | os.PathLike] = None,
+    runs_root: Optional[str | os.PathLike] = None, run_dir: Optional[str | os.PathLike] = None,
 ) -> int:
     """Queues one run; returns its job id (the existing one for an identical queued/running config).
 
     ``executor``: "local" (a worker picks it up), "foreground" (``run_foreground`` runs it now),
-    or another executor name claimed by a matching worker (e.g. "slurm").
+    or another executor name claimed by a matching worker (e.g. "slurm"). ``run_dir``: an explicit
+    run folder (a checkpoint already there is resumed) instead of ``<runs_root>/<id>-<dataset>-...``.
     """
-    return enqueue_many(reg, [cfg], name, tags, priority, executor, n_gpus, max_attempts, force, runs_root)[0][0]
+    return enqueue_many(reg, [cfg], name, tags, priority, executor, n_gpus, max_attempts, force, runs_root,
+                        run_dirs=[run_dir] if run_dir is not None else None)[0][0]
 
 
 # ---------------------------------------------------------------- claim and heartbeats
