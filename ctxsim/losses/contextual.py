@@ -253,13 +253,16 @@ class ContextualLoss(MetricLoss):
     convention "256" (main.py): lam·L_ctx + gamma·L_reg + (1-lam-gamma)·L_con;
     convention "224" (train.py): lam·L_con + (1-lam)·L_ctx + gamma·L_reg  -- lam weights the
     contrastive term there (seed-spec §1.4). Unset arguments take the convention's defaults.
+    gather=True computes the loss over the batch gathered from every DDP rank (gradients flow back
+    to the local shard; see ctxsim.losses.distributed.gather_with_grad).
     """
 
     def __init__(self, convention: str = "256", lam: float | None = None, gamma: float | None = None,
                  eps: float | None = None, k: int | None = None, pos_margin: float | None = None,
                  neg_margin: float | None = None, reg_sim: float | None = None, ablation: int | str = 0,
-                 slope: float = 10.0, temperature: float = 0.01) -> None:
+                 slope: float = 10.0, temperature: float = 0.01, gather: bool = False) -> None:
         super().__init__()
+        self.gather = bool(gather)
         self.convention = resolve_convention(convention)
         d = CONVENTION_DEFAULTS[self.convention]
         self.lam = float(d.lam if lam is None else lam)
@@ -281,6 +284,10 @@ class ContextualLoss(MetricLoss):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         embeddings, labels = check_inputs(embeddings, labels)
+        if self.gather:
+            from .distributed import gather_labels, gather_with_grad
+
+            embeddings, labels = gather_with_grad(embeddings), gather_labels(labels)
         if self.k > embeddings.shape[0]:
             raise ValueError(f"k={self.k} is larger than the batch size {embeddings.shape[0]}")
         with fp32(embeddings.device):
@@ -307,7 +314,8 @@ class ContextualLoss(MetricLoss):
     def hparams(self) -> dict:
         return {"convention": self.convention, "lam": self.lam, "gamma": self.gamma, "eps": self.eps,
                 "k": self.k, "pos_margin": self.pos_margin, "neg_margin": self.neg_margin,
-                "reg_sim": self.reg_sim, "ablation": self.ablation, "ablation_name": ABLATIONS[self.ablation]}
+                "reg_sim": self.reg_sim, "ablation": self.ablation, "ablation_name": ABLATIONS[self.ablation],
+                "gather": self.gather}
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.hparams().items())
