@@ -22,6 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
+from sqlalchemy.exc import DBAPIError
+
 from ctxsim.registry import jobs
 from ctxsim.registry.db import Registry
 from ctxsim.runner.gpus import GpuPool
@@ -90,24 +92,34 @@ class LocalWorker:
         self.say(f"worker {self.id}: GPUs [{','.join(self.pool.all) or 'none: CPU jobs'}], "
                  f"{self.max_parallel} slot(s), executor {self.executor}")
         last_beat = last_reap = 0.0
+        failures = 0
         try:
             while not self._stopping.is_set():
-                now = time.monotonic()
-                if now - last_reap >= min(self.expiry_s / 2, 10.0):
-                    for jid, st in jobs.reap(self.reg, self.expiry_s):
-                        self.say(f"job {jid}: heartbeat expired -> {st}")
-                    last_reap = now
-                self._collect()
-                if now - last_beat >= self.heartbeat_s:
-                    self._heartbeat()
-                    last_beat = now
-                self._enforce_kills()
-                claimed_any = self._fill_slots()
-                if self.once and not self.children and not claimed_any:
-                    # drained, unless a job running elsewhere that we could run may still come back
-                    # (its worker dies, its heartbeat expires, the reaper re-queues it)
-                    if not jobs.count_running(self.reg, len(self.pool.all), (self.executor,)):
-                        break
+                try:
+                    now = time.monotonic()
+                    if now - last_reap >= min(self.expiry_s / 2, 10.0):
+                        for jid, st in jobs.reap(self.reg, self.expiry_s):
+                            self.say(f"job {jid}: heartbeat expired -> {st}")
+                        last_reap = now
+                    self._collect()
+                    if now - last_beat >= self.heartbeat_s:
+                        self._heartbeat()
+                        last_beat = now
+                    self._enforce_kills()
+                    claimed_any = self._fill_slots()
+                    if self.once and not self.children and not claimed_any:
+                        # drained, unless a job running elsewhere that we could run may still come back
+                        # (its worker dies, its heartbeat expires, the reaper re-queues it)
+                        if not jobs.count_running(self.reg, len(self.pool.all), (self.executor,)):
+                            break
+                    failures = 0
+                except DBAPIError as e:  # registry restarting / unreachable: keep the children, retry
+                    failures += 1
+                    self._enforce_kills()
+                    wait = min(30.0, self.poll_s * 2 ** min(failures, 5))
+                    self.say(f"registry error ({str(e.orig or e).strip().splitlines()[0]}); retrying in {wait:.0f} s")
+                    self._stopping.wait(wait)
+                    continue
                 if self.max_jobs is not None and self.started_jobs >= self.max_jobs and not self.children:
                     break
                 if not claimed_any:
@@ -165,7 +177,11 @@ class LocalWorker:
             log.warning("heartbeat failed: %s", e)
             return
         missing = [j for j, c in self.children.items() if j not in owned and not c.stop_reason]
-        states = jobs.job_states(self.reg, missing) if missing else {}
+        try:
+            states = jobs.job_states(self.reg, missing) if missing else {}
+        except Exception as e:
+            log.warning("job state check failed: %s", e)
+            return
         for jid, child in list(self.children.items()):
             if child.stop_reason:
                 continue
