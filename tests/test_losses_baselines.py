@@ -362,3 +362,20 @@ def test_every_loss_rejects_bad_shapes(name):
         loss(torch.randn(8, 8), torch.zeros(6, dtype=torch.long))
     with pytest.raises(ValueError):
         loss(torch.randn(8), torch.zeros(8, dtype=torch.long))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", [n for n in LOSSES if n != "triplet"])  # triplet's miner samples
+def test_losses_on_cuda_equal_cpu(name):
+    x, y = _batch(2, B=16, D=8, classes=4)
+    torch.manual_seed(0)
+    cpu = build_loss(name, num_classes=4, embedding_size=8)
+    gpu = build_loss(name, num_classes=4, embedding_size=8)
+    gpu.load_state_dict(cpu.state_dict())
+    gpu = gpu.cuda()
+    xg = x.cuda().requires_grad_(True)
+    with torch.autocast("cuda", dtype=torch.float16):
+        out = gpu(xg.half(), y.cuda())
+    out.backward()
+    assert out.dtype == torch.float32 and torch.isfinite(xg.grad).all()
+    assert out.item() == pytest.approx(cpu(x.half().float(), y).item(), abs=1e-4)
