@@ -313,3 +313,18 @@ def test_cli_import_eval_record_compare(cub_file, tmp_path):
     assert len(r1) == 1 and r1[0]["dataset"] == "cub" and r1[0]["loss"] == "hybrid"
     assert abs(r1[0]["final_mean"] - 100 * res["metrics"]["R@1"]) < 1e-6
     assert r1[0]["test_selected"] == 1  # main.py chose the released model on the test set
+
+
+def test_enabled_grad_scaler_state_is_read_inertly(tmp_path):
+    """An enabled scaler (as saved on a GPU) pickles a defaultdict of a torch function: read as data."""
+    from ctxsim.reference.unpickle import Stub, restricted_load
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scaler = torch.amp.GradScaler("cpu")
+    assert scaler.is_enabled()
+    torch.save(([0.25], scaler), tmp_path / "scaler.pt")
+    losses, st = restricted_load(tmp_path / "scaler.pt")
+    assert losses == [0.25] and isinstance(st, Stub) and st.short_name == "GradScaler"
+    assert st.state["_enabled"] is True and st.state["_init_scale"] == 65536.0
+    assert dict(st.state["_per_optimizer_states"]) == {}
