@@ -337,7 +337,8 @@ def show(
     import json as _json
 
     keys = ("status", "name", "dataset", "loss", "resolution", "seed", "priority", "attempts", "max_attempts",
-            "epoch", "total_epochs", "last_step", "executor", "n_gpus", "gpus", "worker_id", "created_at",
+            "epoch", "total_epochs", "last_step", "executor", "n_gpus", "gpus", "worker_id", "worker_host", "slurm_id",
+            "created_at",
             "started_at", "finished_at", "heartbeat_at", "exit_code", "error", "git_commit", "git_dirty",
             "config_hash", "run_dir")
     console.print(f"[bold]job {job_id}[/]")
