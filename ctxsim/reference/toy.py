@@ -170,8 +170,9 @@ def _train_toy(cfg: dict[str, Any], sink: EventSink, should_stop: Optional[Calla
     test_x, test_y = make_circles(int(cfg["n_test_per_class"]), float(cfg["noise"]),
                                   torch.Generator().manual_seed(10_000 + seed))
     stream = torch.Generator().manual_seed(seed)  # same training stream for both losses
-    torch.manual_seed(seed)  # same initial weights for both losses
-    model = ToyNet()
+    with torch.random.fork_rng(devices=[]):  # same initial weights for both losses; global RNG untouched
+        torch.manual_seed(seed)
+        model = ToyNet()
     loss_fn = toy_loss(cfg)
     opt = torch.optim.SGD(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
     steps, every = int(cfg["steps"]), int(cfg["eval_every"])
