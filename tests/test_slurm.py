@@ -1,7 +1,8 @@
 """The Slurm executor (ctxsim.runner.slurm) through submitit's LOCAL executor: options, state
-mapping, and three queued tiny training jobs run by ``ctxsim worker --executor slurm`` — one
+mapping, and four queued tiny training jobs run by ``ctxsim worker --executor slurm`` — one
 finishes, one is cancelled while running, one is preempted (USR2, as Slurm signals before a time
-limit or a preemption), requeued in place and resumed from its checkpoint."""
+limit or a preemption), requeued in place and resumed from its mid-epoch checkpoint, and one whose
+task is SIGKILLed (a node failure) is resubmitted by the poller and resumes from its epoch checkpoint."""
 
 from __future__ import annotations
 
@@ -72,11 +73,11 @@ def test_bad_slurm_options_are_one_line(tmp_path):
 # ------------------------------------------------------------------ three jobs through submitit's local executor
 
 
-def _tiny(num_batches: int, seed: int):
+def _tiny(num_batches: int, seed: int, epochs: int = 1):
     from ctxsim.train import recipe
 
     return recipe("synthetic", "hybrid", 256).with_overrides(
-        epochs=1, device="cpu", num_workers=0, seed=seed, sampler_kw={"num_batches": num_batches})
+        epochs=epochs, device="cpu", num_workers=0, seed=seed, sampler_kw={"num_batches": num_batches})
 
 
 def _row(reg, jid) -> Job:
@@ -95,12 +96,12 @@ def _wait(cond, timeout: float, what: str):
 
 
 @pytest.mark.slow
-def test_local_executor_runs_cancels_and_requeues_three_jobs(tmp_path):
+def test_local_executor_runs_cancels_preempts_and_resubmits_jobs(tmp_path):
     url = str(tmp_path / "experiments.db")
     reg = open_registry(url)
-    ids = jobs.enqueue_many(reg, [_tiny(4, 0), _tiny(60, 1), _tiny(40, 2)], executor="slurm",
-                            runs_root=tmp_path / "runs")
-    done_id, cancel_id, preempt_id = (i for i, _ in ids)
+    ids = jobs.enqueue_many(reg, [_tiny(4, 0), _tiny(60, 1), _tiny(40, 2), _tiny(20, 3, epochs=2)],
+                            executor="slurm", runs_root=tmp_path / "runs")
+    done_id, cancel_id, preempt_id, crash_id = (i for i, _ in ids)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     log = tmp_path / "worker.log"
     argv = [sys.executable, "-m", "ctxsim.cli.main", "worker", "--executor", "slurm", "--slurm-cluster", "local",
@@ -115,6 +116,9 @@ def test_local_executor_runs_cancels_and_requeues_three_jobs(tmp_path):
         os.kill(task_pid, signal.SIGUSR2)  # what Slurm sends before a time limit / on preemption
         _wait(lambda: _row(reg, cancel_id).last_step >= 2, 180, "the cancelled job to start training")
         assert jobs.cancel(reg, cancel_id) == "cancel_requested"
+        _wait(lambda: (Path(_row(reg, crash_id).run_dir) / "checkpoint.pt").exists(), 180,
+              "the crashed job's first epoch checkpoint")
+        os.kill(_row(reg, crash_id).worker_pid, signal.SIGKILL)  # the node task dies: no settling
         rc = worker.wait(timeout=300)
     finally:
         if worker.poll() is None:
@@ -127,6 +131,8 @@ def test_local_executor_runs_cancels_and_requeues_three_jobs(tmp_path):
     assert {j: r.status for j, r in rows.items()} == {done_id: "done", cancel_id: "cancelled", preempt_id: "done"}, \
         [(r.id, r.status, r.error) for r in rows.values()]
     assert all(r.slurm_id and r.executor == "slurm" and r.attempts == 1 for r in rows.values())
+    crashed = _row(reg, crash_id)
+    assert (crashed.status, crashed.attempts, crashed.last_step) == ("done", 2, 40), crashed.error
     assert rows[cancel_id].error.startswith("cancelled by request")
     assert rows[done_id].last_step == 4 and rows[preempt_id].last_step == 40
     with reg.Session() as s:
@@ -143,4 +149,14 @@ def test_local_executor_runs_cancels_and_requeues_three_jobs(tmp_path):
     assert len(starts) == 2 and len(stopped) == 1
     assert starts[1]["resumed"] and starts[1]["step"] == stopped[0]["step"] > 0
     assert 0 < stopped[0]["step"] < 40
+    # the killed task: the poller saw its Slurm job end unsettled, re-queued it (an attempt) and
+    # submitted a new Slurm job, which resumed from the end of epoch 1
+    with reg.Session() as s:
+        kinds = list(s.scalars(select(JobEvent.kind).where(JobEvent.job_id == crash_id)))
+        n_loss = s.scalar(select(func.count()).select_from(Metric)
+                          .where(Metric.job_id == crash_id, Metric.key == "train/loss"))
+    assert kinds.count("slurm_submitted") == 2 and kinds.count("requeued") == 1
+    assert n_loss == 40
+    starts = [e.to_dict() for e in read_events(Path(crashed.run_dir) / "events.jsonl") if e.kind == "start"]
+    assert len(starts) == 2 and starts[1]["resumed"] and starts[1]["start_epoch"] == 1
     reg.dispose()
