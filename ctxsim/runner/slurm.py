@@ -46,7 +46,7 @@ from ctxsim.errors import ConfigError
 from ctxsim.registry import jobs
 from ctxsim.registry.db import Registry, open_registry
 from ctxsim.registry.models import Job, JobEvent
-from ctxsim.runner.job import EXIT_DONE, EXIT_FAILED, EXIT_STOPPED
+from ctxsim.runner.job import EXIT_DONE, EXIT_FAILED
 from ctxsim.runner.torchrun import torchrun_argv
 
 log = logging.getLogger(__name__)
