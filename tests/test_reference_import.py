@@ -313,6 +313,7 @@ def test_cli_import_eval_record_compare(cub_file, tmp_path):
     assert len(r1) == 1 and r1[0]["dataset"] == "cub" and r1[0]["loss"] == "hybrid"
     assert abs(r1[0]["final_mean"] - 100 * res["metrics"]["R@1"]) < 1e-6
     assert r1[0]["test_selected"] == 1  # main.py chose the released model on the test set
+    assert r1[0]["paper"] is not None and r1[0]["delta"] == pytest.approx(r1[0]["final_mean"] - r1[0]["paper"])
 
 
 def test_enabled_grad_scaler_state_is_read_inertly(tmp_path):
