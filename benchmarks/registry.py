@@ -7,12 +7,13 @@ for rates, reference / ours for latencies, so > 1 means ours is better):
 - claim: SELECT the next id, then UPDATE ... WHERE id=? AND status='queued' (retry when beaten);
   ours is the one-statement UPDATE ... WHERE id=(SELECT ...) RETURNING.
 - ingestion: one ORM Metric row per point and a commit per step (what the sink avoids).
-- runs table: best R@1 / last loss aggregated from the metrics table (no summaries).
+- runs table: best R@1 / last loss aggregated from the metrics table (no summaries); ours: the
+  shared ``runs_table`` (ORM), ``runs_table_since`` (Core) and its incremental poll.
 - one run's curves: the same query with the (job, key, step) index disabled (``NOT INDEXED``).
 
 Peak memory is the benchmark process's max RSS after each stage. Usage:
 
-    python benchmarks/registry.py [--jobs 1000] [--points 5000] [--pg URL] [--quick]
+    python benchmarks/registry.py [--jobs 1000] [--points 5000] [--pg URL] [--quick] [--parts claims,ingest,queries,help]
 """
 
 from __future__ import annotations
@@ -226,17 +227,15 @@ def _median_ms(fn, repeat: int = 7) -> float:
 
 
 def bench_queries(url: str, reference_runs: bool = True) -> dict[str, tuple[float, float]]:
+    """{label: (ours ms, reference ms)} of the dashboard's reads."""
     from sqlalchemy import text
 
     from ctxsim.registry.db import open_registry
-    from ctxsim.registry.queries import metric_series, runs_table
+    from ctxsim.registry.queries import metric_series, metric_series_fast, runs_table, runs_table_since
 
     reg = open_registry(url)
     job = _ids(reg)[len(_ids(reg)) // 2]["id"]
     out = {}
-
-    def ours_table():
-        return runs_table(reg)
 
     def ref_table():
         with reg.engine.connect() as c:
@@ -244,25 +243,28 @@ def bench_queries(url: str, reference_runs: bool = True) -> dict[str, tuple[floa
             c.execute(text("SELECT job_id, key, MAX(value), MIN(value), MAX(step) FROM metrics "
                            "WHERE key IN ('R@1', 'MAP@R', 'train/loss') GROUP BY job_id, key")).all()
 
-    out["runs table (1,000 jobs + summaries)"] = (_median_ms(ours_table), _median_ms(ref_table, 2) if reference_runs else float("nan"))
+    ref = _median_ms(ref_table, 2) if reference_runs else float("nan")
+    out["runs table, full: runs_table (ORM)"] = (_median_ms(lambda: runs_table(reg)), ref)
+    full = runs_table_since(reg)
+    out["runs table, full: runs_table_since (Core)"] = (_median_ms(lambda: runs_table_since(reg)), ref)
+    since = max(r["updated_at"] for r in full)
+    out["runs table, incremental poll (updated_since)"] = (
+        _median_ms(lambda: runs_table_since(reg, updated_since=since)), ref)
 
-    def ours_curves():
-        return metric_series(reg, job, ["train/loss", "R@1", "MAP@R"])
+    keys = ["train/loss", "R@1", "MAP@R"]
 
     def ref_curves():
         with reg.engine.connect() as c:
             return c.execute(text("SELECT key, step, value FROM metrics NOT INDEXED WHERE job_id = :j "
                                   "AND key IN ('train/loss', 'R@1', 'MAP@R') ORDER BY key, step"), {"j": job}).all()
 
-    out["one run's curves (3 keys)"] = (_median_ms(ours_curves), _median_ms(ref_curves, 2) if reference_runs else float("nan"))
-
-    pts = metric_series(reg, job, ["train/loss", "R@1", "MAP@R"])
-    since = {k: v[-1][0] - 5 for k, v in pts.items()}
-
-    def ours_incremental():
-        return metric_series(reg, job, ["train/loss", "R@1", "MAP@R"], since_step=since)
-
-    out["one run's curves, incremental poll"] = (_median_ms(ours_incremental), out["one run's curves (3 keys)"][0])
+    ref = _median_ms(ref_curves, 2) if reference_runs else float("nan")
+    out["one run's curves (3 keys): metric_series"] = (_median_ms(lambda: metric_series(reg, job, keys)), ref)
+    out["one run's curves (3 keys): metric_series_fast"] = (_median_ms(lambda: metric_series_fast(reg, job, keys)), ref)
+    pts = metric_series(reg, job, keys)
+    since_step = {k: v[-1][0] - 5 for k, v in pts.items()}
+    out["one run's curves, incremental poll (since_step)"] = (
+        _median_ms(lambda: metric_series_fast(reg, job, keys, since_step=since_step)), ref)
     reg.dispose()
     return out
 
@@ -284,7 +286,9 @@ def main() -> None:
     ap.add_argument("--ingest-steps", type=int, default=20000, help="step events (6 points each)")
     ap.add_argument("--pg", default=None, help="also measure claims and ingestion on this PostgreSQL URL")
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
+    ap.add_argument("--parts", default="claims,ingest,queries,help", help="comma-separated subset to run")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     if args.quick:
         args.jobs, args.points, args.claim_jobs, args.ingest_steps = 100, 1000, 300, 2000
     tmp = Path(tempfile.mkdtemp(prefix="ctxsim-bench-"))
@@ -297,24 +301,29 @@ def main() -> None:
         cleanup = pg_schema_url(args.pg)
         backends.append(("postgresql", cleanup.__enter__()))
     rows = []
+    n, fill = 0, 0.0
     try:
         for name, url in backends:
-            for k in (1, 4, 8):
+            for k in (1, 4, 8) if "claims" in parts else ():
                 ours = bench_claims(url, args.claim_jobs, k, "ours")
                 ref = bench_claims(url, args.claim_jobs, k, "reference")
                 rows.append((f"claims/s, {k} worker process(es)", name, f"{ours:,.0f}", f"{ref:,.0f}", ours / ref,
                              ">= 200" if k == 8 else "", _peak_mb()))
-            ours = bench_ingest_ours(url, args.ingest_steps)
-            ref = bench_ingest_reference(url, max(200, args.ingest_steps // 20))
-            rows.append(("metric points/s ingested", name, f"{ours:,.0f}", f"{ref:,.0f}", ours / ref, ">= 50,000", _peak_mb()))
+            if "ingest" in parts:
+                ours = bench_ingest_ours(url, args.ingest_steps)
+                ref = bench_ingest_reference(url, max(200, args.ingest_steps // 20))
+                rows.append(("metric points/s ingested", name, f"{ours:,.0f}", f"{ref:,.0f}", ours / ref, ">= 50,000",
+                             _peak_mb()))
         url = backends[0][1]
-        t0 = time.perf_counter()
-        n = populate(url, args.jobs, args.points)
-        fill = time.perf_counter() - t0
-        for label, (ours, ref) in bench_queries(url).items():
-            rows.append((f"{label} [ms]", "sqlite", f"{ours:.2f}", f"{ref:.2f}", ref / ours, "<= 20 ms", _peak_mb()))
-        h = help_time()
-        rows.append(("ctxsim --help [s]", "-", f"{h:.3f}", "", float("nan"), "< 0.3 s", _peak_mb()))
+        if "queries" in parts:
+            t0 = time.perf_counter()
+            n = populate(url, args.jobs, args.points)
+            fill = time.perf_counter() - t0
+            for label, (ours, ref) in bench_queries(url).items():
+                rows.append((f"{label} [ms]", "sqlite", f"{ours:.2f}", f"{ref:.2f}", ref / ours, "<= 20 ms", _peak_mb()))
+        if "help" in parts:
+            h = help_time()
+            rows.append(("ctxsim --help [s]", "-", f"{h:.3f}", "", float("nan"), "< 0.3 s", _peak_mb()))
     finally:
         if cleanup is not None:
             cleanup.__exit__(None, None, None)
@@ -328,7 +337,8 @@ def main() -> None:
         ratio = "" if r[4] != r[4] else f"{r[4]:.1f}x"
         print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {ratio} | {r[5]} | {r[6]:.0f} |")
     db = Path(backends[0][1])
-    print(f"\nSQLite file: {db.stat().st_size / 1e6:.0f} MB")
+    if db.exists():
+        print(f"\nSQLite file: {db.stat().st_size / 1e6:.0f} MB")
     for p in tmp.glob("*"):
         p.unlink()
     tmp.rmdir()

@@ -282,3 +282,83 @@ def job_events(reg: Registry, job_id: int, limit: int = 200) -> list[dict[str, A
     with reg.Session() as s:
         rows = [{"id": e.id, "time": e.time, "kind": e.kind, "message": e.message} for e in s.scalars(q)]
     return rows[::-1]
+
+
+def runs_table_since(
+    reg: Registry,
+    updated_since: Optional[Any] = None,
+    status: Optional[Iterable[str]] = None,
+    dataset: Optional[str] = None,
+    loss: Optional[str] = None,
+    summary_keys: Iterable[str] = ("R@1", "MAP@R", "train/loss"),
+    limit: Optional[int] = None,
+) -> list[dict[str, Any]]:
+    """``runs_table`` rows read with Core (no ORM objects: several times faster at 1,000 jobs),
+    plus ``updated_at``; with ``updated_since`` only the jobs changed after it (incremental polls).
+
+    Poll with ``updated_since = max(updated_at seen) - a few seconds`` and merge by id (a slow
+    transaction may commit an older timestamp late); removed jobs need an occasional full read.
+    """
+    from ctxsim.registry.models import Summary as _S
+    from ctxsim.registry.models import Tag as _T
+
+    jt = Job.__table__
+    q = select(*[jt.c[c] for c in JOB_COLUMNS], jt.c.updated_at).order_by(jt.c.id.desc())
+    if updated_since is not None:
+        q = q.where(jt.c.updated_at > updated_since)
+    if status:
+        q = q.where(jt.c.status.in_(list(status)))
+    if dataset:
+        q = q.where(jt.c.dataset == dataset)
+    if loss:
+        q = q.where(jt.c.loss == loss)
+    if limit:
+        q = q.limit(limit)
+    keys = list(summary_keys)
+    st, tt = _S.__table__, _T.__table__
+    with reg.engine.connect() as c:
+        names = list(JOB_COLUMNS) + ["updated_at"]
+        rows = [dict(zip(names, r)) for r in c.execute(q)]
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        narrow = updated_since is not None or status or dataset or loss or limit
+        sq = select(st.c.job_id, st.c.key, st.c.best, st.c.best_step, st.c.last, st.c.last_step)
+        tq = select(tt.c.job_id, tt.c.tag)
+        if narrow:  # otherwise every job is wanted: no id list to send
+            sq, tq = sq.where(st.c.job_id.in_(ids)), tq.where(tt.c.job_id.in_(ids))
+        if keys:
+            sq = sq.where(st.c.key.in_(keys))
+        summ: dict[int, dict[str, dict[str, Any]]] = {}
+        for jid, key, best, best_step, last, last_step in c.execute(sq):
+            summ.setdefault(jid, {})[key] = {"best": best, "best_step": best_step, "last": last, "last_step": last_step}
+        tags: dict[int, list[str]] = {}
+        for jid, tag in c.execute(tq):
+            tags.setdefault(jid, []).append(tag)
+    for d in rows:
+        d["summaries"] = summ.get(d["id"], {})
+        d["tags"] = sorted(tags.get(d["id"], []))
+    return rows
+
+
+def metric_series_fast(
+    reg: Registry,
+    job_id: int,
+    keys: Optional[Iterable[str]] = None,
+    since_step: Optional[dict[str, int]] = None,
+) -> dict[str, list[tuple[int, float]]]:
+    """``metric_series`` on a bare connection, one indexed range read per key (the (job, key, step)
+    unique index), only points after ``since_step[key]`` when given."""
+    mt = Metric.__table__
+    with reg.engine.connect() as c:
+        if keys is None:
+            keys = [k for (k,) in c.execute(select(mt.c.key).where(mt.c.job_id == job_id).distinct())]
+        out: dict[str, list[tuple[int, float]]] = {}
+        for key in keys:
+            q = select(mt.c.step, mt.c.value).where(mt.c.job_id == job_id, mt.c.key == key)
+            if since_step and key in since_step:
+                q = q.where(mt.c.step > since_step[key])
+            pts = [(s, v) for s, v in c.execute(q.order_by(mt.c.step))]
+            if pts:
+                out[key] = pts
+    return out
