@@ -290,3 +290,13 @@ def test_evaluate_bundle_self_and_disjoint():
                             gallery=TensorDataset(images[5:], labels[5:]), ks=(1, 4))
     got = evaluate_bundle(model, split, batch_size=4, ks=(1, 3))
     assert got == pytest.approx(retrieval_metrics(emb[:5], labels[:5], emb[5:], labels[5:], ks=(1, 3)))
+
+
+def test_auto_backend_choice(monkeypatch):
+    cpu = torch.device("cpu")
+    narrow, wide = knn_mod.AUTO_FAISS_MAX_DIM - 1, knn_mod.AUTO_FAISS_MAX_DIM
+    assert knn_mod.resolve_backend("auto", cpu, narrow) == ("faiss" if knn_mod.faiss_available() else "torch")
+    assert knn_mod.resolve_backend("auto", cpu, wide) == "torch"
+    assert knn_mod.resolve_backend("auto", torch.device("cuda"), narrow) == "torch"
+    monkeypatch.setattr(knn_mod, "faiss", None)
+    assert knn_mod.resolve_backend("auto", cpu, narrow) == "torch"

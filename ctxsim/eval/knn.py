@@ -40,6 +40,8 @@ except ImportError:  # pragma: no cover - exercised only where faiss is absent
 BACKENDS = ("auto", "faiss", "torch")
 # Byte budget of one block of scores (rows x gallery columns, float32).
 DEFAULT_CHUNK_BYTES = 256 * 2**20
+# backend="auto" on the CPU uses faiss below this embedding width, torch from it up.
+AUTO_FAISS_MAX_DIM = 256
 _FAISS_QUERY_CHUNK = 4096
 _FAISS_GPU_MAX_K = 2048
 _NEG_INF = float("-inf")
@@ -55,14 +57,18 @@ def faiss_gpu_available() -> bool:
     return faiss is not None and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """auto: torch (chunked matmul + topk) on every device; faiss when asked for (see benchmarks/knn.py)."""
+def resolve_backend(backend: str, device: torch.device, dim: int | None = None) -> str:
+    """auto: torch (chunked matmul + topk) for CUDA tensors; on the CPU faiss IndexFlatIP for
+    embeddings narrower than AUTO_FAISS_MAX_DIM (its cache-blocked search wins when the matmul is
+    cheap) and torch from there up (MKL's matmul wins), as measured by benchmarks/knn.py."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown k-NN backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if backend == "faiss" and faiss is None:
         raise ValueError("backend='faiss' needs the faiss package (faiss-gpu or faiss-cpu); use backend='torch'")
     if backend == "auto":
-        return "torch"
+        cpu = torch.device(device).type == "cpu"
+        narrow = dim is None or dim < AUTO_FAISS_MAX_DIM
+        return "faiss" if (faiss is not None and cpu and narrow) else "torch"
     return backend
 
 
@@ -248,7 +254,7 @@ def knn_search(query, k: int, gallery=None, backend: str = "auto", chunk_rows: i
         raise ValueError(f"query and gallery dimensions differ: {q.shape[1]} vs {g.shape[1]}")
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
-    searcher = make_searcher(q, g, gallery is None, resolve_backend(backend, q.device), chunk_rows)
+    searcher = make_searcher(q, g, gallery is None, resolve_backend(backend, q.device, q.shape[1]), chunk_rows)
     return searcher.topk_all(k)
 
 

@@ -87,7 +87,7 @@ def query_stats(q_emb, q_labels, g_emb=None, g_labels=None, max_k: int = 1, map_
     if self_mode and q.shape[0] < 2:
         raise ValueError("query == gallery needs at least 2 embeddings")
     n_cand = g.shape[0] - (1 if self_mode else 0)
-    backend = resolve_backend(backend, q.device)
+    backend = resolve_backend(backend, q.device, q.shape[1])
 
     r = relevant_counts(ql, gl, self_mode)
     lone = r <= 0
