@@ -208,3 +208,13 @@ def test_picklable_and_deepcopyable():
     torch.testing.assert_close(clone(x), model(x))
     torch.testing.assert_close(copy.deepcopy(model)(x), model(x))
     assert clone.spec == model.spec
+
+
+def test_spec_rebuilds_the_same_architecture():
+    model = build_model("tiny", pooling="max", layernorm=True, bottleneck="linear", bottleneck_size=8,
+                        bn_mode="eval_stats", in_channels=1, embedding_size=4, embedding_init="default")
+    clone = build_model(**model.spec)
+    clone.load_state_dict(model.state_dict())
+    x = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(clone.eval()(x), model.eval()(x))
+    assert clone.spec == model.spec
