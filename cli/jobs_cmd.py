@@ -123,7 +123,7 @@ def sweep(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="key=v1,v2: one more grid axis (repeatable).")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Override the recipe's epochs.")] = None,
     root: Annotated[Optional[str], typer.Option("--root", help="Dataset root folder.")] = None,
-    gpus_per_job: Annotated[Optional[int], typer.Option("--gpus-per-job", help="GPUs each job needs (default: 1 if this machine has a GPU, else 0).")] = None,
+    gpus_per_job: Annotated[Optional[int], typer.Option("--gpus-per-job", help="GPUs each job needs (default: 1 if nvidia-smi or CUDA_VISIBLE_DEVICES shows a GPU here, else 0).")] = None,
     priority: Annotated[int, typer.Option("--priority", help="Higher runs first.")] = 0,
     max_attempts: Annotated[int, typer.Option("--max-attempts", help="Claims allowed before a crashing job is failed.")] = 3,
     name: Annotated[Optional[str], typer.Option("--name", help="Name given to every job.")] = None,
@@ -143,7 +143,7 @@ def sweep(
         if gpus_per_job is None:
             from ctxsim.runner.gpus import detect_gpus
 
-            gpus_per_job = 1 if detect_gpus() else 0
+            gpus_per_job = 1 if detect_gpus(use_torch=False) else 0
         if gpus_per_job < 0:
             fail("--gpus-per-job must be >= 0", EXIT_USAGE)
     rows = [{"dataset": c.dataset, "loss": c.loss, "resolution": c.resolution, "seed": c.seed,

@@ -26,10 +26,10 @@ def parse_gpus(spec: Optional[str]) -> Optional[list[str]]:
     return ids
 
 
-def detect_gpus() -> list[str]:
+def detect_gpus(use_torch: bool = True) -> list[str]:
     """GPU indices visible to this process: CUDA_VISIBLE_DEVICES, else nvidia-smi, else torch.
 
-    Torch is imported only when nvidia-smi is absent (the worker stays light otherwise).
+    Torch is imported only when nvidia-smi is absent and ``use_torch`` (the worker stays light).
     """
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
@@ -43,6 +43,8 @@ def detect_gpus() -> list[str]:
                 return [line.strip() for line in out.stdout.splitlines() if line.strip().isdigit()]
         except (OSError, subprocess.TimeoutExpired) as e:
             log.warning("nvidia-smi failed (%s); trying torch", e)
+    if not use_torch:
+        return []
     try:
         import torch
 
