@@ -17,6 +17,7 @@ def tui(
     serve: Annotated[bool, typer.Option("--serve", help="Serve the dashboard to a browser on 127.0.0.1 (textual-serve).")] = False,
     port: Annotated[int, typer.Option("--port", help="Port for --serve.", min=1, max=65535)] = 8000,
     poll: Annotated[float, typer.Option("--poll", help="Seconds between refreshes.", min=0.1)] = 2.0,
+    stale_after: Annotated[float, typer.Option("--stale-after", help="Heartbeat age (s) after which a running job or worker shows as lost.", min=1.0)] = 60.0,
 ) -> None:
     """Live dashboard: runs, curves vs the paper, queue and workers, new runs."""
     reg = open_registry_or_exit(db)  # one clear line now rather than inside the full-screen app
@@ -28,7 +29,7 @@ def tui(
         # the served command reads the registry URL from the environment, not its argv
         os.environ["CTXSIM_DB"] = reg.url
         reg.dispose()
-        command = f"{shlex.quote(sys.executable)} -m ctxsim.tui --poll {poll}"
+        command = f"{shlex.quote(sys.executable)} -m ctxsim.tui --poll {poll} --stale-after {stale_after}"
         info(f"serving the dashboard on http://127.0.0.1:{port} (Ctrl+C stops)")
         Server(command, host="127.0.0.1", port=port, title="ctxsim").serve()
         return
@@ -37,7 +38,7 @@ def tui(
         fail("ctxsim tui needs an interactive terminal (or use --serve for a browser)", EXIT_USAGE)
     from ctxsim.tui.app import CtxsimApp
 
-    CtxsimApp(registry=reg, poll_interval=poll).run()
+    CtxsimApp(registry=reg, poll_interval=poll, stale_after_s=stale_after).run()
 
 
 def register(app: typer.Typer) -> None:

@@ -9,10 +9,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m ctxsim.tui")
     p.add_argument("--db", default=None, help="registry URL or SQLite file (default $CTXSIM_DB, ./experiments.db)")
     p.add_argument("--poll", type=float, default=2.0, help="seconds between refreshes")
+    p.add_argument("--stale-after", type=float, default=60.0, help="heartbeat age (s) shown as lost")
     a = p.parse_args(argv)
     from ctxsim.tui.app import CtxsimApp
 
-    CtxsimApp(db=a.db, poll_interval=a.poll).run()
+    CtxsimApp(db=a.db, poll_interval=a.poll, stale_after_s=a.stale_after).run()
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ from rich.text import Text
 
 Clock = Callable[[], datetime]
 
-# A running job whose heartbeat is older than this is shown as stale (its worker may be dead).
-DEFAULT_STALE_AFTER_S = 90.0
+# A running job (or worker) whose heartbeat is older than this is shown as stale / dead: the
+# local worker's default heartbeat expiry (`ctxsim worker --heartbeat-expiry`, 60 s).
+DEFAULT_STALE_AFTER_S = 60.0
 
 STATUS_STYLE = {
     "queued": "cyan",

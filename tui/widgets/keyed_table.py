@@ -60,7 +60,7 @@ class KeyedTable(DataTable):
                 old = self._cells[key]
                 for i, (a, b) in enumerate(zip(old, cells)):
                     if a != b:
-                        self.update_cell(key, self._col_keys[i], b)
+                        self.update_cell(key, self._col_keys[i], b, update_width=True)
                         self.cells_updated += 1
                 self._cells[key] = list(cells)
             return
