@@ -159,7 +159,10 @@ def _rebuild_tensor(storage: Any, offset: int, size: Any, stride: Any, requires_
     extent = int(offset) + (sum((n - 1) * s for n, s in zip(size, stride)) + 1 if all(size) else 0)
     if extent > flat.numel():
         raise ReferenceFormatError(f"a tensor reads past the end of storage {storage.key}")
-    return torch.as_strided(flat, size, stride, int(offset)).clone()
+    view = torch.as_strided(flat, size, stride, int(offset))
+    if int(offset) == 0 and view.numel() == flat.numel() and view.is_contiguous():
+        return view  # the usual case: one tensor per storage, no second copy
+    return view.clone()  # a view into a shared storage: own its data
 
 
 def _rebuild_parameter(data: Any, requires_grad: Any = True, *rest: Any) -> torch.Tensor:
