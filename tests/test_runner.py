@@ -193,9 +193,9 @@ def test_worker_sigterm_requeues_its_job_without_counting_the_attempt(tmp_path):
 def test_failed_job_and_gpu_assignment(tmp_path):
     url = str(tmp_path / "experiments.db")
     reg = open_registry(url)
-    bad = jobs.enqueue(reg, probe_config(1, 2, fail=True))
+    bad = jobs.enqueue(reg, probe_config(1, 2, fail=True), priority=-1)  # after the two GPU jobs
     g1 = jobs.enqueue(reg, probe_config(1, 4, sleep_s=0.3, label="g1"), n_gpus=1)
-    g2 = jobs.enqueue(reg, probe_config(1, 4, sleep_s=0.3, label="g2"), n_gpus=1)
+    g2 = jobs.enqueue(reg, probe_config(1, 4, sleep_s=0.3, label="g2"), n_gpus=1)  # claimed with g1: both slots
     too_big = jobs.enqueue(reg, probe_config(1, 1, label="big"), n_gpus=3)
     w = start_worker(url, "--gpus", "0,1", "--once", log=tmp_path / "w.log")
     assert w.wait(timeout=90) == 0, (tmp_path / "w.log").read_text()
