@@ -19,11 +19,14 @@ class RegistryStatus(Message):
 
 
 class RunsLoaded(Message):
-    """All runs, formatted, plus the facts the status line shows."""
+    """All runs, formatted, plus the facts the status line shows; ``changed`` holds the ids whose
+    row was re-formatted (None: all of them)."""
 
-    def __init__(self, rows: list[RunRow], elapsed_ms: float, notes: list[str]) -> None:
+    def __init__(self, rows: list[RunRow], elapsed_ms: float, notes: list[str],
+                 changed: Optional[set[int]] = None) -> None:
         super().__init__()
         self.rows = rows
+        self.changed = changed
         self.elapsed_ms = elapsed_ms
         self.notes = notes
 

@@ -362,3 +362,29 @@ def metric_series_fast(
             if pts:
                 out[key] = pts
     return out
+
+
+def runs_changes(
+    reg: Registry, updated_since: Optional[Any] = None, metric_id_after: Optional[int] = None
+) -> dict[str, Any]:
+    """What an incremental poller needs to re-read only the jobs that changed.
+
+    Returns ``ids`` (every job id), ``running`` (ids of running jobs), ``changed`` (ids whose row
+    was updated at or after ``updated_since`` or that got metric points with id above
+    ``metric_id_after``; empty when both are None) and the markers to pass next time:
+    ``updated_at`` (newest jobs.updated_at) and ``metric_id`` (largest metrics.id). Take the
+    markers before reading the rows so that a write in between is seen (again) next time.
+    """
+    from sqlalchemy import func
+
+    with reg.Session() as s:
+        max_upd = s.scalar(select(func.max(Job.updated_at)))
+        max_mid = s.scalar(select(func.max(Metric.id)))
+        ids = list(s.scalars(select(Job.id)))
+        running = set(s.scalars(select(Job.id).where(Job.status == "running")))
+        changed: set[int] = set()
+        if updated_since is not None:
+            changed |= set(s.scalars(select(Job.id).where(Job.updated_at >= updated_since)))
+        if metric_id_after is not None and max_mid is not None and max_mid > metric_id_after:
+            changed |= set(s.scalars(select(Metric.job_id).where(Metric.id > metric_id_after).distinct()))
+    return {"ids": ids, "running": running, "changed": changed, "updated_at": max_upd, "metric_id": max_mid}

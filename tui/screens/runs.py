@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -19,6 +20,8 @@ from ctxsim.tui.widgets.workers_table import worker_state
 
 SUMMARY_KEYS = ("R@1", "MAP@R", "train/loss")
 PAPER_RELOAD_EVERY = 30  # polls between reloads of the (rarely changing) reference numbers
+FULL_RELOAD_EVERY = 30  # polls between full re-reads of every job (the rest are incremental)
+UPDATED_AT_MARGIN = timedelta(seconds=5)  # writers' clocks may disagree a little
 
 
 class RunsScreen(DashScreen):
@@ -42,8 +45,14 @@ class RunsScreen(DashScreen):
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self._paper: dict = {}
+        self._paper_loaded = False
         self._polls = 0
         self._notes: list[str] = []
+        # incremental state, touched only by the (single) read thread
+        self._jobs: dict[int, dict] = {}
+        self._rows: dict = {}
+        self._updated_at = None
+        self._metric_id = None
 
     def compose(self) -> ComposeResult:
         from ctxsim.train.recipes import DATASETS, LOSS_NAMES
@@ -65,32 +74,61 @@ class RunsScreen(DashScreen):
 
     # --- reading (thread) ---------------------------------------------------------------------
     def load(self) -> None:
+        """Incremental: only jobs whose row changed (jobs.updated_at) or that got new metric points
+        (metrics.id) are re-read, plus new ones; running jobs are re-formatted for the clock; a
+        full re-read every FULL_RELOAD_EVERY polls (and the first time) catches anything else."""
         reg = self.dash.read_reg
-        if not self._paper or self._polls % PAPER_RELOAD_EVERY == 0 or self.dash.baselines_changed:
+        reload_paper = not self._paper_loaded or self._polls % PAPER_RELOAD_EVERY == 0 \
+            or self.dash.baselines_changed
+        if reload_paper:
             self.dash.baselines_changed = False
             self._paper = queries.paper_numbers(reg)
+            self._paper_loaded = True
+        full = not self._jobs or self._polls % FULL_RELOAD_EVERY == 0
         self._polls += 1
-        jobs = queries.runs_table(reg, summary_keys=SUMMARY_KEYS)
-        workers = queries.workers_table(reg)
+        if full:
+            ch = queries.runs_changes(reg)
+            self._jobs = {j["id"]: j for j in queries.runs_table(reg, summary_keys=SUMMARY_KEYS)}
+            fetched = set(self._jobs)
+        else:
+            since = self._updated_at - UPDATED_AT_MARGIN if self._updated_at is not None else None
+            ch = queries.runs_changes(reg, since, self._metric_id)
+            ids = set(ch["ids"])
+            for gone in set(self._jobs) - ids:
+                del self._jobs[gone]
+                self._rows.pop(gone, None)
+            fetched = (ids - set(self._jobs)) | (ch["changed"] & ids)
+            if fetched:
+                for j in queries.runs_table(reg, ids=fetched, summary_keys=SUMMARY_KEYS):
+                    self._jobs[j["id"]] = j
+        self._updated_at, self._metric_id = ch["updated_at"], ch["metric_id"]
         now = self.dash.clock()
         stale = self.dash.stale_after_s
-        rows = [run_row(j, self._paper, now, stale) for j in jobs]
-        counts = Counter(j["status"] for j in jobs)
-        notes = [f"{len(jobs)} runs"] + [f"{counts[s]} {s}" for s in ("running", "queued", "done", "failed",
-                                                                     "cancelled") if counts[s]]
-        n_stale = sum(r.stale for r in rows)
+        redo = set(self._jobs) if (full or reload_paper) else (fetched | ch["running"]) & set(self._jobs)
+        for jid in redo:
+            self._rows[jid] = run_row(self._jobs[jid], self._paper, now, stale)
+        workers = queries.workers_table(reg)
+        self.post_message(RunsLoaded(list(self._rows.values()), 0.0, self._notes_for(workers, now),
+                                     None if (full or reload_paper) else redo))
+
+    def _notes_for(self, workers: list, now) -> list[str]:  # noqa: ANN001
+        stale = self.dash.stale_after_s
+        counts = Counter(j["status"] for j in self._jobs.values())
+        notes = [f"{len(self._jobs)} runs"] + [f"{counts[s]} {s}" for s in (
+            "running", "queued", "done", "failed", "cancelled") if counts[s]]
+        n_stale = sum(r.stale for r in self._rows.values())
         if n_stale:
             notes.append(f"{n_stale} running without heartbeat")
-        dead = [w for w in workers if worker_state(w, now, stale) == "dead"]
         alive = [w for w in workers if worker_state(w, now, stale) == "alive"]
         notes.append(f"{len(alive)} worker{'s' if len(alive) != 1 else ''} alive")
-        for w in dead:
-            notes.append(f"worker {w['id']} dead (no heartbeat)")
-        self.post_message(RunsLoaded(rows, 0.0, notes))
+        for w in workers:
+            if worker_state(w, now, stale) == "dead":
+                notes.append(f"worker {w['id']} dead (no heartbeat)")
+        return notes
 
     # --- UI -----------------------------------------------------------------------------------
     def on_runs_loaded(self, msg: RunsLoaded) -> None:
-        self.table.set_rows(msg.rows)
+        self.table.set_rows(msg.rows, msg.changed)
         self._notes = msg.notes
 
     def after_load(self, msg: RegistryStatus) -> None:

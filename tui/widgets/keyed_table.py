@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
+from rich.cells import cell_len
+from rich.text import Text
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowDoesNotExist
 
@@ -53,15 +55,26 @@ class KeyedTable(DataTable):
         self.move_cursor(row=idx, animate=False)
         return True
 
-    def sync(self, rows: Sequence[tuple[str, Sequence[Any]]]) -> None:
+    def _update(self, key: str, i: int, value: Any) -> None:
+        # DataTable re-measures the whole column when asked to fit a cell: ask only when the new
+        # value is wider than the column (rare), never on every live update
+        col = self.columns.get(self._col_keys[i])  # type: ignore[call-overload]
+        width = cell_len(value.plain if isinstance(value, Text) else str(value))
+        self.update_cell(key, self._col_keys[i], value,
+                         update_width=col is not None and width > col.content_width)
+        self.cells_updated += 1
+
+    def sync(self, rows: Sequence[tuple[str, Sequence[Any]]], only: Optional[set[str]] = None) -> None:
+        """``only``: the keys whose cells may have changed (the others are not compared)."""
         keys = [k for k, _ in rows]
         if keys == self._order:
             for key, cells in rows:
+                if only is not None and key not in only:
+                    continue
                 old = self._cells[key]
                 for i, (a, b) in enumerate(zip(old, cells)):
                     if a != b:
-                        self.update_cell(key, self._col_keys[i], b, update_width=True)
-                        self.cells_updated += 1
+                        self._update(key, i, b)
                 self._cells[key] = list(cells)
             return
         here = self.current_key()

@@ -30,10 +30,11 @@ class RunsTable(KeyedTable):
         self.marked: set[int] = set()
 
     # --- data -------------------------------------------------------------------------------
-    def set_rows(self, rows: Iterable[RunRow]) -> None:
+    def set_rows(self, rows: Iterable[RunRow], changed: Optional[set[int]] = None) -> None:
+        """Replaces the data; ``changed`` (ids) limits the cell comparison to those rows."""
         self.run_rows = {r.id: r for r in rows}
         self.marked &= set(self.run_rows)
-        self.redraw()
+        self.redraw(changed)
 
     def set_filter(self, flt: RunFilter) -> None:
         self.filter = flt
@@ -50,14 +51,14 @@ class RunsTable(KeyedTable):
     def visible_rows(self) -> list[RunRow]:
         return order_rows(self.run_rows.values(), self.filter, self.sort_key, self.sort_reverse)
 
-    def redraw(self) -> None:
+    def redraw(self, changed: Optional[set[int]] = None) -> None:
         out = []
         for r in self.visible_rows():
             cells = [r.cells[k] for k in self._col_keys]
             if r.id in self.marked:
                 cells[0] = Text(f"{MARK}{r.cells['id']}", style="bold magenta")
             out.append((str(r.id), cells))
-        self.sync(out)
+        self.sync(out, None if changed is None else {str(i) for i in changed})
 
     def _label_sorted_column(self) -> None:
         arrow = " ▼" if self.sort_reverse else " ▲"
@@ -82,7 +83,7 @@ class RunsTable(KeyedTable):
         if jid is None:
             return None
         self.marked.symmetric_difference_update({jid})
-        self.redraw()
+        self.redraw({jid})
         return jid
 
     def on_data_table_header_selected(self, event: KeyedTable.HeaderSelected) -> None:
