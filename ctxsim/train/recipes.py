@@ -89,8 +89,11 @@ R256_PROXY_LR = 1e-3  # main.py --loss_lr: proxies get their own Adam (§2.2)
 
 # ---- small data (ours, not the paper's): tiny backbone, no pretrained weights ---------------------
 SMALL: dict[str, dict[str, Any]] = {
-    "fashion-mnist": dict(batch_size=80, samples_per_class=16, epochs=8, lr=2e-3, eval_every=2,
-                          sampler_kw=dict(num_batches=60), embedding_size=64, milestones=[5, 7]),
+    # 28x28 images shown to the tiny trunk at 18x18 (its last features then see most of the image):
+    # a little better on the unseen classes and 2.4x cheaper than 28x28 (measured, see the README)
+    "fashion-mnist": dict(batch_size=80, samples_per_class=16, epochs=4, lr=2e-3, eval_every=1,
+                          sampler_kw=dict(num_batches=40), embedding_size=64, milestones=[3],
+                          data_kw=dict(image_size=18)),
     "digits": dict(batch_size=80, samples_per_class=16, epochs=6, lr=2e-3, eval_every=2,
                    sampler_kw=dict(num_batches=20), embedding_size=32, milestones=[4]),
     "synthetic": dict(batch_size=32, samples_per_class=4, epochs=2, lr=1e-3, eval_every=1,
@@ -230,7 +233,7 @@ def _small(dataset: str, loss: str, resolution: int) -> RunConfig:
     return RunConfig(
         dataset=dataset, loss=loss, resolution=resolution, convention=str(resolution), num_workers=0,
         batch_size=s["batch_size"], sampler="m_per_class" if ipc else "shuffle", samples_per_class=ipc,
-        sampler_kw=dict(s["sampler_kw"]) if ipc else {},
+        sampler_kw=dict(s["sampler_kw"]) if ipc else {}, data_kw=dict(s.get("data_kw", {})),
         # the shuffle sampler (proxy losses) walks the whole set: cap it to the same number of steps
         max_steps_per_epoch=None if ipc else s["sampler_kw"]["num_batches"],
         model=ModelSpec(arch="tiny", pooling="avg", layernorm=False, embedding_size=s["embedding_size"],
