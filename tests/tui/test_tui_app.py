@@ -381,3 +381,32 @@ async def test_quit_key(make_app):
         await pilot.press("q")
         await pilot.pause()
     assert app.return_code in (0, None)
+
+
+@sync
+async def test_incremental_refresh_sees_evals_deletes_and_full_reload(make_app, seeded, monkeypatch):
+    from sqlalchemy import text
+
+    from ctxsim.registry import jobs
+    from ctxsim.tui.screens import runs as runs_mod
+    from ctxsim.tui.screens.runs import RunsScreen
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        scr = await settled(pilot, RunsScreen)
+        await refreshed(pilot)  # from now on polls are incremental
+        # an eval point alone (no jobs row update) is found through metrics.id
+        sink = RegistrySink(seeded, 1)
+        sink.emit(Event("eval", {"epoch": 21, "metrics": {"R@1": 0.75}}, 1.0))
+        sink.close()
+        await refreshed(pilot)
+        assert scr.table.run_rows[1].cells["best"] == "75.0 @21"
+        jobs.rm(seeded, 7)
+        await refreshed(pilot)
+        assert 7 not in scr.table.run_rows and "7" not in scr.table.row_keys
+        # a write that bumps neither marker shows at the next full re-read
+        monkeypatch.setattr(runs_mod, "FULL_RELOAD_EVERY", 1)
+        with seeded.engine.begin() as c:
+            c.execute(text("UPDATE jobs SET name = 'renamed-raw' WHERE id = 5"))
+        await refreshed(pilot)
+        assert scr.table.run_rows[5].cells["name"] == "renamed-raw"
