@@ -61,6 +61,9 @@ def _sqlite_setup(engine: Engine) -> None:
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
+        # dashboards re-read the same pages: a 32 MB page cache and memory-mapped reads (lazy)
+        cur.execute("PRAGMA cache_size=-32000")
+        cur.execute("PRAGMA mmap_size=268435456")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
