@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from ctxsim.registry.db import Registry
 from ctxsim.registry.models import Job, Metric, Summary, Tag
@@ -108,8 +108,11 @@ def metric_series(
     if keys is not None:
         q = q.where(Metric.key.in_(list(keys)))
     if since_step:
-        lo = min(since_step.values())
-        q = q.where(Metric.step > lo)
+        # Each key has its own step axis (global step for train/*, epoch for eval metrics):
+        # filter per key, and keys the caller has not seen yet come back whole.
+        seen = [and_(Metric.key == k, Metric.step > v) for k, v in since_step.items()]
+        unseen = Metric.key.not_in(list(since_step))
+        q = q.where(or_(unseen, *seen))
     q = q.order_by(Metric.key, Metric.step)
     out: dict[str, list[tuple[int, float]]] = {}
     with reg.Session() as s:
