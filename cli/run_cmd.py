@@ -134,7 +134,7 @@ def _ctrl_c_stops() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, old)
 
 
-def metrics_table(metrics: dict[str, float], title: str = "metrics"):
+def metrics_table(metrics: dict[str, float], title: Optional[str] = "metrics"):
     """A rich table of retrieval metrics (values in percent)."""
     from rich.table import Table
 
@@ -198,7 +198,8 @@ def run(
     else:
         sel = f"{result.selected}" + (f" (best epoch {result.best_epoch}, chosen on the {result.selected_on} set)"
                                       if result.selected_on else f" (epoch {result.best_epoch})")
-        console.print(metrics_table(result.metrics, title=f"{cfg.summary()}: {result.status}, model {sel}"))
+        console.print(f"{cfg.summary()}: {result.status}; model: {sel}", highlight=False)
+        console.print(metrics_table(result.metrics, title=None))
         info(f"run folder: {rd}")
     if result.status == "stopped":
         info(f"stopped: run the same command (or --run-dir {rd}) to resume")
@@ -256,7 +257,8 @@ def eval_cmd(
     if json_out:
         print_json({"checkpoint": str(checkpoint), "dataset": cfg.dataset, "metrics": metrics})
     else:
-        console.print(metrics_table(metrics, title=f"{checkpoint} on {cfg.dataset}"))
+        console.print(f"{checkpoint} on {cfg.dataset}", highlight=False)
+        console.print(metrics_table(metrics, title=None))
 
 
 def register(app: typer.Typer) -> None:
