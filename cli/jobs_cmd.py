@@ -115,11 +115,28 @@ def build_grid(datasets: str, losses: str, resolutions: str, seeds: Optional[str
     return cfgs
 
 
+def build_ablation_grid(datasets: str, losses: Optional[str], resolutions: str, seeds: Optional[str],
+                        sets: list[str], epochs: Optional[int], root: Optional[str], variants: str) -> list:
+    """The ablation preset: every (dataset, resolution, --set) base hybrid config x variants x seeds."""
+    from ctxsim.errors import ConfigError
+    from ctxsim.reference.ablation import ablation_configs
+
+    if losses and _split(losses) != ["hybrid"]:
+        raise ConfigError(f"--ablation varies the hybrid loss; drop --loss or use --loss hybrid (got {losses!r})")
+    out = []
+    for base, assign in build_grid(datasets, "hybrid", resolutions, None, sets, epochs, root):
+        seed_list = [base.seed if s is None else s for s in _seeds(seeds)]
+        for cfg in ablation_configs(base.dataset, base.resolution, base=base, seeds=seed_list, variants=variants):
+            out.append((cfg, assign + [f"loss.ablation={cfg.loss_kw['ablation']}"]))
+    return out
+
+
 def sweep(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Datasets, comma-separated (cub,cars).")],
-    loss: Annotated[str, typer.Option("--loss", "-l", help="Losses, comma-separated (hybrid,contrastive).")],
+    loss: Annotated[Optional[str], typer.Option("--loss", "-l", help="Losses, comma-separated (hybrid,contrastive).")] = None,
     resolution: Annotated[str, typer.Option("--resolution", "-r", help="Recipe families: 224, 256 or 224,256.")] = "256",
     seeds: Annotated[Optional[str], typer.Option("--seeds", help="A count (3 -> seeds 0,1,2) or a list (0,5,7).")] = None,
+    ablation: Annotated[Optional[str], typer.Option("--ablation", help="Contextual-similarity ablation grid (seed-spec §8): 'all' or ids like 0,3,7; implies --loss hybrid.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="key=v1,v2: one more grid axis (repeatable).")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Override the recipe's epochs.")] = None,
     root: Annotated[Optional[str], typer.Option("--root", help="Dataset root folder.")] = None,
@@ -138,7 +155,12 @@ def sweep(
     if executor not in ("local", "slurm"):
         fail(f"--executor must be local or slurm, got {executor!r}", EXIT_USAGE)
     with _errors():
-        grid = build_grid(dataset, loss, resolution, seeds, list(set_ or []), epochs, root)
+        if ablation is not None:
+            grid = build_ablation_grid(dataset, loss, resolution, seeds, list(set_ or []), epochs, root, ablation)
+        else:
+            if not loss:
+                fail("--loss is required (or --ablation for the contextual-similarity ablation grid)", EXIT_USAGE)
+            grid = build_grid(dataset, loss, resolution, seeds, list(set_ or []), epochs, root)
         cfgs = [c for c, _ in grid]
         if gpus_per_job is None:
             from ctxsim.runner.gpus import detect_gpus

@@ -109,3 +109,20 @@ def test_grid_on_synthetic_end_to_end(tmp_path):
     assert res.exit_code == 0 and "Default" in res.stdout and "Detach" in res.stdout
     res = CliRunner().invoke(app, ["ablation-table", "--dataset", "cub", "--db", str(db)])
     assert res.exit_code == 4 and "no finished hybrid runs" in res.output
+
+
+def test_sweep_ablation_preset_lists_every_variant_per_seed():
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from ctxsim.cli.main import app
+
+    r = CliRunner().invoke(app, ["sweep", "-d", "digits", "--ablation", "all", "--seeds", "2", "--dry-run", "--json"])
+    assert r.exit_code == 0, r.output
+    jobs = _json.loads(r.stdout)["jobs"]
+    assert len(jobs) == 11 * 2 and {j["loss"] for j in jobs} == {"hybrid"}
+    assert sorted({j["set"] for j in jobs}) == sorted(f"loss.ablation={i}" for i in range(11))
+    assert len({j["config_hash"] for j in jobs}) == 22
+    bad = CliRunner().invoke(app, ["sweep", "-d", "digits", "-l", "contrastive", "--ablation", "all", "--dry-run"])
+    assert bad.exit_code == 2 and "hybrid" in bad.output

@@ -119,3 +119,19 @@ def test_cli_toy_writes_png_separates_circles_and_records(tmp_path):
     for j in jobs:
         assert (Path(j["run_dir"]) / "embeddings.png").is_file()
         assert (Path(j["run_dir"]) / "events.jsonl").is_file()
+
+
+def test_toy_job_kind_runs_through_the_runner_entry(tmp_path):
+    """A toy job row (e.g. after `ctxsim retry`) is executed by the worker's job entry."""
+    from ctxsim.reference.toy import toy_config
+    from ctxsim.runner.job import execute
+    from ctxsim.train.events import ListSink
+
+    sink = ListSink()
+    cfg = toy_config("contextual", steps=40, eval_every=20)
+    run = execute(json.dumps(cfg), sink, str(tmp_path / "run"))
+    assert not run.stopped
+    assert [e.data["step"] for e in sink.of("step")][-1] == 40
+    assert sink.of("eval") and "R@1" in sink.of("eval")[-1].data["metrics"]
+    assert (tmp_path / "run" / "embeddings.png").stat().st_size > 0
+    assert (tmp_path / "run" / "events.jsonl").exists()

@@ -39,14 +39,18 @@ def execute(config_json: str, sink: EventSink, run_dir: str, device: str = "auto
             should_stop: Optional[Callable[[], bool]] = None) -> Any:
     """Runs a job config in ``run_dir``: a training RunConfig through ``ctxsim.train``'s
     ``run_foreground`` (fit with resume=True, plus config.json / events.jsonl / result.json in the
-    run directory), or a non-training job kind (``{"kind": "probe"}``)."""
+    run directory), or a non-training job kind (``{"kind": "probe"}`` or ``{"kind": "toy"}``)."""
     d = json.loads(config_json)
-    if isinstance(d, dict) and d.get("kind") == "probe":
-        from ctxsim.runner.probe import run_probe
+    kind = d.get("kind") if isinstance(d, dict) else None
+    if kind in ("probe", "toy"):
+        if kind == "probe":
+            from ctxsim.runner.probe import run_probe as run_kind
+        else:
+            from ctxsim.reference.toy import run_toy_job as run_kind
 
         jsonl = JsonlSink(Path(run_dir) / "events.jsonl")
         try:
-            return run_probe(d, MultiSink(sink, jsonl), run_dir, should_stop)
+            return run_kind(d, MultiSink(sink, jsonl), run_dir, should_stop)
         finally:
             jsonl.close()
     from ctxsim.train import RunConfig
