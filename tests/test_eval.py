@@ -294,9 +294,8 @@ def test_evaluate_bundle_self_and_disjoint():
 
 def test_auto_backend_choice(monkeypatch):
     cpu = torch.device("cpu")
-    narrow, wide = knn_mod.AUTO_FAISS_MAX_DIM - 1, knn_mod.AUTO_FAISS_MAX_DIM
-    assert knn_mod.resolve_backend("auto", cpu, narrow) == ("faiss" if knn_mod.faiss_available() else "torch")
-    assert knn_mod.resolve_backend("auto", cpu, wide) == "torch"
-    assert knn_mod.resolve_backend("auto", torch.device("cuda"), narrow) == "torch"
+    assert knn_mod.resolve_backend("auto", cpu, 512) == ("faiss" if knn_mod.faiss_available() else "torch")
+    assert knn_mod.resolve_backend("auto", torch.device("cuda"), 512) == "torch"
+    assert knn_mod.resolve_backend("torch", cpu, 512) == "torch"
     monkeypatch.setattr(knn_mod, "faiss", None)
-    assert knn_mod.resolve_backend("auto", cpu, narrow) == "torch"
+    assert knn_mod.resolve_backend("auto", cpu, 512) == "torch"
