@@ -2,7 +2,8 @@
 
 Two backends with the same result (seed-spec §5 evaluates exactly, in chunks, never a full N x N):
 * "faiss": IndexFlatIP (a GPU index when faiss sees GPUs and the data is on CUDA);
-* "torch": chunked matmul + topk (query rows x the whole gallery per block, <= 256 MiB of scores).
+* "torch": chunked matmul + topk (query rows x the whole gallery per block, at most 256 MiB of
+  scores on the CPU, 1 GiB on CUDA).
   A symmetric variant (upper-triangle blocks only, each serving rows and columns) was measured
   slower on CPU: the column-side topk and the merges cost more than the matmul it saves.
 
@@ -38,8 +39,9 @@ except ImportError:  # pragma: no cover - exercised only where faiss is absent
     faiss = None
 
 BACKENDS = ("auto", "faiss", "torch")
-# Byte budget of one block of scores (rows x gallery columns, float32).
+# Byte budget of one block of scores (rows x gallery columns, float32), on the CPU and on CUDA.
 DEFAULT_CHUNK_BYTES = 256 * 2**20
+CUDA_CHUNK_BYTES = 1024 * 2**20
 _FAISS_QUERY_CHUNK = 4096
 _FAISS_GPU_MAX_K = 2048
 _NEG_INF = float("-inf")
@@ -131,9 +133,11 @@ class TorchSearcher:
     """Chunked matmul + topk on the tensors' device; never holds more than one block of scores."""
 
     def __init__(self, query: torch.Tensor, gallery: torch.Tensor, exclude_self: bool,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, chunk_rows: int | None = None):
+                 chunk_bytes: int | None = None, chunk_rows: int | None = None):
         self.q, self.g, self.exclude_self = query, gallery, exclude_self
         ng = gallery.shape[0]
+        if chunk_bytes is None:
+            chunk_bytes = CUDA_CHUNK_BYTES if query.is_cuda else DEFAULT_CHUNK_BYTES
         self.chunk_rows = chunk_rows or max(1, min(query.shape[0], chunk_bytes // (4 * max(ng, 1))))
 
     def _scores(self, rows: torch.Tensor) -> torch.Tensor:
