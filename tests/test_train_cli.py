@@ -77,3 +77,39 @@ def test_eval_rejects_a_non_checkpoint(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     r = runner.invoke(app, ["eval", str(bad)])
     assert r.exit_code == 2 and "cannot read checkpoint" in r.output and "Traceback" not in r.output
+
+
+def test_ctrl_c_stops_with_a_checkpoint_and_the_same_command_resumes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rd = tmp_path / "run"
+    cmd = [sys.executable, "-m", "ctxsim.cli.main", "run", "-d", "synthetic", "-l", "contrastive", "--epochs", "2",
+           "--device", "cpu", "--set", "sampler.num_batches=150", "--run-dir", str(rd), "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    events = rd / "events.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None:
+        if events.exists() and '"kind": "step"' in events.read_text():
+            break
+        time.sleep(0.05)
+    assert p.poll() is None, "the run ended before it could be interrupted"
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "resume" in err
+    from ctxsim.train.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(rd / "checkpoint.pt")
+    assert ck["status"] == "stopped" and ck["step"] >= 1
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    res = json.loads(again.stdout)
+    assert res["status"] == "done" and res["steps"] == 300
+    kinds = [json.loads(line) for line in events.read_text().splitlines()]
+    starts = [e for e in kinds if e["kind"] == "start"]
+    assert len(starts) == 2 and starts[1]["resumed"] and starts[1]["step"] == ck["step"]
