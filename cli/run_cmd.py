@@ -156,54 +156,104 @@ def run(
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Number of epochs.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU ids for this run, e.g. 0,1 (several: DDP under torchrun, needs --detach and a worker).")] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="Only queue the run for a worker (ctxsim worker) and print its job id.")] = False,
+    skip_bad_images: Annotated[bool, typer.Option("--skip-bad-images", help="Skip (and count) unreadable images instead of failing.")] = False,
     name: Annotated[Optional[str], typer.Option("--name", help="Run name (also names the run folder).")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Tag (repeatable).")] = None,
-    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder (default runs/<name>-<config hash>); an existing checkpoint there is resumed.")] = None,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore a checkpoint in the run folder and start over.")] = False,
+    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder; an unfinished checkpoint there is resumed (default: runs/<name>-<config hash>, beside the registry).")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start over in a new folder even if an unfinished run of this config exists.")] = False,
     json_out: JsonOpt = False,
+    db: Annotated[Optional[str], typer.Option("--db", envvar="CTXSIM_DB", help="Registry: SQLAlchemy URL or SQLite file (default ./experiments.db).")] = None,
 ) -> None:
-    """Train a recipe in the foreground with a progress bar, then print the final metrics."""
+    """Train a recipe now in the foreground (recorded in the registry, visible live in `ctxsim tui`),
+    or queue it for a worker with --detach."""
+    from ctxsim.cli.common import open_registry_or_exit
     from ctxsim.errors import CtxsimError
 
     if device not in ("auto", "cpu", "cuda"):
         fail(f"--device must be auto, cpu or cuda; got {device!r}")
+    gpu_ids = [g.strip() for g in (gpus or "").split(",") if g.strip()]
+    if any(not g.isdigit() for g in gpu_ids):
+        fail(f"--gpus expects GPU ids like 0,1; got {gpus!r}")
+    if len(gpu_ids) > 1 and not detach:
+        fail("several --gpus run under torchrun through a worker: add --detach and start `ctxsim worker --gpus ...`")
     try:
         cfg = build_run_config(dataset, loss, resolution, root, sets, epochs, seed, device, name, tag)
+        if skip_bad_images:
+            cfg = cfg.with_overrides(skip_bad_images=True)
     except CtxsimError as e:
         fail(str(e), EXIT_USAGE)
 
-    from ctxsim.train.engine import default_run_dir, run_foreground
+    from ctxsim.registry import jobs
+    from ctxsim.train.engine import default_run_dir
     from ctxsim.train.recipes import recipe_provenance
 
-    rd = run_dir if run_dir is not None else default_run_dir(cfg)
-    info(f"run {cfg.summary()} -> {rd}  ({recipe_provenance(cfg.dataset, cfg.loss, cfg.resolution)}; "
+    reg = open_registry_or_exit(db)
+    rd = run_dir
+    if rd is None and not fresh:
+        candidate = default_run_dir(cfg, base=jobs.default_runs_root(reg))
+        if not _finished(candidate):
+            rd = candidate  # new, or an unfinished run of this config: resume it
+    try:
+        jid = jobs.enqueue(reg, cfg, name=name, tags=list(tag or []), n_gpus=len(gpu_ids),
+                           executor="local" if detach else "foreground", run_dir=rd)
+    except CtxsimError as e:
+        fail(str(e), EXIT_USAGE)
+    if detach:
+        if json_out:
+            print_json({"id": jid, "status": "queued"})
+        else:
+            info(f"queued job {jid} ({cfg.summary()}); start `ctxsim worker` to run it")
+            console.print(str(jid), highlight=False)
+        return
+
+    from ctxsim.registry.queries import job_detail
+    from ctxsim.runner.job import run_foreground as run_registered
+
+    rd = Path(job_detail(reg, jid)["run_dir"])
+    info(f"job {jid}: {cfg.summary()} -> {rd}  ({recipe_provenance(cfg.dataset, cfg.loss, cfg.resolution)}; "
          f"convention {cfg.convention}, select {cfg.select})")
     sink = RichProgressSink(title=cfg.name or f"{cfg.dataset}/{cfg.loss}")
     try:
         with _ctrl_c_stops() as stop:
-            result = run_foreground(cfg, rd, sink=sink, device=device, resume=not fresh, should_stop=stop.is_set)
+            result = run_registered(reg, jid, extra_sink=sink, device=device, gpus=gpu_ids, should_stop=stop.is_set)
+    except jobs.JobStateError as e:
+        sink.close()
+        fail(f"{e} (a worker may be running this config: see `ctxsim ls`)", EXIT_USAGE)
     except CtxsimError as e:
         sink.close()
-        fail(str(e), EXIT_USAGE)
+        fail(str(e).strip().splitlines()[0], EXIT_USAGE)
     except KeyboardInterrupt:
         sink.close()
-        fail(f"aborted; the last epoch checkpoint in {rd} can be resumed", EXIT_INTERRUPTED)
+        fail(f"aborted; job {jid} is cancelled and its last checkpoint in {rd} can be resumed (`ctxsim retry {jid}`)",
+             EXIT_INTERRUPTED)
     except Exception as e:  # a bug or a runtime failure: one line, details in events.jsonl
         sink.close()
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        fail(f"run failed: {type(e).__name__}: {first} (traceback in {rd / 'events.jsonl'})", EXIT_FAILED)
+        fail(f"job {jid} failed: {type(e).__name__}: {first} (traceback in {rd / 'events.jsonl'})", EXIT_FAILED)
     sink.close()
     if json_out:
-        print_json(result.to_dict())
+        print_json({"id": jid, **result.to_dict()})
     else:
         sel = f"{result.selected}" + (f" (best epoch {result.best_epoch}, chosen on the {result.selected_on} set)"
                                       if result.selected_on else f" (epoch {result.best_epoch})")
-        console.print(f"{cfg.summary()}: {result.status}; model: {sel}", highlight=False)
+        console.print(f"job {jid} {cfg.summary()}: {result.status}; model: {sel}", highlight=False)
         console.print(metrics_table(result.metrics, title=None))
         info(f"run folder: {rd}")
     if result.status == "stopped":
-        info(f"stopped: run the same command (or --run-dir {rd}) to resume")
+        info(f"stopped: run the same command (or `ctxsim retry {jid}` for a worker) to resume")
         raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _finished(run_dir: Path) -> bool:
+    """Whether a run folder holds a finished run (its result.json says done)."""
+    import json
+
+    try:
+        return json.loads((run_dir / "result.json").read_text()).get("status") == "done"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def evaluate_checkpoint(checkpoint: Path, dataset: Optional[str] = None, root: Optional[str] = None,
@@ -239,9 +289,12 @@ def eval_cmd(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     which: Annotated[Optional[str], typer.Option("--which", help="last or best weights (default: the run's selection).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Evaluation batch size.")] = None,
+    grid: Annotated[Optional[Path], typer.Option("--grid", help="Also write a retrieval picture (PNG): queries and their top-K, hits green, misses red.")] = None,
+    grid_k: Annotated[int, typer.Option("--grid-k", min=1, help="Results per query in the picture.")] = 8,
+    grid_queries: Annotated[int, typer.Option("--grid-queries", min=1, help="Queries (rows) in the picture.")] = 8,
     json_out: JsonOpt = False,
 ) -> None:
-    """R@K and MAP@R of a saved model on a dataset's test split."""
+    """R@K and MAP@R of a saved model on a dataset's test split (and a retrieval picture with --grid)."""
     from ctxsim.errors import CtxsimError
 
     if not checkpoint.exists():
@@ -250,15 +303,29 @@ def eval_cmd(
         fail(f"--device must be auto, cpu or cuda; got {device!r}")
     if which not in (None, "last", "best"):
         fail(f"--which must be last or best; got {which!r}")
+    pic = None
     try:
-        metrics, cfg, _ = evaluate_checkpoint(checkpoint, dataset, root, device, which, batch_size)
+        if grid is None:
+            metrics, cfg, _ = evaluate_checkpoint(checkpoint, dataset, root, device, which, batch_size)
+        else:
+            from ctxsim.report.grid import retrieval_grid
+
+            metrics, cfg, data, emb = evaluate_checkpoint(checkpoint, dataset, root, device, which, batch_size,
+                                                          return_embeddings=True)
+            pic = retrieval_grid(None, data.query, grid, gallery=data.gallery, k=grid_k, n_queries=grid_queries,
+                                 embeddings=emb)
     except CtxsimError as e:
         fail(str(e), EXIT_USAGE)
     if json_out:
-        print_json({"checkpoint": str(checkpoint), "dataset": cfg.dataset, "metrics": metrics})
+        out = {"checkpoint": str(checkpoint), "dataset": cfg.dataset, "metrics": metrics}
+        if pic is not None:
+            out["grid"] = str(pic["path"])
+        print_json(out)
     else:
         console.print(f"{checkpoint} on {cfg.dataset}", highlight=False)
         console.print(metrics_table(metrics, title=None))
+    if pic is not None:
+        info(f"wrote {pic['path']} ({pic['precision']:.0%} of the shown results are hits)")
 
 
 def register(app: typer.Typer) -> None:

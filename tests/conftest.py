@@ -33,6 +33,16 @@ def _seeded():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _isolated_registry(tmp_path_factory, monkeypatch):
+    """No test writes ./experiments.db or ./runs: the default registry and run folders point into a
+    temporary folder unless a test sets its own."""
+    base = tmp_path_factory.mktemp("default-registry")
+    monkeypatch.setenv("CTXSIM_DB", str(base / "experiments.db"))
+    monkeypatch.setenv("CTXSIM_RUNS", str(base / "runs"))
+    yield
+
+
 @pytest.fixture
 def registry(tmp_path):
     """A fresh SQLite registry in a temporary folder."""

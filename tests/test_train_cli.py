@@ -113,3 +113,52 @@ def test_ctrl_c_stops_with_a_checkpoint_and_the_same_command_resumes(tmp_path):
     kinds = [json.loads(line) for line in events.read_text().splitlines()]
     starts = [e for e in kinds if e["kind"] == "start"]
     assert len(starts) == 2 and starts[1]["resumed"] and starts[1]["step"] == ck["step"]
+
+
+def test_run_is_recorded_in_the_registry_and_detach_only_queues(tmp_path):
+    from ctxsim.registry.db import open_registry
+    from ctxsim.registry.queries import job_detail, metric_series, runs_table
+
+    db = str(tmp_path / "reg.db")
+    args = ["run", "-d", "digits", "-l", "contrastive", "--epochs", "1", "--device", "cpu",
+            "--set", "max_steps_per_epoch=3", "--json", "--db", db]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    reg = open_registry(db)
+    job = job_detail(reg, out["id"])
+    assert job["status"] == "done" and job["executor"] == "foreground" and job["epoch"] == 1
+    series = metric_series(reg, out["id"])
+    assert [s for s, _ in series["train/loss"]] == [1, 2, 3]
+    assert series["R@1"][-1][1] == pytest.approx(out["metrics"]["R@1"])
+    # the same config again: the finished folder is kept, the new job gets its own folder
+    r2 = runner.invoke(app, args)
+    assert r2.exit_code == 0, r2.output
+    j2 = job_detail(reg, json.loads(r2.stdout)["id"])
+    assert j2["run_dir"] != job["run_dir"] and j2["status"] == "done"
+    # --detach queues for a worker and runs nothing
+    r3 = runner.invoke(app, [*args[:-3], "--detach", "--json", "--db", db])
+    assert r3.exit_code == 0, r3.output
+    jid = json.loads(r3.stdout)["id"]
+    assert [x["status"] for x in runs_table(reg, ids=[jid])] == ["queued"]
+    bad = runner.invoke(app, ["run", "-d", "digits", "-l", "hybrid", "--gpus", "0,1", "--db", db])
+    assert bad.exit_code == 2 and "--detach" in bad.output
+    reg.dispose()
+
+
+def test_eval_grid_writes_a_retrieval_picture(tmp_path):
+    from PIL import Image
+
+    from ctxsim.report.grid import grid_size
+
+    rd = tmp_path / "run"
+    r = runner.invoke(app, ["run", "-d", "digits", "-l", "contrastive", "--epochs", "1", "--device", "cpu",
+                            "--set", "max_steps_per_epoch=2", "--run-dir", str(rd), "--json"])
+    assert r.exit_code == 0, r.output
+    png = tmp_path / "grid.png"
+    e = runner.invoke(app, ["eval", str(rd / "checkpoint.pt"), "--grid", str(png), "--grid-k", "4",
+                            "--grid-queries", "3", "--json"])
+    assert e.exit_code == 0, e.output
+    assert json.loads(e.stdout)["grid"] == str(png)
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size == grid_size(3, 4)
