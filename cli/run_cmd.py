@@ -159,6 +159,7 @@ def run(
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU ids for this run, e.g. 0,1 (several: DDP under torchrun, needs --detach and a worker).")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Only queue the run for a worker (ctxsim worker) and print its job id.")] = False,
     skip_bad_images: Annotated[bool, typer.Option("--skip-bad-images", help="Skip (and count) unreadable images instead of failing.")] = False,
+    backbone_weights: Annotated[Optional[str], typer.Option("--backbone-weights", help="Backbone weights: 'imagenet' (torchvision cache), a local ResNet-50 state dict .pth (air-gapped machines), or 'none'.")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Run name (also names the run folder).")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Tag (repeatable).")] = None,
     run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder; an unfinished checkpoint there is resumed (default: runs/<name>-<config hash>, beside the registry).")] = None,
@@ -179,6 +180,8 @@ def run(
     if len(gpu_ids) > 1 and not detach:
         fail("several --gpus run under torchrun through a worker: add --detach and start `ctxsim worker --gpus ...`")
     try:
+        if backbone_weights is not None:
+            sets = [*(sets or []), f"model.backbone_weights={_weights_value(backbone_weights)}"]
         cfg = build_run_config(dataset, loss, resolution, root, sets, epochs, seed, device, name, tag)
         if skip_bad_images:
             cfg = cfg.with_overrides(skip_bad_images=True)
@@ -244,6 +247,16 @@ def run(
     if result.status == "stopped":
         info(f"stopped: run the same command (or `ctxsim retry {jid}` for a worker) to resume")
         raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _weights_value(value: str) -> str:
+    """``--backbone-weights``: imagenet / none, or a local file (made absolute; it must exist)."""
+    if value.lower() in ("imagenet", "none"):
+        return value.lower()
+    p = Path(value).expanduser()
+    if not p.is_file():
+        fail(f"--backbone-weights: no such file {value!r} (give a ResNet-50 state dict .pth, 'imagenet' or 'none')")
+    return str(p.absolute())
 
 
 def _finished(run_dir: Path) -> bool:

@@ -162,3 +162,17 @@ def test_eval_grid_writes_a_retrieval_picture(tmp_path):
     assert json.loads(e.stdout)["grid"] == str(png)
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size == grid_size(3, 4)
+
+
+def test_backbone_weights_option(tmp_path):
+    bad = runner.invoke(app, ["run", "-d", "digits", "-l", "hybrid", "--backbone-weights", str(tmp_path / "no.pth")])
+    assert bad.exit_code == 2 and "no.pth" in bad.output
+    r = runner.invoke(app, ["run", "-d", "digits", "-l", "hybrid", "--backbone-weights", "none", "--detach", "--json"])
+    assert r.exit_code == 0, r.output
+    from ctxsim.registry.db import open_registry
+    from ctxsim.registry.queries import job_detail
+
+    reg = open_registry()
+    cfg = json.loads(job_detail(reg, json.loads(r.stdout)["id"])["config_json"])
+    assert cfg["model"]["backbone_weights"] is None
+    reg.dispose()
