@@ -354,32 +354,13 @@ class _ProgressSink:
 
 
 def _run_recorded(reg: Any, cfg: dict[str, Any], extra: Optional[EventSink]) -> tuple[int, ToyRun]:
-    """Queues the toy config as a foreground job, claims it and runs it here, recorded in the registry."""
-    import socket
-
+    """Queues the toy config as a foreground job and runs it here through the runner's foreground
+    path (claim, heartbeat, registry sink + events.jsonl, done/failed), like any recorded run."""
     from ctxsim.registry import jobs
+    from ctxsim.runner.job import run_foreground
 
-    name = f"toy-{cfg['loss']}"
-    jid = jobs.enqueue(reg, cfg, name=name, tags=["toy"], executor=jobs.FOREGROUND, force=True)
-    worker = f"toy:{socket.gethostname()}:{os.getpid()}"
-    claimed = jobs.claim(reg, worker, job_id=jid)
-    if claimed is None:  # someone else took it (cannot happen for a fresh foreground job)
-        raise jobs.JobStateError(f"toy job {jid} could not be claimed")
-    fin = dict(attempt=claimed.attempt, worker_id=worker)
-    sink = None
-    try:
-        sink = recorded_sink(reg, jid, claimed.run_dir, extra)
-        run = run_toy_job(cfg, sink, claimed.run_dir)
-        sink.close()
-    except BaseException as e:
-        try:
-            if sink is not None:
-                sink.close()
-        finally:
-            jobs.finish(reg, jid, "failed", exit_code=1, error=f"{type(e).__name__}: {str(e).strip()[:300]}", **fin)
-        raise
-    jobs.finish(reg, jid, "done", exit_code=0, **fin)
-    return jid, run
+    jid = jobs.enqueue(reg, cfg, name=f"toy-{cfg['loss']}", tags=["toy"], executor=jobs.FOREGROUND, force=True)
+    return jid, run_foreground(reg, jid, extra_sink=extra)
 
 
 def recorded_sink(reg: Any, job_id: int, run_dir: str | os.PathLike, extra: Optional[EventSink] = None) -> EventSink:
