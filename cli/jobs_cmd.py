@@ -81,8 +81,8 @@ def build_grid(datasets: str, losses: str, resolutions: str, seeds: Optional[str
     """The cartesian product of a sweep: [(validated RunConfig, its --set assignments)].
 
     Raises ConfigError on any unknown dataset, loss, key or bad value (before anything is written)."""
+    from ctxsim.cli.run_cmd import build_run_config
     from ctxsim.errors import ConfigError
-    from ctxsim.train.recipes import recipe
 
     set_axes = []
     for a in sets:
@@ -99,18 +99,7 @@ def build_grid(datasets: str, losses: str, resolutions: str, seeds: Optional[str
         raise ConfigError("--dataset, --loss and --resolution each need at least one value")
     cfgs = []
     for ds, loss, res, seed, *assign in itertools.product(ds_list, loss_list, res_list, seed_list, *set_axes):
-        cfg = recipe(ds, loss, res)
-        over = {}
-        if seed is not None:
-            over["seed"] = seed
-        if epochs is not None:
-            over["epochs"] = epochs
-        if root is not None:
-            over["root"] = root
-        if over:
-            cfg = cfg.with_overrides(**over)
-        if assign:
-            cfg = cfg.with_sets(list(assign))
+        cfg = build_run_config(ds, loss, res, root=root, sets=list(assign), epochs=epochs, seed=seed)
         cfgs.append((cfg.validate() if hasattr(cfg, "validate") else cfg, list(assign)))
     return cfgs
 
