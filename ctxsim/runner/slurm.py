@@ -18,8 +18,9 @@ Who does what:
   OOM kill, a final TIMEOUT/PREEMPTED) is put back in the queue by the poller and resumes from its
   last checkpoint on a new submission (NODE_FAIL/PREEMPTED/TIMEOUT do not count as an attempt).
 
-The registry URL never goes into submitit's pickles with its password: the task reads ``$CTXSIM_DB``
-(Slurm exports the submitter's environment) or authenticates through ``~/.pgpass``.
+The registry URL never goes into submitit's pickles with its password: a URL without one travels and
+is used as is; one with a password is left out, and the task reads ``$CTXSIM_DB`` (Slurm exports the
+submitter's environment) or authenticates through ``~/.pgpass``.
 """
 
 from __future__ import annotations
@@ -196,7 +197,8 @@ class SlurmTask:
         return d
 
     def _registry(self) -> Registry:
-        url = os.environ.get("CTXSIM_DB") or self.db_url
+        # the worker's own URL when it could travel (no password); else the node's $CTXSIM_DB
+        url = self.db_url or os.environ.get("CTXSIM_DB")
         return open_registry(url, create=False)
 
     def __call__(self) -> int:
