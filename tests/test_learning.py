@@ -10,9 +10,11 @@ from conftest import require
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-# Conservative: measured gains over the untrained network are +0.05..+0.09 MAP@R on fashion-mnist
-# (hybrid, seeds 0-2) and +0.4 on the digits training classes; see the README's learning table.
-LEARN_MARGIN = 0.03
+# Conservative margins from benchmarks/learning.py (recipe fashion-mnist/hybrid, arch tiny_spatial, seeds
+# 0-2): MAP@R on the unseen classes 0.492-0.501 vs raw pixels 0.471 (+0.02..+0.03) and vs the untrained
+# network 0.46 (+0.03..+0.04). digits: training-class MAP@R +0.035 (seeds 0-2); unseen classes ~ untrained.
+PIXEL_MARGIN = 0.01
+LEARN_MARGIN = 0.015
 
 
 @pytest.fixture(autouse=True)
@@ -47,27 +49,27 @@ def _fashion_available() -> bool:
         return False
 
 
-def test_fashion_mnist_hybrid_beats_the_untrained_network():
-    """Unseen classes 5-9 (5,000 t10k images). Raw pixels stay ahead of this tiny CNN trained on five
-    classes (measured: MAP@R 0.40 vs 0.471; the issue hoped for more), so the pixel figure is
-    checked as a reproduced baseline and the trained model must clearly beat the untrained one."""
+def test_fashion_mnist_hybrid_beats_raw_pixels_and_the_untrained_network():
+    """Unseen classes 5-9 (5,000 t10k images), MAP@R: the trained recipe beats both raw L2-normalised pixels
+    (the issue's figures R@1 0.908, MAP@R 0.471, reproduced) and the untrained network of the same seed."""
     require(_fashion_available(), "fashion-mnist files are missing (apt-get install dataset-fashion-mnist)")
     from ctxsim.train import fit, recipe
 
     cfg = recipe("fashion-mnist", "hybrid", 256).with_overrides(device="cpu", seed=0, num_workers=0)
     raw, untrained = _baselines(cfg)
-    assert raw["MAP@R"] == pytest.approx(0.4706, abs=2e-3)  # the issue's figures: R@1 0.908, MAP@R 0.471
+    assert raw["MAP@R"] == pytest.approx(0.4706, abs=2e-3)
     assert raw["R@1"] == pytest.approx(0.908, abs=2e-3)
     res = fit(cfg)
     m = res.metrics["MAP@R"]
+    assert m > raw["MAP@R"] + PIXEL_MARGIN, (res.metrics, raw)
     assert m > untrained["MAP@R"] + LEARN_MARGIN, (res.metrics, untrained)
-    assert res.metrics["RP"] > untrained["RP"] + LEARN_MARGIN, (res.metrics, untrained)
+    assert res.metrics["R@1"] > raw["R@1"], (res.metrics, raw)
 
 
-def test_digits_hybrid_fits_its_training_classes(tmp_path):
-    """digits (under a minute): retrieval among the training classes 0-4 (un-augmented images) rises far
-    above the untrained network's. Transfer to the unseen digits 5-9 is not asserted: with five 8x8
-    training classes the trained embedding retrieves them worse than the untrained one (measured)."""
+def test_digits_hybrid_fits_its_training_classes_without_losing_the_unseen_ones(tmp_path):
+    """digits (seconds): retrieval among the training classes 0-4 (un-augmented images) rises above the
+    untrained network's, and the unseen digits 5-9 stay near the untrained/raw-pixel level (measured:
+    0.60-0.61 vs untrained 0.61-0.62; the old globally pooled recipe collapsed them to ~0.3)."""
     from types import SimpleNamespace
 
     from ctxsim.data import build_data
@@ -79,9 +81,26 @@ def test_digits_hybrid_fits_its_training_classes(tmp_path):
     seen = SimpleNamespace(query=plain.train, gallery=None, ks=plain.ks)
     seed_everything(cfg.seed)
     before = evaluate(build_run_model(cfg, plain.in_channels), seen, "cpu", batch_size=512)
+    _, untrained = _baselines(cfg)
     res = fit(cfg, run_dir=tmp_path)
     assert res.status == "done"
     model, _ = load_checkpoint_model(tmp_path / "checkpoint.pt")
     after = evaluate(model, seen, "cpu", batch_size=512)
-    assert after["MAP@R"] > before["MAP@R"] + 0.2, (before, after)
-    assert after["R@1"] > 0.9, after
+    assert after["MAP@R"] > before["MAP@R"] + LEARN_MARGIN, (before, after)
+    assert after["R@1"] > 0.95, after
+    assert res.metrics["MAP@R"] > untrained["MAP@R"] - 0.05, (res.metrics, untrained)
+    assert res.metrics["MAP@R"] > 0.5, res.metrics
+
+
+def test_tiny_spatial_trunk_shapes():
+    """tiny_spatial: a 4x4 conv grid (64 channels) + a 14x14 pixel path, flattened; any input size from 4x4."""
+    from ctxsim.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("tiny_spatial", pooling="avg", embedding_size=16, in_channels=1, bn_mode="eval_stats").eval()
+    assert model.feature_dim == 64 * 16 + 196
+    for size in (8, 28):
+        with torch.no_grad():
+            out = model(torch.randn(3, 1, size, size))
+        assert out.shape == (3, 16)
+        assert torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)

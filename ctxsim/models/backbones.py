@@ -18,7 +18,7 @@ from ctxsim.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("resnet50", "tiny")
+ARCHS = ("resnet50", "tiny", "tiny_spatial")
 # Set CTXSIM_OFFLINE=1 to never try to download ImageNet weights.
 OFFLINE_ENV = "CTXSIM_OFFLINE"
 
@@ -51,9 +51,7 @@ class TinyTrunk(nn.Module):
     Works for inputs from 4x4 up (digits 8x8, fashion-mnist 28x28, synthetic images).
     """
 
-    feature_dim = 128
-
-    def __init__(self, in_channels: int = 1):
+    def __init__(self, in_channels: int = 1, widths: tuple = (32, 64, 128)):
         super().__init__()
 
         def stage(cin: int, cout: int) -> nn.Sequential:
@@ -63,15 +61,40 @@ class TinyTrunk(nn.Module):
                 nn.ReLU(inplace=True),
             )
 
-        self.stage1 = stage(in_channels, 32)
+        w1, w2, w3 = (int(w) for w in widths)
+        self.stage1 = stage(in_channels, w1)
         self.pool1 = nn.MaxPool2d(2, ceil_mode=True)
-        self.stage2 = stage(32, 64)
+        self.stage2 = stage(w1, w2)
         self.pool2 = nn.MaxPool2d(2, ceil_mode=True)
-        self.stage3 = stage(64, 128)
+        self.stage3 = stage(w2, w3)
+        self.feature_dim = w3
         self.in_channels = in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stage3(self.pool2(self.stage2(self.pool1(self.stage1(x)))))
+
+
+class TinySpatialTrunk(nn.Module):
+    """Small-image trunk that keeps where things are: the tiny conv stages (32, 64, 64 channels, two
+    2x2 max-pools), their map average-pooled to ``grid`` x ``grid`` and flattened, concatenated with a
+    pixel path (the input average-pooled to ``pixel_grid`` x ``pixel_grid``, flattened).
+
+    Output [B, feature_dim, 1, 1], so the head's global pooling is the identity. The pixel path makes
+    the untrained embedding a random projection of (normalised) pixels plus random conv features, so
+    training starts near raw-pixel retrieval instead of far below it.
+    """
+
+    def __init__(self, in_channels: int = 1, grid: int = 4, pixel_grid: int = 14, width: int = 32):
+        super().__init__()
+        self.trunk = TinyTrunk(in_channels, widths=(width, 2 * width, 2 * width))
+        self.grid, self.pixel_grid = int(grid), int(pixel_grid)
+        self.feature_dim = 2 * width * self.grid ** 2 + in_channels * self.pixel_grid ** 2
+        self.in_channels = in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = nn.functional.adaptive_avg_pool2d(self.trunk(x), self.grid).flatten(1)
+        pix = nn.functional.adaptive_avg_pool2d(x, self.pixel_grid).flatten(1)
+        return torch.cat([conv, pix], dim=1)[:, :, None, None]
 
 
 def build_trunk(arch: str, in_channels: int) -> nn.Module:
@@ -82,6 +105,8 @@ def build_trunk(arch: str, in_channels: int) -> nn.Module:
         return ResNet50Trunk(in_channels)
     if arch == "tiny":
         return TinyTrunk(in_channels)
+    if arch == "tiny_spatial":
+        return TinySpatialTrunk(in_channels)
     raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
 
 
