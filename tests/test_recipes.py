@@ -198,6 +198,6 @@ def test_small_data_recipes():
     for d in ("fashion-mnist", "digits", "synthetic"):
         for r in (224, 256):
             c = recipe(d, "hybrid", r)
-            assert c.model.arch == "tiny" and c.model.backbone_weights is None
+            assert c.model.arch in ("tiny", "tiny_spatial") and c.model.backbone_weights is None
             assert c.convention == str(r)
             assert c.optimizer == ("adamw" if r == 224 else "adam")

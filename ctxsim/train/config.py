@@ -16,7 +16,7 @@ from typing import Any, Literal, Optional
 
 from ctxsim.errors import ConfigError
 
-ARCHS = ("resnet50", "tiny")
+ARCHS = ("resnet50", "tiny", "tiny_spatial")  # keep in sync with ctxsim.models.backbones.ARCHS
 POOLINGS = ("gem", "max", "avg", "avgmax")
 BOTTLENECKS = ("identity", "linear")
 BN_MODES = ("none", "eval_stats", "freeze")
