@@ -31,7 +31,7 @@ STATUS_STYLE = {
 RUN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("id", "ID"), ("name", "Name"), ("dataset", "Dataset"), ("loss", "Loss"), ("res", "Res"),
     ("status", "Status"), ("progress", "Epoch"), ("last_loss", "Last loss"), ("best", "Best R@1"),
-    ("delta", "Δ paper"), ("gpu", "GPU"), ("elapsed", "Elapsed"),
+    ("delta", "Δ paper"), ("gpu", "Host:GPU"), ("elapsed", "Elapsed"),
 )
 
 
@@ -109,6 +109,12 @@ def paper_key(job: dict[str, Any], metric: str = "R@1") -> tuple:
     return (job["dataset"], job["loss"], job.get("resolution"), metric)
 
 
+def where_running(job: dict[str, Any]) -> str:
+    """Where a job runs or ran: ``host:gpus`` (``host`` for a CPU job, ``:gpus`` if no host yet)."""
+    host, gpus = job.get("worker_host") or "", job.get("gpus") or ""
+    return f"{host}:{gpus}" if gpus else host
+
+
 def run_row(job: dict[str, Any], paper: dict[tuple, dict[str, Any]], now: datetime,
             stale_after_s: float = DEFAULT_STALE_AFTER_S) -> RunRow:
     """Formats a ``queries.runs_table`` dict into a RunRow (paper: ``queries.paper_numbers``)."""
@@ -138,7 +144,7 @@ def run_row(job: dict[str, Any], paper: dict[tuple, dict[str, Any]], now: dateti
         "last_loss": fmt_float(last_loss),
         "best": f"{best:.1f} @{r1['best_step']}" if best is not None else "",
         "delta": fmt_delta(delta),
-        "gpu": job.get("gpus") or "",
+        "gpu": where_running(job),
         "elapsed": fmt_duration(el),
     }
     none_last = float("-inf")
@@ -149,7 +155,7 @@ def run_row(job: dict[str, Any], paper: dict[tuple, dict[str, Any]], now: dateti
         "last_loss": last_loss if last_loss is not None else none_last,
         "best": best if best is not None else none_last,
         "delta": delta if delta is not None else none_last,
-        "gpu": job.get("gpus") or "", "elapsed": el or 0.0,
+        "gpu": where_running(job), "elapsed": el or 0.0,
     }
     search = " ".join([str(job["id"]), name, job["dataset"], job["loss"], str(job.get("resolution") or ""),
                        status, " ".join(job.get("tags") or [])]).lower()

@@ -215,3 +215,12 @@ def test_cli_tui_serve_binds_loopback_only(tmp_path):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_where_running_shows_host_and_gpus():
+    from ctxsim.tui.format import where_running
+
+    assert where_running({"worker_host": "node-a", "gpus": "0,1"}) == "node-a:0,1"
+    assert where_running({"worker_host": "node-b", "gpus": None}) == "node-b"
+    assert where_running({"worker_host": None, "gpus": "2"}) == ":2"
+    assert where_running({}) == ""
