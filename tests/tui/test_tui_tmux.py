@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -105,3 +106,90 @@ def test_tmux_live_dashboard(tmux_bin, tmp_path):
             writer.kill()
             writer.wait(10)
         subprocess.run([tmux_bin, "-S", str(tmp_path / "tmux.sock"), "kill-server"], capture_output=True)
+
+
+def _alt(lo: int, hi: int) -> str:
+    """A regex alternation of the integers lo..hi."""
+    return "|".join(str(k) for k in range(lo, hi + 1))
+
+
+@pytest.mark.slow
+def test_tmux_dashboard_real_tiny_job(tmux_bin, tmp_path):
+    """Issue 6 end to end: a real synthetic training job, queued in a fresh registry and run by a
+    real worker subprocess, is followed live by ``ctxsim tui`` in tmux until it is done."""
+    db = tmp_path / "real.db"
+    # 30 batches an epoch: about 1 s per epoch on an idle 2-core machine (~15 s with start-up), several
+    # times longer under load, which only gives the live checks more time; only the final wait scales with it
+    epochs = 12
+    queued = subprocess.run(
+        [sys.executable, "-m", "ctxsim.cli.main", "run", "-d", "synthetic", "-l", "hybrid", "--epochs", str(epochs),
+         "--set", "sampler.num_batches=30", "--name", "tiny-live",
+         "--run-dir", str(tmp_path / "run"), "--detach", "--json", "--db", str(db)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert queued.returncode == 0, queued.stderr
+    assert '"status": "queued"' in queued.stdout, queued.stdout
+
+    sock = tmp_path / "tmux.sock"
+    pane = Pane(tmux_bin, sock)
+    env_cmd = f"env -i PATH={os.environ['PATH']} HOME={tmp_path} TERM=xterm-256color PS1='$ ' bash --norc --noprofile"
+    pane("new-session", "-d", "-s", "t", "-x", "150", "-y", "45", env_cmd)
+    worker = None
+    worker_log = open(tmp_path / "worker.log", "w")
+    try:
+        pane("send-keys", "-t", "t", f"cd {tmp_path} && {sys.executable} -m ctxsim.cli.main tui --db {db} --poll 0.3",
+             "Enter")
+        pane.wait_for(r"tiny-live", timeout=60)  # the queued job is listed before any worker runs
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "ctxsim.cli.main", "worker", "--once", "--gpus", "", "--poll", "0.2", "--db", str(db)],
+            cwd=tmp_path, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"})  # the job shares 2 cores with the TUI and tmux
+        # the runs table shows the real epoch counter moving while the job runs
+        first = int(pane.wait_for(rf"tiny-live.*?\s({_alt(1, epochs - 1)})/{epochs}\s", timeout=120).group(1))
+        later = int(pane.wait_for(rf"tiny-live.*?\s({_alt(first + 1, epochs)})/{epochs}\s",
+                                  timeout=120).group(1))
+        assert first < later <= epochs
+        # the detail view while it runs: the point counter grows and the drawn curve changes
+        pane("send-keys", "-t", "t", "Enter")
+        pane.wait_for(r"loss \(total and terms\)", timeout=30)
+        m1 = pane.wait_for(r"(\d+) points", timeout=30)
+        plot1, n1 = pane.capture(), int(m1.group(1))
+        deadline = time.monotonic() + 120
+        n2, plot2 = n1, plot1
+        while time.monotonic() < deadline and n2 <= n1:
+            time.sleep(0.3)
+            plot2 = pane.capture()
+            m = re.search(r"(\d+) points", plot2)
+            n2 = int(m.group(1)) if m else n1
+        assert n2 > n1, f"job finished or stalled before the detail view saw new points:\n{plot2}"
+
+        def body(text: str) -> list[str]:
+            return [ln for ln in text.splitlines() if "┤" in ln or "│" in ln]
+
+        assert body(plot1) != body(plot2)
+        pane("send-keys", "-t", "t", "3")  # log tab follows the job's stdout.log written by the worker
+        pane.wait_for(r"ctxsim job 1 attempt 1", timeout=30)
+        # the job finishes: the worker exits (it was started with --once) and the table says done
+        assert worker.wait(timeout=300) == 0, (tmp_path / "worker.log").read_text()
+        # back to the runs table (BSpace: a lone Escape followed by "q" would read as alt+q)
+        pane("send-keys", "-t", "t", "BSpace")
+        pane.wait_for(r"\A(?![\s\S]*Curves \[1\])[\s\S]*Dataset", timeout=30)
+        pane.wait_for(rf"tiny-live.*?\s{epochs}/{epochs}\s.*\bdone\b|tiny-live.*\bdone\b.*?\s{epochs}/{epochs}\s",
+                      timeout=30)
+        pane("send-keys", "-t", "t", "q")
+        pane.wait_for(r"(?m)^\$\s*\Z", timeout=30)  # the shell prompt is back
+        flags = pane("display-message", "-p", "-t", "t",
+                     "#{alternate_on} #{mouse_any_flag} #{mouse_button_flag} #{mouse_sgr_flag} #{cursor_flag}").split()
+        assert flags[:4] == ["0", "0", "0", "0"], flags  # alt screen and mouse modes off
+        assert flags[4] == "1", flags  # cursor shown again
+        after = pane.capture()
+        assert "tiny-live" not in after and "points" not in after and "┤" not in after, after
+    finally:
+        if worker is not None and worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)  # the worker stops its job's process group
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait(10)
+        worker_log.close()
+        subprocess.run([tmux_bin, "-S", str(sock), "kill-server"], capture_output=True)
