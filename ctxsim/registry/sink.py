@@ -64,13 +64,17 @@ def write_points(reg: Registry, s: Session, job_id: int, points: list[tuple[str,
     if not batch:
         return
     pts = list(batch.values())
-    if reg.is_postgres:  # one statement with array parameters: no per-row round trip
-        conn.exec_driver_sql(
-            "INSERT INTO metrics (job_id, key, step, value, time) SELECT * FROM unnest("
-            "%s::integer[], %s::varchar[], %s::integer[], %s::float8[], %s::float8[]) ON CONFLICT DO NOTHING",
-            ([job_id] * len(pts), [p[0] for p in pts], [int(p[1]) for p in pts], [float(p[2]) for p in pts],
-             [float(p[3]) for p in pts]),
-        )
+    if reg.is_postgres:
+        # COPY into a per-session temp table (emptied at commit), then one INSERT ... ON CONFLICT:
+        # COPY's row writer is several times faster than adapting parameter arrays in Python.
+        with conn.connection.driver_connection.cursor() as cur:
+            cur.execute("CREATE TEMP TABLE IF NOT EXISTS ctxsim_points_in (job_id integer, key varchar(64), "
+                        "step integer, value float8, time float8) ON COMMIT DELETE ROWS")
+            with cur.copy("COPY ctxsim_points_in (job_id, key, step, value, time) FROM STDIN") as cp:
+                for k, st, v, tm in pts:
+                    cp.write_row((job_id, k, int(st), float(v), float(tm)))
+            cur.execute("INSERT INTO metrics (job_id, key, step, value, time) "
+                        "SELECT job_id, key, step, value, time FROM ctxsim_points_in ON CONFLICT DO NOTHING")
     else:
         on_conflict = " ON CONFLICT DO NOTHING" if reg.is_sqlite else ""
         conn.exec_driver_sql(
@@ -112,7 +116,7 @@ def _fold_summaries(reg: Registry, conn: Any, job_id: int, points: list[tuple[st
 class RegistrySink:
     """EventSink writing a job's metric points, summaries, progress and lifecycle to the registry."""
 
-    def __init__(self, reg: Registry, job_id: int, flush_every_s: float = 1.0, flush_every_n: int = 500) -> None:
+    def __init__(self, reg: Registry, job_id: int, flush_every_s: float = 1.0, flush_every_n: int = 2000) -> None:
         self.reg = reg
         self.job_id = job_id
         self.flush_every_s = flush_every_s
