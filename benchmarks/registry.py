@@ -8,7 +8,7 @@ for rates, reference / ours for latencies, so > 1 means ours is better):
   ours is the one-statement UPDATE ... WHERE id=(SELECT ...) RETURNING.
 - ingestion: one ORM Metric row per point and a commit per step (what the sink avoids).
 - runs table: best R@1 / last loss aggregated from the metrics table (no summaries); ours: the
-  shared ``runs_table`` (ORM), ``runs_table_since`` (Core) and its incremental poll.
+  shared ``runs_table`` (Core reads) and its incremental poll (``updated_since``).
 - one run's curves: the same query with the (job, key, step) index disabled (``NOT INDEXED``).
 
 Peak memory is the benchmark process's max RSS after each stage. Usage:
@@ -231,7 +231,7 @@ def bench_queries(url: str, reference_runs: bool = True) -> dict[str, tuple[floa
     from sqlalchemy import text
 
     from ctxsim.registry.db import open_registry
-    from ctxsim.registry.queries import metric_series, metric_series_fast, runs_table, runs_table_since
+    from ctxsim.registry.queries import metric_series, runs_table
 
     reg = open_registry(url)
     job = _ids(reg)[len(_ids(reg)) // 2]["id"]
@@ -244,12 +244,11 @@ def bench_queries(url: str, reference_runs: bool = True) -> dict[str, tuple[floa
                            "WHERE key IN ('R@1', 'MAP@R', 'train/loss') GROUP BY job_id, key")).all()
 
     ref = _median_ms(ref_table, 2) if reference_runs else float("nan")
-    out["runs table, full: runs_table (ORM)"] = (_median_ms(lambda: runs_table(reg)), ref)
-    full = runs_table_since(reg)
-    out["runs table, full: runs_table_since (Core)"] = (_median_ms(lambda: runs_table_since(reg)), ref)
+    full = runs_table(reg)
+    out["runs table, full: runs_table"] = (_median_ms(lambda: runs_table(reg)), ref)
     since = max(r["updated_at"] for r in full)
     out["runs table, incremental poll (updated_since)"] = (
-        _median_ms(lambda: runs_table_since(reg, updated_since=since)), ref)
+        _median_ms(lambda: runs_table(reg, updated_since=since)), ref)
 
     keys = ["train/loss", "R@1", "MAP@R"]
 
@@ -260,11 +259,10 @@ def bench_queries(url: str, reference_runs: bool = True) -> dict[str, tuple[floa
 
     ref = _median_ms(ref_curves, 2) if reference_runs else float("nan")
     out["one run's curves (3 keys): metric_series"] = (_median_ms(lambda: metric_series(reg, job, keys)), ref)
-    out["one run's curves (3 keys): metric_series_fast"] = (_median_ms(lambda: metric_series_fast(reg, job, keys)), ref)
     pts = metric_series(reg, job, keys)
     since_step = {k: v[-1][0] - 5 for k, v in pts.items()}
     out["one run's curves, incremental poll (since_step)"] = (
-        _median_ms(lambda: metric_series_fast(reg, job, keys, since_step=since_step)), ref)
+        _median_ms(lambda: metric_series(reg, job, keys, since_step=since_step)), ref)
     reg.dispose()
     return out
 

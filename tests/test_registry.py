@@ -336,8 +336,8 @@ def test_postgres_queue_and_sink(pg_url):
         reg.dispose()
 
 
-def test_runs_table_since_matches_and_polls_incrementally(registry):
-    from ctxsim.registry.queries import metric_series_fast, runs_table, runs_table_since
+def test_runs_table_polls_incrementally(registry):
+    from ctxsim.registry.queries import runs_table
 
     a = jobs.enqueue(registry, probe_config(label="a"), tags=["t"])
     b = jobs.enqueue(registry, probe_config(label="b"))
@@ -345,11 +345,11 @@ def test_runs_table_since_matches_and_polls_incrementally(registry):
     _steps(sink, 1, 5)
     sink.emit(Event("eval", {"epoch": 1, "metrics": {"R@1": 0.5}}))
     sink.close()
-    full = runs_table_since(registry)
+    full = runs_table(registry)
     assert full == runs_table(registry) and all("updated_at" in r for r in full)
     assert full[1]["summaries"]["R@1"]["best"] == 0.5 and full[1]["tags"] == ["t"]
     since = max(r["updated_at"] for r in full)
-    assert runs_table_since(registry, updated_since=since) == []
+    assert runs_table(registry, updated_since=since) == []
     import time as _t
 
     _t.sleep(0.01)
@@ -357,8 +357,7 @@ def test_runs_table_since_matches_and_polls_incrementally(registry):
     sink = RegistrySink(registry, a)
     _steps(sink, 6, 7)
     sink.close()
-    changed = runs_table_since(registry, updated_since=since)
+    changed = runs_table(registry, updated_since=since)
     assert [r["id"] for r in changed] == [a] and changed[0]["last_step"] == 7 and b not in [r["id"] for r in changed]
-    assert metric_series_fast(registry, a) == metric_series(registry, a)
-    assert metric_series_fast(registry, a, ["train/loss"], since_step={"train/loss": 5}) == {
+    assert metric_series(registry, a, ["train/loss"], since_step={"train/loss": 5}) == {
         "train/loss": metric_series(registry, a, ["train/loss"])["train/loss"][5:]}

@@ -314,11 +314,3 @@ def runs_changes(
         if metric_id_after is not None and max_mid is not None and max_mid > metric_id_after:
             changed |= set(s.scalars(select(Metric.job_id).where(Metric.id > metric_id_after).distinct()))
     return {"ids": ids, "running": running, "changed": changed, "updated_at": max_upd, "metric_id": max_mid}
-
-
-def runs_table_since(reg: Registry, updated_since: Optional[Any] = None, **filters: Any) -> list[dict[str, Any]]:
-    """``runs_table`` restricted to the jobs changed after ``updated_since`` (kept for callers)."""
-    return runs_table(reg, updated_since=updated_since, **filters)
-
-
-metric_series_fast = metric_series
