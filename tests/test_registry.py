@@ -361,3 +361,17 @@ def test_runs_table_polls_incrementally(registry):
     assert [r["id"] for r in changed] == [a] and changed[0]["last_step"] == 7 and b not in [r["id"] for r in changed]
     assert metric_series(registry, a, ["train/loss"], since_step={"train/loss": 5}) == {
         "train/loss": metric_series(registry, a, ["train/loss"])["train/loss"][5:]}
+
+
+def test_done_event_records_how_the_model_was_selected(registry):
+    from ctxsim.registry.queries import job_event_messages
+    from ctxsim.report.compare import _parse_done, selected_on_test
+
+    jid = jobs.enqueue(registry, probe_config(label="sel"))
+    sink = RegistrySink(registry, jid)
+    sink.emit(Event("done", {"metrics": {"R@1": 0.5}, "selected": "best", "selected_on": "test", "best_epoch": 3}))
+    sink.close()
+    (msg,) = job_event_messages(registry, [jid], "done")[jid]
+    assert "selected=best" in msg and "selected_on=test" in msg and "best_epoch=3" in msg
+    done, exact = _parse_done([msg])
+    assert selected_on_test(done) and done["metrics"] == {"R@1": 0.5} and not exact

@@ -195,7 +195,10 @@ def _describe(event: Event) -> str:
         return f"epoch {d.get('epoch')}: {d.get('path')}"
     if event.kind == "done":
         m = d.get("metrics") or {}
-        return " ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, (int, float))) or "done"
+        parts = [f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, (int, float))]
+        # how the reported model was chosen, so `compare` can mark test-set selection from the registry
+        parts += [f"{k}={d[k]}" for k in ("selected", "selected_on", "best_epoch") if d.get(k) is not None]
+        return " ".join(parts) or "done"
     if event.kind == "failed":
         return str(d.get("error", ""))
     if event.kind == "stopped":
