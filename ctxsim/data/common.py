@@ -51,17 +51,22 @@ def sha256_file(path: os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _split_lines(path: os.PathLike) -> List[str]:
+    """The lines of a split file, or a DataError naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+    except OSError as e:
+        raise DataError(f"cannot read split file {path}: {e.strerror or e}") from None
+
+
 def read_space_split(path: os.PathLike) -> Tuple[List[str], np.ndarray, np.ndarray]:
     """Reads a reference list ``image_id class_id super_class_id path`` (header optional).
 
     Returns (relative paths, class ids, super class ids) exactly as written in the file (seed-spec §4.2).
     """
     paths, cls, sup = [], [], []
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise DataError(f"cannot read split file {path}: {e.strerror or e}") from None
+    lines = _split_lines(path)
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -85,11 +90,7 @@ def read_comma_split(path: os.PathLike) -> Tuple[List[str], np.ndarray, np.ndarr
     Returns (relative paths, class ids, super labels).
     """
     paths, cls, sup = [], [], []
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise DataError(f"cannot read split file {path}: {e.strerror or e}") from None
+    lines = _split_lines(path)
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue

@@ -49,6 +49,7 @@ from ctxsim.registry.db import Registry, open_registry
 from ctxsim.registry.models import Job, JobEvent
 from ctxsim.runner.job import EXIT_DONE, EXIT_FAILED
 from ctxsim.runner.torchrun import torchrun_argv
+from ctxsim.runner.worker import _killpg
 
 log = logging.getLogger(__name__)
 
@@ -312,13 +313,6 @@ class SlurmTask:
 
 def _slurm_job_id() -> str:
     return os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or "?"
-
-
-def _killpg(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 # ---------------------------------------------------------------- the poller (login node)

@@ -45,6 +45,19 @@ class Pane:
         raise AssertionError(f"{pattern!r} never appeared; last pane:\n{text}")
 
 
+def _quit_leaves_terminal_clean(pane, marker: str) -> None:
+    """Presses q, then checks the prompt is back, alt screen and mouse modes are off, the cursor is
+    shown and no dashboard text (``marker``, point counter, plot axis) is left on the pane."""
+    pane("send-keys", "-t", "t", "q")
+    pane.wait_for(r"(?m)^\$\s*\Z", timeout=30)  # the shell prompt is back
+    flags = pane("display-message", "-p", "-t", "t",
+                 "#{alternate_on} #{mouse_any_flag} #{mouse_button_flag} #{mouse_sgr_flag} #{cursor_flag}").split()
+    assert flags[:4] == ["0", "0", "0", "0"], flags  # alt screen and mouse modes off
+    assert flags[4] == "1", flags  # cursor shown again
+    after = pane.capture()
+    assert marker not in after and "points" not in after and "┤" not in after, after
+
+
 def test_tmux_live_dashboard(tmux_bin, tmp_path):
     db = tmp_path / "live.db"
     reg = open_registry(db)
@@ -93,14 +106,7 @@ def test_tmux_live_dashboard(tmux_bin, tmp_path):
         assert body(plot1) != body(plot2)
         pane("send-keys", "-t", "t", "3")  # log tab follows stdout.log
         pane.wait_for(r"epoch \d/6 loss", timeout=30)
-        pane("send-keys", "-t", "t", "q")
-        pane.wait_for(r"(?m)^\$\s*\Z", timeout=30)  # the shell prompt is back
-        flags = pane("display-message", "-p", "-t", "t",
-                     "#{alternate_on} #{mouse_any_flag} #{mouse_button_flag} #{mouse_sgr_flag} #{cursor_flag}").split()
-        assert flags[:4] == ["0", "0", "0", "0"], flags  # alt screen and mouse modes off
-        assert flags[4] == "1", flags  # cursor shown again
-        after = pane.capture()
-        assert "Dataset" not in after and "points" not in after and "┤" not in after, after
+        _quit_leaves_terminal_clean(pane, "Dataset")
     finally:
         if writer is not None:
             writer.kill()
@@ -175,14 +181,7 @@ def test_tmux_dashboard_real_tiny_job(tmux_bin, tmp_path):
         pane.wait_for(r"\A(?![\s\S]*Curves \[1\])[\s\S]*Dataset", timeout=30)
         pane.wait_for(rf"tiny-live.*?\s{epochs}/{epochs}\s.*\bdone\b|tiny-live.*\bdone\b.*?\s{epochs}/{epochs}\s",
                       timeout=30)
-        pane("send-keys", "-t", "t", "q")
-        pane.wait_for(r"(?m)^\$\s*\Z", timeout=30)  # the shell prompt is back
-        flags = pane("display-message", "-p", "-t", "t",
-                     "#{alternate_on} #{mouse_any_flag} #{mouse_button_flag} #{mouse_sgr_flag} #{cursor_flag}").split()
-        assert flags[:4] == ["0", "0", "0", "0"], flags  # alt screen and mouse modes off
-        assert flags[4] == "1", flags  # cursor shown again
-        after = pane.capture()
-        assert "tiny-live" not in after and "points" not in after and "┤" not in after, after
+        _quit_leaves_terminal_clean(pane, "tiny-live")
     finally:
         if worker is not None and worker.poll() is None:
             os.killpg(worker.pid, signal.SIGTERM)  # the worker stops its job's process group
