@@ -27,9 +27,9 @@ def _fmt(values: list[float]) -> str:
 
 def run_dataset(dataset: str, seeds: list[int], losses: tuple[str, ...]) -> list[tuple[str, list, list, list]]:
     """Rows (method, MAP@R per seed, R@1 per seed, seconds per seed)."""
-    from ctxsim.eval import retrieval_metrics
+    from ctxsim.eval import evaluate_bundle, retrieval_metrics
     from ctxsim.train import fit, recipe
-    from ctxsim.train.engine import build_run_data, build_run_model, evaluate, seed_everything
+    from ctxsim.train.build import build_run_data, build_run_model, seed_everything
 
     base = recipe(dataset, "hybrid", 256).with_overrides(device="cpu", num_workers=0)
     data = build_run_data(base)
@@ -42,7 +42,7 @@ def run_dataset(dataset: str, seeds: list[int], losses: tuple[str, ...]) -> list
     for seed in seeds:
         t0 = time.perf_counter()
         seed_everything(seed)  # the initial weights fit() builds for this seed
-        u = evaluate(build_run_model(base.with_overrides(seed=seed), data.in_channels), data, "cpu", batch_size=512)
+        u = evaluate_bundle(build_run_model(base.with_overrides(seed=seed), data.in_channels), data, "cpu", batch_size=512)
         m_u.append(u["MAP@R"]), r_u.append(u["R@1"]), t_u.append(time.perf_counter() - t0)
     rows.append((f"untrained {base.model.arch}", m_u, r_u, t_u))
     for loss in losses:

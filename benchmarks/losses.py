@@ -1,5 +1,5 @@
 """Loss benchmark: forward+backward time and peak memory of every ctxsim loss, and the hybrid loss
-against a plain transcription of the reference formulas (seed-spec §1.2-1.4) in the same run.
+against a plain transcription of the reference formulas (reference-implementation §1.2-1.4) in the same run.
 
     python benchmarks/losses.py                      # B = 64,128,256; D = 512,2048; 1 thread
     python benchmarks/losses.py --batch 128 --dims 512 --losses hybrid,contrastive --reps 5
@@ -30,7 +30,7 @@ NUM_CLASSES = 100
 
 # ----------------------------------------------------------------------------- plain transcription
 class _PlainGreaterThan(torch.autograd.Function):
-    """1[x >= t]; backward slope 10 for x, -10 for t (written from seed-spec §1.2 step 3)."""
+    """1[x >= t]; backward slope 10 for x, -10 for t (written from reference-implementation §1.2 step 3)."""
 
     @staticmethod
     def forward(ctx, x, t):
@@ -43,7 +43,7 @@ class _PlainGreaterThan(torch.autograd.Function):
 
 
 def plain_contextual_similarity(S, k, eps):
-    """seed-spec §1.2 steps 1-10, one line per step, three matmuls."""
+    """reference-implementation §1.2 steps 1-10, one line per step, three matmuls."""
     D = (2.0 - 2.0 * S).clamp(min=0.0)
     top = (-D).topk(k)[0]
     N = _PlainGreaterThan.apply(-D + eps, top[:, -1:].detach())
@@ -59,7 +59,7 @@ def plain_contextual_similarity(S, k, eps):
 
 def plain_hybrid(embeddings, labels, lam=0.4, gamma=0.1, eps=0.05, pos_margin=0.75, neg_margin=0.6,
                  reg_sim=0.25, k=4):
-    """seed-spec §1.3-1.4, the 256 (main.py) weighting."""
+    """reference-implementation §1.3-1.4, the 256 (main.py) weighting."""
     f = F.normalize(embeddings.float(), dim=1)
     S = f @ f.T
     B = S.shape[0]
@@ -231,7 +231,7 @@ def main(argv=None) -> int:
                   + " | ".join(f"{r['peak_MiB']:.1f}" for r in sel) + " |")
     if cmp_rows:
         print()
-        print(f"hybrid (ctxsim) vs plain transcription of seed-spec §1.2-1.4, "
+        print(f"hybrid (ctxsim) vs plain transcription of reference-implementation §1.2-1.4, "
               f"best of {args.compare_reps} alternating forward+backward passes")
         print()
         print("| B | D | ctxsim ms | plain ms | ratio | ctxsim MiB | plain MiB | max |Δvalue| | max |Δgrad| |")

@@ -256,7 +256,8 @@ def bench_detail(reg, runs: int, repeat: int, out: dict) -> None:
     from ctxsim.registry import queries
     from ctxsim.registry.sink import RegistrySink
     from ctxsim.train.events import Event
-    from ctxsim.tui.data import SeriesCache, read_registry
+    from ctxsim.registry.db import read_registry
+    from ctxsim.tui.data import SeriesCache
 
     ro = read_registry(reg)
     job = runs  # a running job
@@ -308,11 +309,12 @@ def main() -> None:
     detail_peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.reset_peak()
     from ctxsim.registry import queries
-    from ctxsim.tui.data import read_registry
+    from ctxsim.registry.db import read_registry
+    from ctxsim.report import compare as reference_numbers
     from ctxsim.tui.format import run_row
 
     ro = read_registry(reg)
-    rows = [run_row(j, queries.paper_numbers(ro), NOW) for j in queries.runs_table(ro)]
+    rows = [run_row(j, reference_numbers.paper_numbers(ro), NOW) for j in queries.runs_table(ro)]
     runs_peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
     ro.dispose()

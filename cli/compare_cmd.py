@@ -18,6 +18,7 @@ from ctxsim.cli.common import (
     DbOption,
     console,
     fail,
+    fail_on,
     info,
     open_registry_or_exit,
     print_json,
@@ -43,7 +44,7 @@ def _wide_console():
 def _dataset(name: Optional[str]) -> Optional[str]:
     if name is None:
         return None
-    from ctxsim import DATASETS
+    from ctxsim.names import DATASETS
     from ctxsim.baselines import normalize_dataset
 
     ds = normalize_dataset(name)
@@ -56,12 +57,12 @@ def _loss(name: Optional[str]) -> Optional[str]:
     if name is None:
         return None
     from ctxsim.errors import ConfigError
-    from ctxsim.train.recipes import normalize_loss
+    from ctxsim.names import canonical_loss as normalize_loss
 
     try:
         return normalize_loss(name)
     except ConfigError as e:
-        fail(str(e))
+        fail_on(e)
 
 
 def baselines(
@@ -71,6 +72,7 @@ def baselines(
     kind: Annotated[Optional[list[str]], typer.Option("--kind", help="Only these provenance kinds (repeatable).")] = None,
     curves: Annotated[bool, typer.Option("--curves", help="Include the learning-curve rows (kind reference_log_curve).")] = False,
     import_file: Annotated[Optional[Path], typer.Option("--import", help="Validate and add the rows of a CSV file (columns resolution,dataset,method,metric,value,kind,source).")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="With --import: a row for a cell (resolution, dataset, method, metric, kind) that already has a different imported number replaces it (refused otherwise).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     db: Optional[str] = DbOption,
 ) -> None:
@@ -86,9 +88,9 @@ def baselines(
         from ctxsim.errors import CtxsimError
 
         try:
-            added, skipped = import_baselines(reg, read_baseline_file(import_file))
+            added, skipped = import_baselines(reg, read_baseline_file(import_file), replace=replace)
         except CtxsimError as e:  # a bad row: one line naming it, exit 2, nothing imported
-            fail(str(e))
+            fail_on(e)
         if as_json:
             print_json({"file": str(import_file), "added": added, "skipped": skipped})
         else:
@@ -124,26 +126,42 @@ def compare(
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     status: Annotated[Optional[list[str]], typer.Option("--status", help="Job statuses to include without ids (repeatable; default done).")] = None,
+    test: Annotated[Optional[tuple[str, str]], typer.Option("--test", help="A B: paired bootstrap of A - B in R@1 and MAP@R (job ids or groups like cub/hybrid/256).")] = None,
+    resamples: Annotated[int, typer.Option("--resamples", help="With --test: bootstrap resamples.")] = 10_000,
+    test_seed: Annotated[int, typer.Option("--test-seed", help="With --test: seed of the bootstrap's random draws.")] = 0,
+    table: Annotated[Optional[int], typer.Option("--table", help="224 or 256: the paper's table layout, published number and ours per cell.")] = None,
+    datasets: Annotated[Optional[str], typer.Option("--datasets", help="With --table: only these datasets (comma-separated).")] = None,
+    losses: Annotated[Optional[str], typer.Option("--losses", help="With --table: only these methods (comma-separated).")] = None,
     db: Optional[str] = DbOption,
 ) -> None:
-    """Runs' final and best metrics (mean ± std over seeds) against the paper's numbers, with deltas."""
+    """Runs' final and best metrics (mean ± std and 95% CI over seeds) against the paper's numbers,
+    with deltas for the runs that are comparable; --test A B for a paired significance test, --table
+    224|256 for the paper's table layout."""
     from ctxsim.registry.models import JOB_STATUSES
     from ctxsim.report.compare import NotFoundError, compare_rows, display_table, to_csv, to_json, to_markdown
 
     if as_json:
         fmt = Format.json
+    if test is not None and table is not None:
+        fail("give --test or --table, not both")
+    if test is not None:
+        _paired_test(test, resamples, test_seed, fmt, db)
+        return
+    if table is not None:
+        _paper_table(table, datasets, losses, (metric or ["R@1"])[0], fmt, db)
+        return
     ds, loss = _dataset(dataset), _loss(loss)
     for s in status or []:
         if s not in JOB_STATUSES:
             fail(f"unknown status {s!r} (one of: {', '.join(JOB_STATUSES)})")
     if resolution is not None and resolution <= 0:
         fail(f"resolution must be positive, not {resolution}")
-    reg = open_registry_or_exit(db)
+    reg = open_registry_or_exit(db, readonly=True)  # reads only
     try:
         rows = compare_rows(reg, ids=ids or None, dataset=ds, loss=loss, resolution=resolution,
                             metrics=metric or None, statuses=tuple(status) if status else ("done",))
     except NotFoundError as e:
-        fail(str(e), EXIT_NOT_FOUND)
+        fail_on(e)
     if not rows:
         info("no runs with evaluation metrics match" + ("" if ids else " (finished runs only; see --status)"))
     if fmt is Format.json:
@@ -173,6 +191,63 @@ def compare(
     sys.stdout.flush()
 
 
+def _csv_list(value: Optional[str]) -> Optional[list[str]]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _paired_test(test: tuple[str, str], resamples: int, seed: int, fmt: Format, db: Optional[str]) -> None:
+    from ctxsim.errors import CtxsimError
+    from ctxsim.report.compare import format_paired_test, paired_test
+
+    if resamples < 1:
+        fail(f"--resamples must be >= 1, not {resamples}")
+    if fmt not in (Format.table, Format.json):
+        fail("--test prints a table or --format json")
+    reg = open_registry_or_exit(db, readonly=True)  # reads only
+    try:
+        result = paired_test(reg, test[0], test[1], n_resamples=resamples, seed=seed)
+    except CtxsimError as e:
+        fail_on(e)
+    if fmt is Format.json:
+        print_json(result)
+        return
+    out = _wide_console()
+    for line in format_paired_test(result):
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+def _paper_table(table: int, datasets: Optional[str], losses: Optional[str], metric: str, fmt: Format,
+                 db: Optional[str]) -> None:
+    from ctxsim.errors import CtxsimError
+    from ctxsim.report.table import table_cells_text, table_data, table_markdown
+
+    reg = open_registry_or_exit(db, readonly=True)  # reads only
+    try:
+        data = table_data(reg, table, _csv_list(datasets), _csv_list(losses), metric=metric)
+    except CtxsimError as e:
+        fail_on(e)
+    if fmt is Format.json:
+        print_json(data)
+    elif fmt is Format.markdown:
+        sys.stdout.write(table_markdown(data))
+    elif fmt is Format.csv:
+        fail("--table prints a table, markdown or JSON")
+    else:
+        from rich.table import Table
+
+        header, lines, notes = table_cells_text(data)
+        t = Table(title=f"Table {data['resolution']}: {data['title']}, {data['metric']} (percent)")
+        for h in header:
+            t.add_column(h, justify="left" if h == "Method" else "right", overflow="fold")
+        for line in lines:
+            t.add_row(*line)
+        out = _wide_console()
+        out.print(t)
+        for n in notes:
+            out.print(n, highlight=False, soft_wrap=True)
+    sys.stdout.flush()
+
+
 def report(
     job_id: Annotated[Optional[int], typer.Argument(help="A job id.")] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Every finished run (or those matching --dataset/--loss).")] = False,
@@ -186,14 +261,14 @@ def report(
     if (job_id is None) == (not all_runs):
         fail("give one job id or --all")
     ds, loss = _dataset(dataset), _loss(loss)
-    reg = open_registry_or_exit(db)
+    reg = open_registry_or_exit(db, readonly=True)  # reads only
     from ctxsim.report.compare import NotFoundError
     from ctxsim.report.plots import write_report
 
     try:
         written = write_report(reg, out, ids=[job_id] if job_id is not None else None, dataset=ds, loss=loss)
     except NotFoundError as e:
-        fail(str(e), EXIT_NOT_FOUND)
+        fail_on(e)
     except OSError as e:
         fail(f"cannot write to {out}: {e.strerror or e}")
     if not written["runs"]:

@@ -1,4 +1,4 @@
-"""``ctxsim data download|prepare|verify DATASET --root DIR`` (seed-spec §4.3)."""
+"""``ctxsim data download|prepare|verify DATASET --root DIR`` (reference-implementation §4.3)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from ctxsim.cli.common import EXIT_FAILED, EXIT_USAGE, err_console, fail, info, print_json
+from ctxsim.cli.common import EXIT_FAILED, err_console, fail, fail_on, info, print_json
+from ctxsim.errors import ConfigError
+from ctxsim.names import SMALL_DATASETS as SMALL
+from ctxsim.names import canonical_dataset
 
 data_app = typer.Typer(
     help="Fetch, prepare and check datasets. --root is the parent data directory (as the reference's --root).",
     no_args_is_help=True,
 )
 
-BENCHMARKS = ("cub", "cars", "sop", "inat", "inshop")
-SMALL = ("fashion-mnist", "digits", "synthetic")
 
 DatasetArg = Annotated[str, typer.Argument(help="cub, cars, sop, inat, inshop, fashion-mnist, digits or synthetic.")]
 RootOpt = Annotated[Optional[Path], typer.Option("--root", help="Parent data directory (default $CTXSIM_DATA or ./data).")]
@@ -23,10 +24,10 @@ ArchiveOpt = Annotated[Optional[Path], typer.Option("--archive", help="Use this 
 
 
 def _dataset(name: str) -> str:
-    key = name.lower().replace("_", "-")
-    if key not in BENCHMARKS + SMALL:
-        fail(f"unknown dataset {name!r}; choose from {', '.join(BENCHMARKS + SMALL)}")
-    return key
+    try:
+        return canonical_dataset(name)
+    except ConfigError as e:
+        fail_on(e)
 
 
 def _root(root: Optional[Path]) -> Path:
@@ -88,7 +89,7 @@ def download_cmd(dataset: DatasetArg, root: RootOpt = None, archive: ArchiveOpt 
         for p in paths:
             info(f"have {p}")
     except CtxsimError as e:
-        fail(str(e), EXIT_USAGE)
+        fail_on(e)
 
 
 def prepare_cmd(dataset: DatasetArg, root: RootOpt = None, archive: ArchiveOpt = None,
@@ -112,7 +113,7 @@ def prepare_cmd(dataset: DatasetArg, root: RootOpt = None, archive: ArchiveOpt =
             info(s)
         info(f"next: ctxsim data verify {key} --root {_root(root)}")
     except CtxsimError as e:
-        fail(str(e), EXIT_USAGE)
+        fail_on(e)
 
 
 def verify_cmd(dataset: DatasetArg, root: RootOpt = None,
@@ -152,7 +153,7 @@ def verify_cmd(dataset: DatasetArg, root: RootOpt = None,
                 report = verify(key, _root(root), reference=not custom_splits, decode=True, workers=workers,
                                 progress=bars)
     except CtxsimError as e:
-        fail(str(e), EXIT_USAGE)
+        fail_on(e)
     if as_json:
         print_json(report.to_json())
     lines = report.lines()

@@ -12,10 +12,10 @@ import typer
 
 from ctxsim.cli.common import (
     EXIT_NOT_FOUND,
-    EXIT_USAGE,
     DbOption,
     console,
     fail,
+    fail_on,
     info,
     open_registry_or_exit,
     print_json,
@@ -46,7 +46,7 @@ def import_reference_cmd(
     try:
         res = import_reference(file, dataset, out=out)
     except CtxsimError as e:
-        fail(str(e), EXIT_USAGE)
+        fail_on(e)
     result = res.to_dict()
     if not json_out:
         info(f"{file.name}: {res.network} ({res.pooling} pooling{', LayerNorm' if res.layernorm else ''}, "
@@ -58,7 +58,7 @@ def import_reference_cmd(
         try:
             job_id, metrics = evaluate_reference_checkpoint(reg, res.checkpoint, root=root, device=device)
         except CtxsimError as e:
-            fail(str(e), EXIT_USAGE)
+            fail_on(e)
         result.update(job_id=job_id, metrics=metrics)
         if not json_out:
             from rich.table import Table
@@ -83,7 +83,7 @@ def toy_cmd(
     db: Optional[str] = DbOption,
     json_out: JsonOpt = False,
 ) -> None:
-    """Contrastive vs contextual loss on 5 noisy concentric circles (seed-spec §8), on the CPU."""
+    """Contrastive vs contextual loss on 5 noisy concentric circles (docs/reference-implementation.md §8), on the CPU."""
     from ctxsim.errors import CtxsimError
 
     if steps <= 0:
@@ -111,7 +111,7 @@ def toy_cmd(
 
                 result = run_toy(out, steps=steps, seed=seed, reg=reg, noise=noise, progress=progress)
     except CtxsimError as e:
-        fail(str(e), EXIT_USAGE)
+        fail_on(e)
     summary = result.summary()
     if json_out:
         print_json(summary)
@@ -136,7 +136,7 @@ def ablation_table_cmd(
     fmt: Annotated[str, typer.Option("--format", help="table, markdown or json.")] = "table",
     db: Optional[str] = DbOption,
 ) -> None:
-    """The contextual-similarity ablations (seed-spec §8) as the paper's table: R@1, MAP@R, Δ to default."""
+    """The contextual-similarity ablations (docs/reference-implementation.md §8) as the paper's table: R@1, MAP@R, Δ to default."""
     from ctxsim.errors import CtxsimError
 
     if fmt not in ("table", "markdown", "json"):
@@ -149,7 +149,7 @@ def ablation_table_cmd(
     try:
         rows = ablation_rows_from_registry(reg, dataset=dataset, resolution=resolution, ids=ids or None)
     except CtxsimError as e:
-        fail(str(e), EXIT_NOT_FOUND if "no such job" in str(e) else EXIT_USAGE)
+        fail_on(e)
     if fmt == "json":
         print_json(rows)
         return

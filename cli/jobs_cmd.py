@@ -1,6 +1,6 @@
-"""Queue commands: sweep, worker, ls, show, logs, cancel, retry, rm (DESIGN §3-4).
+"""Queue commands: sweep, worker, ls, show, logs, cancel, retry, priority, rm (docs/architecture.md §3-4).
 
-Exit codes (cli/common.py): 0 ok; 1 a job failed (``logs -f`` of a job that ends failed);
+Exit codes (ctxsim/errors.py): 0 ok; 1 a job failed (``logs -f`` of a job that ends failed);
 2 bad input (unknown dataset/loss/--set key, bad value, operation not allowed in the job's
 state); 3 registry unusable (unreachable, read-only, locked, newer schema); 4 no such job / log;
 130 interrupted. Heavy modules are imported inside the commands (``ctxsim --help`` stays fast).
@@ -23,9 +23,14 @@ from ctxsim.cli.common import (
     DbOption,
     console,
     fail,
+    fail_on,
+    fmt_metric,
     info,
+    is_percent_metric,
     open_registry_or_exit,
     print_json,
+    print_rows,
+    table_console,
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON only (on stdout).")]
@@ -33,25 +38,18 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON only (on stdou
 
 @contextlib.contextmanager
 def _errors(reg=None) -> Iterator[None]:  # noqa: ANN001
-    """Library errors -> one line and the documented exit code."""
+    """Library errors -> one line and the exit code their class carries (ctxsim.errors)."""
     from sqlalchemy.exc import DBAPIError
 
-    from ctxsim.errors import ConfigError, CtxsimError, DataError, RegistryError
+    from ctxsim.errors import CtxsimError
     from ctxsim.registry.db import describe_db_error
-    from ctxsim.registry.jobs import JobNotFoundError, JobStateError
 
     try:
         yield
-    except JobNotFoundError as e:
-        fail(str(e), EXIT_NOT_FOUND)
-    except (JobStateError, ConfigError, DataError) as e:
-        fail(str(e), EXIT_USAGE)
-    except RegistryError as e:
-        fail(str(e), EXIT_REGISTRY)
+    except CtxsimError as e:
+        fail_on(e)
     except DBAPIError as e:
         fail(describe_db_error(reg.url if reg is not None else "", e), EXIT_REGISTRY)
-    except CtxsimError as e:
-        fail(str(e), EXIT_USAGE)
 
 
 def _split(values: str) -> list[str]:
@@ -77,12 +75,12 @@ def _seeds(spec: Optional[str]) -> list[Optional[int]]:
 
 
 def build_grid(datasets: str, losses: str, resolutions: str, seeds: Optional[str], sets: list[str],
-               epochs: Optional[int] = None, root: Optional[str] = None) -> list:
+               epochs: Optional[int] = None, root: Optional[str] = None, profile: Optional[str] = None) -> list:
     """The cartesian product of a sweep: [(validated RunConfig, its --set assignments)].
 
     Raises ConfigError on any unknown dataset, loss, key or bad value (before anything is written)."""
-    from ctxsim.cli.run_cmd import build_run_config
     from ctxsim.errors import ConfigError
+    from ctxsim.train.configure import configure
 
     set_axes = []
     for a in sets:
@@ -99,13 +97,14 @@ def build_grid(datasets: str, losses: str, resolutions: str, seeds: Optional[str
         raise ConfigError("--dataset, --loss and --resolution each need at least one value")
     cfgs = []
     for ds, loss, res, seed, *assign in itertools.product(ds_list, loss_list, res_list, seed_list, *set_axes):
-        cfg = build_run_config(ds, loss, res, root=root, sets=list(assign), epochs=epochs, seed=seed)
-        cfgs.append((cfg.validate() if hasattr(cfg, "validate") else cfg, list(assign)))
+        cfg = configure(ds, loss, res, root=root, sets=list(assign), epochs=epochs, seed=seed, profile=profile)
+        cfgs.append((cfg, list(assign)))
     return cfgs
 
 
 def build_ablation_grid(datasets: str, losses: Optional[str], resolutions: str, seeds: Optional[str],
-                        sets: list[str], epochs: Optional[int], root: Optional[str], variants: str) -> list:
+                        sets: list[str], epochs: Optional[int], root: Optional[str], variants: str,
+                        profile: Optional[str] = None) -> list:
     """The ablation preset: every (dataset, resolution, --set) base hybrid config x variants x seeds."""
     from ctxsim.errors import ConfigError
     from ctxsim.reference.ablation import ablation_configs
@@ -113,7 +112,7 @@ def build_ablation_grid(datasets: str, losses: Optional[str], resolutions: str, 
     if losses and _split(losses) != ["hybrid"]:
         raise ConfigError(f"--ablation varies the hybrid loss; drop --loss or use --loss hybrid (got {losses!r})")
     out = []
-    for base, assign in build_grid(datasets, "hybrid", resolutions, None, sets, epochs, root):
+    for base, assign in build_grid(datasets, "hybrid", resolutions, None, sets, epochs, root, profile):
         seed_list = [base.seed if s is None else s for s in _seeds(seeds)]
         for cfg in ablation_configs(base.dataset, base.resolution, base=base, seeds=seed_list, variants=variants):
             out.append((cfg, assign + [f"loss.ablation={cfg.loss_kw['ablation']}"]))
@@ -125,10 +124,11 @@ def sweep(
     loss: Annotated[Optional[str], typer.Option("--loss", "-l", help="Losses, comma-separated (hybrid,contrastive).")] = None,
     resolution: Annotated[str, typer.Option("--resolution", "-r", help="Recipe families: 224, 256 or 224,256.")] = "256",
     seeds: Annotated[Optional[str], typer.Option("--seeds", help="A count (3 -> seeds 0,1,2) or a list (0,5,7).")] = None,
-    ablation: Annotated[Optional[str], typer.Option("--ablation", help="Contextual-similarity ablation grid (seed-spec §8): 'all' or ids like 0,3,7; implies --loss hybrid.")] = None,
+    ablation: Annotated[Optional[str], typer.Option("--ablation", help="Contextual-similarity ablation grid (docs/reference-implementation.md §8): 'all' or ids like 0,3,7; implies --loss hybrid.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="key=v1,v2: one more grid axis (repeatable).")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Override the recipe's epochs.")] = None,
     root: Annotated[Optional[str], typer.Option("--root", help="Dataset root folder.")] = None,
+    profile: Annotated[Optional[str], typer.Option("--profile", help="reference (the authors' code exactly; default for the paper datasets) or fixed (corrected behaviour; docs/profiles.md).")] = None,
     gpus_per_job: Annotated[Optional[int], typer.Option("--gpus-per-job", help="GPUs each job needs (default: 1 if nvidia-smi or CUDA_VISIBLE_DEVICES shows a GPU here, else 0).")] = None,
     priority: Annotated[int, typer.Option("--priority", help="Higher runs first.")] = 0,
     max_attempts: Annotated[int, typer.Option("--max-attempts", help="Claims allowed before a crashing job is failed.")] = 3,
@@ -145,11 +145,12 @@ def sweep(
         fail(f"--executor must be local or slurm, got {executor!r}", EXIT_USAGE)
     with _errors():
         if ablation is not None:
-            grid = build_ablation_grid(dataset, loss, resolution, seeds, list(set_ or []), epochs, root, ablation)
+            grid = build_ablation_grid(dataset, loss, resolution, seeds, list(set_ or []), epochs, root, ablation,
+                                       profile)
         else:
             if not loss:
                 fail("--loss is required (or --ablation for the contextual-similarity ablation grid)", EXIT_USAGE)
-            grid = build_grid(dataset, loss, resolution, seeds, list(set_ or []), epochs, root)
+            grid = build_grid(dataset, loss, resolution, seeds, list(set_ or []), epochs, root, profile)
         cfgs = [c for c, _ in grid]
         if gpus_per_job is None:
             from ctxsim.runner.gpus import detect_gpus
@@ -289,17 +290,20 @@ def ls(
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d")] = None,
     loss: Annotated[Optional[str], typer.Option("--loss", "-l")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", "-n", help="Newest N jobs only.")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table (full values when piped) or tsv (one tab-separated line per job).")] = "table",
     json_: JsonOpt = False,
     db: Optional[str] = DbOption,
 ) -> None:
-    """List jobs, newest first, with progress, last loss and best R@1."""
+    """List jobs, newest first, with progress, last loss and best R@1 (percent; --json: fractions)."""
     from ctxsim.registry.models import JOB_STATUSES
 
     statuses = _split(status) if status else None
     bad = [s for s in statuses or [] if s not in JOB_STATUSES]
     if bad:
         fail(f"unknown status {bad[0]!r} (one of {', '.join(JOB_STATUSES)})", EXIT_USAGE)
-    reg = open_registry_or_exit(db)
+    if fmt not in ("table", "tsv"):
+        fail(f"--format must be table or tsv (or --json), got {fmt!r}", EXIT_USAGE)
+    reg = open_registry_or_exit(db, readonly=True)
     from ctxsim.registry.queries import runs_table
 
     with _errors(reg):
@@ -307,25 +311,47 @@ def ls(
     if json_:
         print_json(rows)
         return
-    from rich.table import Table
+    from rich.markup import escape
 
-    t = Table(show_edge=False)
-    for c in ("id", "status", "dataset", "loss", "res", "seed", "epoch", "loss↓", "R@1", "worker/gpus", "name"):
-        t.add_column(c, no_wrap=c in ("id", "status"))
-    colors = {"running": "cyan", "done": "green", "failed": "red", "cancelled": "yellow", "queued": "white"}
+    from ctxsim.names import JOB_STATUS_STYLE as colors  # the dashboard's colours too
+
+    tsv = fmt == "tsv"
+    header = ["id", "status", "dataset", "loss", "res", "seed", "epoch", "loss↓" if not tsv else "train_loss",
+              "R@1 %" if not tsv else "R@1_pct", "worker/gpus" if not tsv else "worker_gpus", "name"]
+    cells = []
     for r in rows:
         sm = r["summaries"]
         ep = f"{r['epoch'] or 0}/{r['total_epochs'] or '?'}"
         where = r["worker_host"] or ""
         if r["gpus"]:
             where += f" [{r['gpus']}]"
-        t.add_row(str(r["id"]), f"[{colors.get(r['status'], 'white')}]{r['status']}[/]", r["dataset"], r["loss"],
-                  str(r["resolution"] or ""), "" if r["seed"] is None else str(r["seed"]), ep,
-                  _fmt_num(sm.get("train/loss", {}).get("last")), _fmt_num(sm.get("R@1", {}).get("best")),
-                  where, r["name"] or "")
-    console.print(t)
+        line = [str(r["id"]), r["status"], r["dataset"], r["loss"], str(r["resolution"] or ""),
+                "" if r["seed"] is None else str(r["seed"]), ep,
+                _fmt_num(sm.get("train/loss", {}).get("last")), fmt_metric("R@1", sm.get("R@1", {}).get("best")),
+                where, r["name"] or ""]
+        if not tsv:
+            line = [escape(v) for v in line]
+            line[1] = f"[{colors.get(r['status'], 'white')}]{line[1]}[/]"
+        cells.append(line)
+    print_rows(header, cells, fmt=fmt, no_wrap=("id", "status"))
     if not rows:
         info("no jobs")
+
+
+def _profile_info(config_json: Optional[str]) -> dict:
+    """The job config's profile and its switches with their values (``ctxsim.train.profiles``)."""
+    import json as _json
+
+    from ctxsim.errors import CtxsimError
+    from ctxsim.train.config import RunConfig
+    from ctxsim.train.profiles import switch_rows
+
+    try:
+        cfg = RunConfig.from_dict(_json.loads(config_json or ""))
+    except (ValueError, TypeError, CtxsimError):
+        return {}
+    return {"profile": cfg.profile, "profile_switches": [{k: r[k] for k in ("switch", "value", "reference", "fixed")}
+                                                         for r in switch_rows(cfg)]}
 
 
 def show(
@@ -333,8 +359,8 @@ def show(
     json_: JsonOpt = False,
     db: Optional[str] = DbOption,
 ) -> None:
-    """A job's state, config, provenance, summaries and recent events."""
-    reg = open_registry_or_exit(db)
+    """A job's state, config, provenance, summaries (retrieval metrics in percent) and recent events."""
+    reg = open_registry_or_exit(db, readonly=True)
     from ctxsim.registry.queries import job_detail, job_events
 
     with _errors(reg):
@@ -342,32 +368,46 @@ def show(
         if d is None:
             fail(f"no job {job_id}", EXIT_NOT_FOUND)
         d["events"] = job_events(reg, job_id, limit=50)
+        d.update(_profile_info(d.get("config_json")))
     if json_:
         print_json(d)
         return
     import json as _json
 
+    out = table_console()  # a pipe gets whole lines
     keys = ("status", "name", "dataset", "loss", "resolution", "seed", "priority", "attempts", "max_attempts",
             "epoch", "total_epochs", "last_step", "executor", "n_gpus", "gpus", "worker_id", "worker_host", "slurm_id",
             "created_at",
             "started_at", "finished_at", "heartbeat_at", "exit_code", "error", "git_commit", "git_dirty",
             "config_hash", "run_dir")
-    console.print(f"[bold]job {job_id}[/]")
+    out.print(f"[bold]job {job_id}[/]")
     for k in keys:
         if d.get(k) not in (None, ""):
-            console.print(f"  {k:14} {d[k]}", highlight=False)
+            out.print(f"  {k:14} {d[k]}", highlight=False)
     if d["tags"]:
-        console.print(f"  {'tags':14} {', '.join(d['tags'])}", highlight=False)
+        out.print(f"  {'tags':14} {', '.join(d['tags'])}", highlight=False)
     if d["summaries"]:
-        console.print("[bold]summaries[/] (best @ step / last @ step)")
+        from ctxsim.names import metric_direction
+
+        out.print("[bold]summaries[/] (best @ step / last @ step; R@K, MAP@R, RP in percent)")
         for k, s in sorted(d["summaries"].items()):
-            console.print(f"  {k:22} {s['best']:.5g} @ {s['best_step']} / {s['last']:.5g} @ {s['last_step']}", highlight=False)
-    console.print("[bold]config[/]")
-    console.print(_json.dumps(_json.loads(d["config_json"]), indent=2, sort_keys=True), highlight=False)
+            num = (lambda v: fmt_metric(k, v)) if is_percent_metric(k) else (lambda v: f"{v:.5g}")
+            direction = metric_direction(k)
+            best = f"{num(s['best'])} @ {s['best_step']} ({direction} is better)" if direction else "-"
+            out.print(f"  {k:22} {best} / {num(s['last'])} @ {s['last_step']}", highlight=False)
+    out.print("[bold]config[/]")
+    out.print(_json.dumps(_json.loads(d["config_json"]), indent=2, sort_keys=True), highlight=False)
+    switches = d.get("profile_switches")
+    if switches:
+        out.print(f"[bold]profile[/] {d.get('profile')} (switches: docs/profiles.md)")
+        for r in switches:
+            mark = "" if r["value"] == r[d.get("profile") or "fixed"] else "  (set explicitly)"
+            out.print(f"  {r['switch']:22} {r['value']!s:18} reference={r['reference']!s} fixed={r['fixed']!s}{mark}",
+                      highlight=False)
     if d["events"]:
-        console.print("[bold]events[/]")
+        out.print("[bold]events[/]")
         for e in d["events"]:
-            console.print(f"  {e['time']:%Y-%m-%d %H:%M:%S} {e['kind']:16} {e['message']}", highlight=False)
+            out.print(f"  {e['time']:%Y-%m-%d %H:%M:%S} {e['kind']:16} {e['message']}", highlight=False)
 
 
 def logs(
@@ -378,51 +418,40 @@ def logs(
 ) -> None:
     """Print a job's stdout/stderr (``<run_dir>/stdout.log``); ``-f`` follows it until the job ends."""
     import sys
-    from pathlib import Path
 
-    reg = open_registry_or_exit(db)
+    reg = open_registry_or_exit(db, readonly=True)
+    from ctxsim.registry.db import read_registry
     from ctxsim.registry.jobs import job_states
     from ctxsim.registry.queries import job_detail
+    from ctxsim.runner.logs import LogFollower, job_log_path
 
-    with _errors(reg):
-        d = job_detail(reg, job_id)
+    ro = read_registry(reg)
+    with _errors(ro):
+        d = job_detail(ro, job_id)
     if d is None:
         fail(f"no job {job_id}", EXIT_NOT_FOUND)
-    path = Path(d["run_dir"] or "") / "stdout.log"
-    if not follow and not path.is_file():
-        fail(f"job {job_id} has no log yet ({d['status']}): {path}", EXIT_NOT_FOUND)
-    out = sys.stdout
-    pos = 0
-    if path.is_file():
-        data = path.read_bytes()
-        if lines > 0:
-            tail = data.splitlines(keepends=True)[-lines:]
-            out.write(b"".join(tail).decode(errors="replace"))
-        else:
-            out.write(data.decode(errors="replace"))
-        out.flush()
-        pos = len(data)
-    if not follow:
-        return
+    path = job_log_path(d["run_dir"])
+    if not follow and (path is None or not path.is_file()):
+        fail(f"job {job_id} has no log yet ({d['status']}): {path or 'no run folder'}", EXIT_NOT_FOUND)
+    follower = LogFollower(path, tail_bytes=None, tail_lines=lines if lines > 0 else None)
     status = d["status"]
     last_check = time.monotonic()
     while True:
-        if path.is_file():
-            with open(path, "rb") as fh:
-                fh.seek(pos)
-                chunk = fh.read()
-            if chunk:
-                pos += len(chunk)
-                out.write(chunk.decode(errors="replace"))
-                out.flush()
-        if status not in ("queued", "running"):
+        done = not follow or status not in ("queued", "running")
+        new, _reset = follower.read(final=done)
+        if new:
+            sys.stdout.write("".join(line + "\n" for line in new))
+            sys.stdout.flush()
+        if done:
             break
         time.sleep(0.25)
         if time.monotonic() - last_check >= 1.0:
-            with _errors(reg):
-                st = job_states(reg, [job_id]).get(job_id)
+            with _errors(ro):
+                st = job_states(ro, [job_id]).get(job_id)
             status = st[0] if st else "removed"
             last_check = time.monotonic()
+    if not follow:
+        return
     info(f"job {job_id} is {status}")
     if status == "failed":
         raise typer.Exit(EXIT_FAILED)
@@ -463,6 +492,24 @@ def retry(
         info(f"job {job_id}: queued again")
 
 
+def priority(
+    job_id: Annotated[int, typer.Argument(help="Job id.")],
+    value: Annotated[int, typer.Argument(help="New priority (higher runs first; may be negative).")],
+    json_: JsonOpt = False,
+    db: Optional[str] = DbOption,
+) -> None:
+    """Change a queued job's priority (workers take the highest priority first, then the oldest)."""
+    reg = open_registry_or_exit(db)
+    from ctxsim.registry import jobs
+
+    with _errors(reg):
+        old = jobs.set_priority(reg, job_id, value)
+    if json_:
+        print_json({"id": job_id, "priority": value, "previous": old})
+    else:
+        info(f"job {job_id}: priority {old} -> {value}")
+
+
 def rm(
     job_id: Annotated[int, typer.Argument(help="Job id.")],
     force: Annotated[bool, typer.Option("--force", help="Also remove a running job (its worker stops it).")] = False,
@@ -491,4 +538,5 @@ def register(app: typer.Typer) -> None:
     app.command("logs")(logs)
     app.command("cancel")(cancel)
     app.command("retry")(retry)
+    app.command("priority")(priority)
     app.command("rm")(rm)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
 import typer
 
@@ -26,14 +27,18 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    lock_timeout: Optional[float] = typer.Option(None, "--lock-timeout", envvar="CTXSIM_LOCK_TIMEOUT", min=0.0, max=86400.0, help="Seconds to wait for a registry locked by another process before giving up (exit 3); default 30."),
 ) -> None:
     """ctxsim: reproduce, extend and beat the contextual loss (Liao et al., ICML 2023)."""
+    from ctxsim.cli.common import set_lock_timeout
+
+    set_lock_timeout(lock_timeout)
 
 
 def _register() -> None:
-    from ctxsim.cli import compare_cmd, data_cmd, extras_cmd, jobs_cmd, run_cmd, tui_cmd
+    from ctxsim.cli import compare_cmd, data_cmd, extras_cmd, jobs_cmd, reproduce_cmd, run_cmd, tui_cmd, tune_cmd
 
-    for mod in (run_cmd, jobs_cmd, data_cmd, compare_cmd, tui_cmd, extras_cmd):
+    for mod in (run_cmd, jobs_cmd, data_cmd, compare_cmd, reproduce_cmd, tui_cmd, extras_cmd, tune_cmd):
         mod.register(app)
 
 
@@ -42,17 +47,25 @@ _register()
 
 def main() -> None:
     """Console-script entry: user errors become one line and a non-zero exit, never a traceback."""
-    from ctxsim.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, err_console
-    from ctxsim.errors import CtxsimError
+    from ctxsim.cli.common import err_console
+    from ctxsim.errors import EXIT_INTERRUPTED, CtxsimError, one_line
 
     try:
         app()
-    except CtxsimError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(EXIT_USAGE)
+    except CtxsimError as e:  # each error class carries its exit code (ctxsim.errors, README)
+        err_console.print(f"[bold red]error:[/] {one_line(e)}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(EXIT_INTERRUPTED)
+    except Exception as e:  # a database error a command did not word itself: still one line, exit 3
+        sa_exc = sys.modules.get("sqlalchemy.exc")
+        if sa_exc is None or not isinstance(e, sa_exc.DBAPIError):
+            raise
+        from ctxsim.errors import EXIT_REGISTRY
+
+        err_console.print(f"[bold red]error:[/] registry: {one_line(e.orig or e)}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_REGISTRY)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import contextlib
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Iterator, Optional
 
 import typer
 
@@ -19,41 +19,16 @@ from ctxsim.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_NOT_FOUND,
-    EXIT_USAGE,
     console,
     err_console,
     fail,
+    fail_on,
     info,
+    one_line,
     print_json,
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON only (on stdout).")]
-
-
-# ---- config from options (shared with the registry's run/enqueue path) ------------------------------
-def build_run_config(dataset: str, loss: str, resolution: int = 256, root: Optional[str] = None,
-                     sets: Optional[list[str]] = None, epochs: Optional[int] = None, seed: Optional[int] = None,
-                     device: Optional[str] = None, name: Optional[str] = None, tags: Optional[list[str]] = None):
-    """recipe(dataset, loss, resolution), then ``--set`` assignments, then the explicit options."""
-    from ctxsim.train.recipes import recipe
-
-    cfg = recipe(dataset, loss, resolution)
-    if sets:
-        cfg = cfg.with_sets(list(sets))
-    over: dict[str, Any] = {}
-    if root is not None:
-        over["root"] = root
-    if epochs is not None:
-        over["epochs"] = epochs
-    if seed is not None:
-        over["seed"] = seed
-    if device is not None:
-        over["device"] = device
-    if name is not None:
-        over["name"] = name
-    if tags:
-        over["tags"] = list(tags)
-    return cfg.with_overrides(**over) if over else cfg
 
 
 # ---- the progress display: an event sink living in the CLI -----------------------------------------
@@ -158,8 +133,10 @@ def run(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU ids for this run, e.g. 0,1 (several: DDP under torchrun, needs --detach and a worker).")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Only queue the run for a worker (ctxsim worker) and print its job id.")] = False,
+    no_check: Annotated[bool, typer.Option("--no-check", help="With --detach: skip the checks that depend on this machine (data, device, GPUs) for a worker elsewhere; the worker runs them before it trains.")] = False,
     skip_bad_images: Annotated[bool, typer.Option("--skip-bad-images", help="Skip (and count) unreadable images instead of failing.")] = False,
     backbone_weights: Annotated[Optional[str], typer.Option("--backbone-weights", help="Backbone weights: 'imagenet' (torchvision cache), a local ResNet-50 state dict .pth (air-gapped machines), or 'none'.")] = None,
+    profile: Annotated[Optional[str], typer.Option("--profile", help="reference (the authors' code exactly; default for the paper datasets) or fixed (corrected behaviour; docs/profiles.md).")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Run name (also names the run folder).")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Tag (repeatable).")] = None,
     run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder; an unfinished checkpoint there is resumed (default: runs/<name>-<config hash>, beside the registry).")] = None,
@@ -177,32 +154,40 @@ def run(
     gpu_ids = [g.strip() for g in (gpus or "").split(",") if g.strip()]
     if any(not g.isdigit() for g in gpu_ids):
         fail(f"--gpus expects GPU ids like 0,1; got {gpus!r}")
+    if no_check and not detach:
+        fail("--no-check applies to --detach only (a foreground run needs its data and device here)")
     if len(gpu_ids) > 1 and not detach:
         fail("several --gpus run under torchrun through a worker: add --detach and start `ctxsim worker --gpus ...`")
+    weights = _weights_value(backbone_weights) if backbone_weights is not None else None
     try:
-        if backbone_weights is not None:
-            sets = [*(sets or []), f"model.backbone_weights={_weights_value(backbone_weights)}"]
-        cfg = build_run_config(dataset, loss, resolution, root, sets, epochs, seed, device, name, tag)
-        if skip_bad_images:
-            cfg = cfg.with_overrides(skip_bad_images=True)
+        from ctxsim.train.configure import configure
+
+        cfg = configure(dataset, loss, resolution, root, sets, epochs, seed, device, name, tag,
+                        skip_bad_images=skip_bad_images, backbone_weights=weights, profile=profile)
+        from ctxsim.train.preflight import preflight
+
+        preflight(cfg, device=device, gpus=gpu_ids, host=not (detach and no_check))  # before any job row
     except CtxsimError as e:
-        fail(str(e), EXIT_USAGE)
+        fail_on(e)
 
     from ctxsim.registry import jobs
-    from ctxsim.train.engine import default_run_dir
+    from ctxsim.registry.rundirs import run_folder
     from ctxsim.train.recipes import recipe_provenance
 
     reg = open_registry_or_exit(db)
     rd = run_dir
     if rd is None and not fresh:
-        candidate = default_run_dir(cfg, base=jobs.default_runs_root(reg))
+        candidate = run_folder(jobs.default_runs_root(reg), jobs.config_fields(cfg))
         if not _finished(candidate):
             rd = candidate  # new, or an unfinished run of this config: resume it
     try:
-        jid = jobs.enqueue(reg, cfg, name=name, tags=list(tag or []), n_gpus=len(gpu_ids),
-                           executor="local" if detach else "foreground", run_dir=rd)
+        # after Ctrl-C the same command continues the same job (its id, history and curves)
+        jid = jobs.resume_stopped(reg, cfg, rd) if rd is not None and not detach else None
+        if jid is None:
+            jid = jobs.enqueue(reg, cfg, name=name, tags=list(tag or []), n_gpus=len(gpu_ids),
+                               executor="local" if detach else "foreground", run_dir=rd)
     except CtxsimError as e:
-        fail(str(e), EXIT_USAGE)
+        fail_on(e)
     if detach:
         if json_out:
             print_json({"id": jid, "status": "queued"})
@@ -212,7 +197,7 @@ def run(
         return
 
     from ctxsim.registry.queries import job_detail
-    from ctxsim.runner.job import run_foreground as run_registered
+    from ctxsim.runner.job import run_job_foreground
 
     rd = Path(job_detail(reg, jid)["run_dir"])
     info(f"job {jid}: {cfg.summary()} -> {rd}  ({recipe_provenance(cfg.dataset, cfg.loss, cfg.resolution)}; "
@@ -220,21 +205,20 @@ def run(
     sink = RichProgressSink(title=cfg.name or f"{cfg.dataset}/{cfg.loss}")
     try:
         with _ctrl_c_stops() as stop:
-            result = run_registered(reg, jid, extra_sink=sink, device=device, gpus=gpu_ids, should_stop=stop.is_set)
+            result = run_job_foreground(reg, jid, extra_sink=sink, device=device, gpus=gpu_ids, should_stop=stop.is_set)
     except jobs.JobStateError as e:
         sink.close()
-        fail(f"{e} (a worker may be running this config: see `ctxsim ls`)", EXIT_USAGE)
+        fail(f"{one_line(e)} (a worker may be running this config: see `ctxsim ls`)", e.exit_code)
     except CtxsimError as e:
         sink.close()
-        fail(str(e).strip().splitlines()[0], EXIT_USAGE)
+        fail(one_line(e), e.exit_code)
     except KeyboardInterrupt:
         sink.close()
         fail(f"aborted; job {jid} is cancelled and its last checkpoint in {rd} can be resumed (`ctxsim retry {jid}`)",
              EXIT_INTERRUPTED)
     except Exception as e:  # a bug or a runtime failure: one line, details in events.jsonl
         sink.close()
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        fail(f"job {jid} failed: {type(e).__name__}: {first} (traceback in {rd / 'events.jsonl'})", EXIT_FAILED)
+        fail(f"job {jid} failed: {one_line(e, with_type=True)} (traceback in {rd / 'events.jsonl'})", EXIT_FAILED)
     sink.close()
     if json_out:
         print_json({"id": jid, **result.to_dict()})
@@ -243,6 +227,8 @@ def run(
                                       if result.selected_on else f" (epoch {result.best_epoch})")
         console.print(f"job {jid} {cfg.summary()}: {result.status}; model: {sel}", highlight=False)
         console.print(metrics_table(result.metrics, title=None))
+        if result.skipped_images:
+            info(f"skipped {result.skipped_images} unreadable image(s) (--skip-bad-images; named in {rd / 'stdout.log'})")
         info(f"run folder: {rd}")
     if result.status == "stopped":
         info(f"stopped: run the same command (or `ctxsim retry {jid}` for a worker) to resume")
@@ -269,32 +255,6 @@ def _finished(run_dir: Path) -> bool:
         return False
 
 
-def evaluate_checkpoint(checkpoint: Path, dataset: Optional[str] = None, root: Optional[str] = None,
-                        device: str = "auto", which: Optional[str] = None, batch_size: Optional[int] = None,
-                        return_embeddings: bool = False):
-    """(metrics, cfg, data[, embeddings]) of a saved model on a dataset's test split. The
-    ``return_embeddings`` path is where a retrieval picture (``--grid``) can take its neighbours from."""
-    from ctxsim.train.checkpoint import load_checkpoint_model
-    from ctxsim.train.engine import build_run_data, evaluate, resolve_device
-    from ctxsim.train.recipes import normalize_dataset
-
-    model, cfg = load_checkpoint_model(checkpoint, which=which)
-    if dataset is not None:
-        cfg = cfg.with_overrides(dataset=normalize_dataset(dataset))
-    if root is not None:
-        cfg = cfg.with_overrides(root=root)
-    dev = resolve_device(device)
-    data = build_run_data(cfg)
-    model = model.to(dev)
-    out = evaluate(model, data, dev, ks=cfg.ks, batch_size=batch_size or cfg.eval_batch_size,
-                   num_workers=min(cfg.num_workers, 4), amp=cfg.amp and dev.type == "cuda",
-                   return_embeddings=return_embeddings)
-    if return_embeddings:
-        metrics, emb = out
-        return metrics, cfg, data, emb
-    return out, cfg, data
-
-
 def eval_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint.pt written by ctxsim run.")],
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset (default: the run's).")] = None,
@@ -318,17 +278,18 @@ def eval_cmd(
         fail(f"--which must be last or best; got {which!r}")
     pic = None
     try:
-        if grid is None:
-            metrics, cfg, _ = evaluate_checkpoint(checkpoint, dataset, root, device, which, batch_size)
-        else:
+        from ctxsim.train.evaluation import evaluate_checkpoint
+
+        ev = evaluate_checkpoint(checkpoint, dataset, root, device, which, batch_size,
+                                 return_embeddings=grid is not None)
+        metrics, cfg = ev.metrics, ev.config
+        if grid is not None:
             from ctxsim.report.grid import retrieval_grid
 
-            metrics, cfg, data, emb = evaluate_checkpoint(checkpoint, dataset, root, device, which, batch_size,
-                                                          return_embeddings=True)
-            pic = retrieval_grid(None, data.query, grid, gallery=data.gallery, k=grid_k, n_queries=grid_queries,
-                                 embeddings=emb)
+            pic = retrieval_grid(None, ev.data.query, grid, gallery=ev.data.gallery, k=grid_k,
+                                 n_queries=grid_queries, embeddings=ev.embeddings)
     except CtxsimError as e:
-        fail(str(e), EXIT_USAGE)
+        fail_on(e)
     if json_out:
         out = {"checkpoint": str(checkpoint), "dataset": cfg.dataset, "metrics": metrics}
         if pic is not None:

@@ -12,6 +12,25 @@ import typer
 from ctxsim.cli.common import DbOption, EXIT_USAGE, fail, info, open_registry_or_exit
 
 
+def port_problem(host: str, port: int) -> Optional[str]:
+    """None when ``host:port`` can be bound now, else one line saying why not (busy, privileged)."""
+    import errno
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no obstacle
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is already in use; pick another with --port"
+            if e.errno == errno.EACCES:
+                return (f"port {port} on {host} is privileged (below 1024) and needs root; "
+                        "pick a port of 1024 or more with --port")
+            return f"cannot serve on {host}:{port}: {e.strerror or e}"
+    return None
+
+
 def tui(
     db: Optional[str] = DbOption,
     serve: Annotated[bool, typer.Option("--serve", help="Serve the dashboard to a browser on 127.0.0.1 (textual-serve).")] = False,
@@ -20,18 +39,28 @@ def tui(
     stale_after: Annotated[float, typer.Option("--stale-after", help="Heartbeat age (s) after which a running job or worker shows as lost.", min=1.0)] = 60.0,
 ) -> None:
     """Live dashboard: runs, curves vs the paper, queue and workers, new runs."""
-    reg = open_registry_or_exit(db)  # one clear line now rather than inside the full-screen app
+    # one clear line now rather than inside the full-screen app; an existing registry only (never
+    # created here), opened without the write lock (the dashboard's reads use a read-only handle)
+    reg = open_registry_or_exit(db, create=False)
     if serve:
         try:
             from textual_serve.server import Server
         except ImportError:
+            reg.dispose()
             fail("--serve needs textual-serve: pip install 'ctxsim[serve]'", EXIT_USAGE)
+        problem = port_problem("127.0.0.1", port)
+        if problem:
+            reg.dispose()
+            fail(problem, EXIT_USAGE)
         # the served command reads the registry URL from the environment, not its argv
         os.environ["CTXSIM_DB"] = reg.url
         reg.dispose()
         command = f"{shlex.quote(sys.executable)} -m ctxsim.tui --poll {poll} --stale-after {stale_after}"
         info(f"serving the dashboard on http://127.0.0.1:{port} (Ctrl+C stops)")
-        Server(command, host="127.0.0.1", port=port, title="ctxsim").serve()
+        try:
+            Server(command, host="127.0.0.1", port=port, title="ctxsim").serve()
+        except OSError as e:  # lost the port between the check and the bind
+            fail(f"cannot serve on 127.0.0.1:{port}: {e.strerror or e}", EXIT_USAGE)
         return
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         reg.dispose()

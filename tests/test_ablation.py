@@ -1,4 +1,4 @@
-"""The ablation study (seed-spec §8): the variant table, the grid of configs, the paper-style table,
+"""The ablation study (reference-implementation §8): the variant table, the grid of configs, the paper-style table,
 and the grid on synthetic data end to end through the registry."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def test_grid_on_synthetic_end_to_end(tmp_path):
     from ctxsim.reference.ablation import ablation_configs, ablation_rows_from_registry
     from ctxsim.registry import jobs
     from ctxsim.registry.db import open_registry
-    from ctxsim.runner.job import run_foreground
+    from ctxsim.runner.job import run_job_foreground
     from ctxsim.train import recipe
 
     threads = torch.get_num_threads()
@@ -88,7 +88,7 @@ def test_grid_on_synthetic_end_to_end(tmp_path):
         ids = [jid for jid, created in jobs.enqueue_many(reg, cfgs, executor=jobs.FOREGROUND) if created]
         assert len(ids) == 11
         for jid in ids:
-            run_foreground(reg, jid, device="cpu", heartbeat_s=60)
+            run_job_foreground(reg, jid, device="cpu", heartbeat_s=60)
         rows = ablation_rows_from_registry(reg, dataset="synthetic")
     finally:
         reg.dispose()

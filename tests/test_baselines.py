@@ -82,7 +82,15 @@ def test_first_use_loads_once_and_reloads_when_shipped_file_changes(registry):
     [
         ("256,cub,Hybrid,R@1,abc,user,x", "not a number"),
         ("256,cub,Hybrid,R@1,68.5x,user,x", "not a number"),
-        ("256,cub,Hybrid,R@1,0.69,user,x", None),  # a fraction is a valid (if odd) percentage
+        ("256,cub,Hybrid,R@1,0.698,user,x", "looks like a fraction; values are percentages (write 69.8"),
+        ("256,cub,Hybrid,R@1,69.8,user,x", None),
+        ("300,cub,Hybrid,R@1,50,user,x", "resolution 300 is not one of the paper's (224, 256"),
+        ("256,cub,Hybrid,R@9,50,user,x", "unknown metric 'R@9'"),
+        ("256,cub,Hybrid,bogusmetric,50,user,x", "unknown metric 'bogusmetric'"),
+        (",cub,Hybrid,MAP@R,50,user,x", None),
+        ("256,sop,Hybrid,R@1000,50,user,x", None),
+        ("224,cars,Hybrid,R@1,91.2,paper_table,x", "a second number for cars/224/Hybrid/R@1 (paper_table) (91.2; line 2 has 91.1)"),
+        ("224,cars,Hybrid,R@1,91.1,paper_table,again", "SAME"),  # the same number twice: kept once
         ("256,cub,Hybrid,R@1,101,user,x", "outside 0..100"),
         ("256,cub,Hybrid,R@1,-1,user,x", "outside 0..100"),
         ("256,cub,Hybrid,R@1,nan,user,x", "outside 0..100"),
@@ -100,6 +108,9 @@ def test_validation_names_the_line(line, why):
     text = HEADER + "224,cars,Hybrid,R@1,91.1,paper_table,PMLR pdf Table 2\n" + line + "\n"
     if why is None:
         assert len(parse_baselines(text)) == 2
+        return
+    if why == "SAME":
+        assert len(parse_baselines(text)) == 1
         return
     with pytest.raises(DataError) as e:
         parse_baselines(text, "mine.csv")
@@ -249,3 +260,33 @@ def test_concurrent_first_use_and_listing_postgres(pg_url):
         rows = list_baselines(reg, dataset="sop", resolution=224, method="hybrid")
         assert [(r["value"], r["origin"]) for r in rows] == [(81.0, "imported")]
         reg.dispose()
+
+
+def test_import_refuses_a_second_number_for_a_stored_cell_unless_replace(tmp_path):
+    db = tmp_path / "e.db"
+    first = tmp_path / "a.csv"
+    first.write_text(HEADER + "224,cub,Hybrid,R@1,70.1,paper_table,PMLR Table 2\n")
+    assert _run(["baselines", "--import", str(first)], db).exit_code == 0
+    second = tmp_path / "b.csv"
+    second.write_text(HEADER + "224,cub,Hybrid,R@2,80.0,paper_table,PMLR Table 2\n"
+                      "224,cub,Hybrid,R@1,70.2,paper_table,PMLR Table 2 again\n")
+    r = _run(["baselines", "--import", str(second)], db)
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "line 3: cub/224/Hybrid/R@1 (paper_table) already has 70.1 (imported)" in r.stderr
+    assert "--replace" in r.stderr
+    rows = json.loads(_run(["baselines", "-d", "cub", "-r", "224", "--json"], db).stdout)
+    cell = [x["value"] for x in rows if x["method"] == "Hybrid" and x["metric"] == "R@1" and x["kind"] == "paper_table"]
+    assert cell == [70.1] and not [x for x in rows if x["metric"] == "R@2" and x["origin"] == "imported"]  # nothing stored
+    r = _run(["baselines", "--import", str(second), "--replace", "--json"], db)
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["added"] == 2
+    rows = json.loads(_run(["baselines", "-d", "cub", "-r", "224", "--json"], db).stdout)
+    cell = [x["value"] for x in rows if x["method"] == "Hybrid" and x["metric"] == "R@1" and x["kind"] == "paper_table"]
+    assert cell == [70.2]
+    # a shipped number is never replaced, even with --replace
+    shipped = [x for x in rows if x["origin"] == "shipped"][0]
+    third = tmp_path / "c.csv"
+    third.write_text(HEADER + f"{shipped['resolution'] or ''},{shipped['dataset']},{shipped['method']},"
+                     f"{shipped['metric']},{min(99.0, shipped['value'] + 1)},{shipped['kind']},mine\n")
+    r = _run(["baselines", "--import", str(third), "--replace"], db)
+    assert r.exit_code == 2 and "shipped number is never replaced" in r.stderr

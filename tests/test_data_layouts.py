@@ -1,4 +1,4 @@
-"""The five benchmarks load from generated trees in the exact reference layouts (seed-spec §4.1)."""
+"""The five benchmarks load from generated trees in the exact reference layouts (reference-implementation §4.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Batch composition and batches-per-epoch of the reference samplers (seed-spec §3.1-3.3)."""
+"""Batch composition and batches-per-epoch of the reference samplers (reference-implementation §3.1-3.3)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def composition(labels, batch):
     return Counter(labels[batch].tolist())
 
 
-# CUB: 100 train classes, 5,864 images; Cars: 98 classes, 8,054; In-Shop: 3,997 classes, 25,882 (seed-spec §4)
+# CUB: 100 train classes, 5,864 images; Cars: 98 classes, 8,054; In-Shop: 3,997 classes, 25,882 (reference-implementation §4)
 CUB = uneven(100, 5864)
 CARS = uneven(98, 8054, 1)
 INSHOP = uneven(3997, 25882, 2)

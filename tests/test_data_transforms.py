@@ -1,4 +1,4 @@
-"""The fast recipe pipelines reproduce torchvision's reference transforms (seed-spec §3.1/§3.2)."""
+"""The fast recipe pipelines reproduce torchvision's reference transforms (reference-implementation §3.1/§3.2)."""
 
 from __future__ import annotations
 

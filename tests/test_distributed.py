@@ -110,7 +110,7 @@ def _cfg():
 
 
 def _manual_batch():
-    from ctxsim.train.engine import build_run_data
+    from ctxsim.train.build import build_run_data
 
     data = build_run_data(_cfg())
     idx = [0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27]
@@ -120,7 +120,7 @@ def _manual_batch():
 
 
 def _manual_model_and_loss():
-    from ctxsim.train.engine import build_run_data, build_run_loss, build_run_model
+    from ctxsim.train.build import build_run_data, build_run_loss, build_run_model
 
     cfg = _cfg()
     torch.manual_seed(0)

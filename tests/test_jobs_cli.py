@@ -1,4 +1,4 @@
-"""CLI of the queue: sweep, ls, show, logs, cancel, retry, rm, worker; --json; exit codes; bad input."""
+"""CLI of the queue: sweep, ls, show, logs, cancel, retry, priority, rm, worker; --json; exit codes; bad input."""
 
 from __future__ import annotations
 
@@ -97,6 +97,22 @@ def test_ls_show_cancel_retry_rm_and_exit_codes(db):
     r = cli("rm", str(a), "--force", "--json", db=db)
     assert r.exit_code == 0 and json.loads(r.stdout)["removed"] is True
     assert [row["id"] for row in json.loads(cli("ls", "--json", db=db).stdout)] == [b]
+
+
+def test_priority_moves_a_queued_job_and_exit_codes(db):
+    reg = open_registry(db)
+    a = jobs.enqueue(reg, probe_config(label="a"))
+    b = jobs.enqueue(reg, probe_config(label="b"))
+    r = cli("priority", str(b), "5", "--json", db=db)
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout) == {"id": b, "priority": 5, "previous": 0}
+    r = cli("priority", "--db", str(db), str(a), "--", "-2")  # a negative value goes after "--"
+    assert r.exit_code == 0 and f"job {a}: priority 0 -> -2" in r.stderr
+    assert jobs.claim(reg, "w").id == b  # the higher priority goes first
+    r = cli("priority", str(b), "1", db=db)
+    assert r.exit_code == 2 and "only queued" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert cli("priority", "999", "1", db=db).exit_code == 4
+    assert cli("priority", str(a), "high", db=db).exit_code == 2
 
 
 def test_logs_and_follow(db):

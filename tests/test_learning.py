@@ -27,15 +27,15 @@ def _threads():
 
 def _baselines(cfg):
     """(raw L2-normalised pixels, untrained network) metrics on the run's test split."""
-    from ctxsim.eval import retrieval_metrics
-    from ctxsim.train.engine import build_run_data, build_run_model, evaluate, seed_everything
+    from ctxsim.eval import evaluate_bundle, retrieval_metrics
+    from ctxsim.train.build import build_run_data, build_run_model, seed_everything
 
     data = build_run_data(cfg)
     x = data.query.images.flatten(1).float()  # the uint8 test images, as stored
     labels = torch.as_tensor(data.query.labels)
     raw = retrieval_metrics(torch.nn.functional.normalize(x, dim=1), labels, ks=data.ks)
     seed_everything(cfg.seed)  # the same initial weights as fit() builds
-    untrained = evaluate(build_run_model(cfg, data.in_channels), data, "cpu", batch_size=512)
+    untrained = evaluate_bundle(build_run_model(cfg, data.in_channels), data, "cpu", batch_size=512)
     return raw, untrained
 
 
@@ -74,18 +74,19 @@ def test_digits_hybrid_fits_its_training_classes_without_losing_the_unseen_ones(
 
     from ctxsim.data import build_data
     from ctxsim.train import fit, load_checkpoint_model, recipe
-    from ctxsim.train.engine import build_run_model, evaluate, seed_everything
+    from ctxsim.eval import evaluate_bundle
+    from ctxsim.train.build import build_run_model, seed_everything
 
     cfg = recipe("digits", "hybrid", 256).with_overrides(device="cpu", seed=0, num_workers=0)
     plain = build_data("digits", augment=False)
     seen = SimpleNamespace(query=plain.train, gallery=None, ks=plain.ks)
     seed_everything(cfg.seed)
-    before = evaluate(build_run_model(cfg, plain.in_channels), seen, "cpu", batch_size=512)
+    before = evaluate_bundle(build_run_model(cfg, plain.in_channels), seen, "cpu", batch_size=512)
     _, untrained = _baselines(cfg)
     res = fit(cfg, run_dir=tmp_path)
     assert res.status == "done"
     model, _ = load_checkpoint_model(tmp_path / "checkpoint.pt")
-    after = evaluate(model, seen, "cpu", batch_size=512)
+    after = evaluate_bundle(model, seen, "cpu", batch_size=512)
     assert after["MAP@R"] > before["MAP@R"] + LEARN_MARGIN, (before, after)
     assert after["R@1"] > 0.95, after
     assert res.metrics["MAP@R"] > untrained["MAP@R"] - 0.05, (res.metrics, untrained)

@@ -1,4 +1,4 @@
-"""Baselines (seed-spec §2): own-code losses against float64 re-derivations of their published
+"""Baselines (reference-implementation §2): own-code losses against float64 re-derivations of their published
 formulas (plain loops, no ctxsim calls); PML-backed losses against PML configured with the
 reference's arguments; build_loss, regulariser and graph-connected zero losses for every name."""
 
@@ -75,7 +75,7 @@ def _sig(d, tau):
 
 def ref_ap_loss(x64, y, kind, tau=0.01, rho=100.0, delta=0.05, offset=1.44, start=0.5, roadmap=False):
     """1 - mean AP, query counted as a positive; SupAP rank steps (ROADMAP, Ramzi et al. 2021) or
-    SmoothAP sigmoids (Brown et al. 2020), seed-spec §2.4."""
+    SmoothAP sigmoids (Brown et al. 2020), reference-implementation §2.4."""
     f = _unit(x64)
     S = f @ f.T
     B = len(y)

@@ -1,6 +1,6 @@
-"""Faithfulness of contextual_similarity and the hybrid loss (seed-spec §1, §8).
+"""Faithfulness of contextual_similarity and the hybrid loss (reference-implementation §1, §8).
 
-The float64 reference below is an independent re-derivation of seed-spec §1.2-1.4 written with
+The float64 reference below is an independent re-derivation of reference-implementation §1.2-1.4 written with
 plain loops over 0-d tensors; it never calls ctxsim. Its masks use the same straight-through rule
 as the reference implementation (value = hard step, d/dx = slope), written as hard + slope·(x - x̄)."""
 
@@ -25,7 +25,7 @@ from ctxsim.losses import (
 
 torch.set_num_threads(1)
 
-# seed-spec §1.6
+# reference-implementation §1.6
 E16 = [[1, .1, 0], [.9, .2, .1], [.8, -.1, .3], [.2, .9, .1], [.1, 1, .2], [0, .8, -.3], [.7, .6, .2],
        [-.2, .1, 1]]
 Y16 = [0, 0, 0, 1, 1, 1, 2, 2]
@@ -41,7 +41,7 @@ def _mask(x, t, slope, sigmoid, temp, strict=False):
 
 
 def ref_context(S, k, eps, ablation=0, slope=10.0, temp=0.01, strict=False):
-    """Contextual similarity from seed-spec §1.2 (and the §8 variants), as a list of lists."""
+    """Contextual similarity from reference-implementation §1.2 (and the §8 variants), as a list of lists."""
     B = S.shape[0]
     rows = range(B)
     negD = [[-(2.0 - 2.0 * S[i, j]) if float((2.0 - 2.0 * S[i, j]).detach()) > 0 else S[i, j] * 0.0 for j in rows]
@@ -83,7 +83,7 @@ def ref_context(S, k, eps, ablation=0, slope=10.0, temp=0.01, strict=False):
 
 
 def ref_terms(x64, y, k, eps, pm, nm, reg_sim, ablation=0):
-    """(L_ctx, L_con, L_reg) from seed-spec §1.3 for raw float64 embeddings x64."""
+    """(L_ctx, L_con, L_reg) from reference-implementation §1.3 for raw float64 embeddings x64."""
     f = x64 / x64.norm(dim=1, keepdim=True)
     S = f @ f.T
     B = S.shape[0]
@@ -229,7 +229,7 @@ def test_ablations_differ_from_default_where_they_should():
         assert torch.allclose(J, J0, atol=1e-6) == same_values, ab
         if ab:
             assert not torch.allclose(g, g0, atol=1e-6), f"ablation {ab} must change the gradient"
-    # behaviour as described (seed-spec §8)
+    # behaviour as described (reference-implementation §8)
     S = f0 @ f0.T
     negD = -(2 - 2 * S).clamp(min=0)
     tk = negD.topk(4, dim=1).values[:, 3:4]

@@ -127,7 +127,7 @@ def test_warmup_freezes_all_but_embedding_and_unfreezes_bn_affine():
     assert all(p.grad is None for p in groups["backbone"])
     assert model.embedding.weight.grad is not None
     model.set_warmup(False)
-    # reference side effect (seed-spec §9.14): BN affine trainable after warm-up, stats still frozen
+    # reference side effect (reference-implementation §9.14): BN affine trainable after warm-up, stats still frozen
     assert all(p.requires_grad for p in model.parameters())
     model.train()
     assert all(not m.training for m in _bns(model))

@@ -1,4 +1,4 @@
-"""Recipe values against the seed-spec tables (§1.4, §2.3, §3.1, §3.2) and RunConfig behaviour."""
+"""Recipe values against the reference-implementation tables (§1.4, §2.3, §3.1, §3.2) and RunConfig behaviour."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from ctxsim.errors import ConfigError
 from ctxsim.train import RunConfig, recipe
 from ctxsim.train.recipes import DATASETS, LOSS_NAMES, recipe_provenance
 
-# seed-spec §2.3 (224, CUB and Cars): loss -> (lr, bottleneck, gamma, IPC, warm)
+# reference-implementation §2.3 (224, CUB and Cars): loss -> (lr, bottleneck, gamma, IPC, warm)
 SPEC_224_CUB_CARS = {
     "cub": {
         "contrastive": (2e-5, "linear", 0.0, 4, 0), "roadmap": (2e-5, "linear", 0.1, 4, 0),
@@ -25,20 +25,20 @@ SPEC_224_CUB_CARS = {
         "hybrid": (8e-5, "linear", 0.1, 4, 0),
     },
 }
-# seed-spec §2.3 (224, SOP, all identity): loss -> (lr, gamma, IPC, warm, hierarchical, epochs, decay step)
+# reference-implementation §2.3 (224, SOP, all identity): loss -> (lr, gamma, IPC, warm, hierarchical, epochs, decay step)
 SPEC_224_SOP = {
     "contrastive": (4e-5, 0.0, 4, 0, 1, 80, 15), "roadmap": (4e-5, 0.1, 4, 0, 1, 80, 15),
     "triplet": (4e-5, 0.1, 4, 0, 1, 80, 15), "ms_miner": (8e-5, 0.0, 4, 0, 1, 80, 15),
     "proxy_anchor": (1.6e-4, 0.0, 0, 1, 0, 115, 21), "proxy_nca": (1.6e-4, 0.0, 0, 1, 0, 115, 21),
     "hybrid": (6e-5, 0.1, 4, 0, 1, 80, 15),
 }
-# seed-spec §3.1 README runs: dataset -> (bs, epochs, decay step, decay gamma, xform_scale, testfreq, lam, eps)
+# reference-implementation §3.1 README runs: dataset -> (bs, epochs, decay step, decay gamma, xform_scale, testfreq, lam, eps)
 SPEC_224_RUNS = {
     "cub": (128, 60, 10, 0.3, 0.16, 10, 0.05, 0.04),
     "cars": (64, 160, 20, 0.5, 0.12, 10, 0.2, 0.05),
     "sop": (128, 80, 15, 0.3, 0.08, 5, 0.2, 0.05),
 }
-# seed-spec §3.2 README runs: dataset -> (lr, batch, pooling, layernorm, sampler)
+# reference-implementation §3.2 README runs: dataset -> (lr, batch, pooling, layernorm, sampler)
 SPEC_256 = {
     "cub": (8e-5, 128, "max", True, "random256"), "cars": (1.6e-4, 128, "max", True, "random256"),
     "sop": (4e-5, 128, "avg", False, "hierarchical"), "inat": (8e-5, 256, "avg", False, "hierarchical"),
@@ -131,9 +131,11 @@ def test_256_baselines():
     assert recipe("cub", "proxy_nca", 224).loss_kw["softmax_scale"] == 9
     assert recipe("sop", "normsoftmax", 256).loss_kw["temperature"] == 0.05
     assert recipe("cub", "contrastive", 256).loss_kw == {}  # (0.9, 0.6) are the loss defaults
-    # the reference bugs of §9 are off by default
+    # the reference bugs of §9.4/§9.5 are on in the reference profile (the default here), off in fixed
+    assert recipe("cub", "proxy_nca", 256).proxy_grad_accumulate
+    assert recipe("cub", "proxy_anchor", 224).proxies_per_image
     for d, l, r in (("cub", "proxy_nca", 256), ("cub", "proxy_anchor", 224)):
-        c = recipe(d, l, r)
+        c = recipe(d, l, r, profile="fixed")
         assert not c.proxy_grad_accumulate and not c.proxies_per_image
 
 

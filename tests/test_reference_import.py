@@ -1,4 +1,4 @@
-"""Importing the reference's released models (seed-spec §3.2): files in exactly main.py's format are
+"""Importing the reference's released models (docs/reference-implementation.md §3.2): files in exactly main.py's format are
 created here (classes named CUB_Network / SOP_Network in a module registered as ``networks``, same
 attribute names, a real torchvision ResNet-50 with random weights and randomised BatchNorm
 statistics), imported, and must embed a batch like the original module. Foreign pickles are
@@ -22,7 +22,7 @@ TOLERANCE = 1e-5
 
 
 def _networks_module() -> types.ModuleType:
-    """The reference's networks.py classes (seed-spec §3.2), attribute names as in the reference,
+    """The reference's networks.py classes (docs/reference-implementation.md §3.2), attribute names as in the reference,
     defined here (nothing imported from the reference), registered as the module ``networks``."""
     import torchvision
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import multiprocessing as mp
 import os
+import shutil
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text, update
@@ -14,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 from ctxsim.errors import RegistryError
 from ctxsim.registry import jobs
 from ctxsim.registry.db import open_registry, retry_db
+from ctxsim.registry.migrations import VERSION_TABLE, head_revision
 from ctxsim.registry.models import SCHEMA_VERSION, Job, JobEvent, Meta, Metric, Summary, utcnow
 from ctxsim.registry.queries import metric_series
 from ctxsim.registry.sink import RegistrySink
@@ -37,6 +40,8 @@ def _make_v1(path) -> None:
         c.execute(text("DROP INDEX ix_jobs_updated_at"))
         c.execute(text("DROP INDEX ix_jobs_status_heartbeat"))
         c.execute(text("ALTER TABLE jobs DROP COLUMN updated_at"))
+        c.execute(text("ALTER TABLE events DROP COLUMN payload"))
+        c.execute(text(f"DROP TABLE {VERSION_TABLE}"))  # v1 came before Alembic
         c.execute(update(Meta).where(Meta.key == "schema_version").values(value="1"))
     reg.dispose()
 
@@ -88,6 +93,112 @@ def test_newer_schema_is_refused_and_nothing_written(tmp_path):
     assert not list(tmp_path.glob("*.bak-*"))
 
 
+FIXTURE_V2 = Path(__file__).parent / "fixtures" / "registry-v2.db"
+
+
+def test_registry_written_by_v2_code_is_backed_up_and_upgraded(tmp_path):
+    """tests/fixtures/registry-v2.db was written by ctxsim before Alembic (schema v2): 3 jobs (two done
+    through the sink), metrics, summaries, events and baselines. Opening it stamps and upgrades it."""
+    db = tmp_path / "experiments.db"
+    shutil.copy(FIXTURE_V2, db)
+    reg = open_registry(db)
+    (bak,) = tmp_path.glob("experiments.db.bak-v2-*")
+    import sqlite3
+
+    con = sqlite3.connect(bak)  # the backup is the v2 registry as it was
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+    assert "payload" not in [r[1] for r in con.execute("PRAGMA table_info(events)")]
+    assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 11
+    con.close()
+    with reg.engine.connect() as c:
+        assert c.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar() == head_revision()
+        cols = {r[1] for r in c.exec_driver_sql("PRAGMA table_info(events)")}
+    assert "payload" in cols
+    with reg.Session() as s:
+        assert s.scalar(select(Meta.value).where(Meta.key == "schema_version")) == str(SCHEMA_VERSION)
+        assert [j.status for j in s.scalars(select(Job).order_by(Job.id))] == ["done", "done", "queued"]
+        assert s.scalar(select(func.count()).select_from(Metric)) == 8
+        assert s.scalar(select(func.count()).select_from(Summary)) == 4
+        events = s.scalars(select(JobEvent).order_by(JobEvent.id)).all()
+        assert len(events) == 11 and all(e.payload is None for e in events)  # written before payloads
+        done = [e.message for e in events if e.kind == "done" and "selected" in e.message]
+        assert done[1] == "R@1=0.6200 MAP@R=0.2200 selected=best selected_on=test best_epoch=2"
+    # old rows say nothing structured: compare treats their selection as unknown, never parses text
+    from ctxsim.report.compare import gather_runs
+
+    runs = gather_runs(reg, ids=[1, 2])
+    assert [r["done"] for r in runs] == [None, None]
+    # the upgraded file is a normal registry: new events carry payloads, new jobs are claimed
+    jid = jobs.enqueue(reg, probe_config(label="after upgrade"))
+    jobs.set_priority(reg, jid, 5)
+    with reg.Session() as s:
+        ev = s.scalars(select(JobEvent).where(JobEvent.job_id == jid, JobEvent.kind == "priority")).one()
+        assert ev.payload == {"previous": 0, "priority": 5}
+    reg.dispose()
+    open_registry(db).dispose()  # at the head: no second backup
+    assert len(list(tmp_path.glob("experiments.db.bak-*"))) == 1
+
+
+def test_unknown_alembic_revision_is_refused(tmp_path):
+    db = tmp_path / "experiments.db"
+    reg = open_registry(db)
+    with reg.engine.begin() as c:
+        c.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = 'v99'"))
+    reg.dispose()
+    before = _sha(db)
+    with pytest.raises(RegistryError, match="schema revision v99, newer than this ctxsim") as e:
+        open_registry(db)
+    assert "\n" not in str(e.value) and _sha(db) == before
+    assert not list(tmp_path.glob("*.bak-*"))
+
+
+def _schema_diff(url: str) -> list:
+    """What differs between the schema the Alembic revisions built at ``url`` and models.py."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from ctxsim.registry.models import Base
+
+    reg = open_registry(url)
+    try:
+        with reg.engine.connect() as c:
+            ctx = MigrationContext.configure(c, opts={"version_table": VERSION_TABLE})
+            return compare_metadata(ctx, Base.metadata)
+    finally:
+        reg.dispose()
+
+
+def test_revisions_build_exactly_the_models_schema_sqlite(tmp_path):
+    assert _schema_diff(str(tmp_path / "experiments.db")) == []
+
+
+@pytest.mark.postgres
+def test_revisions_build_exactly_the_models_schema_postgres(pg_url):
+    with pg_schema_url(pg_url) as url:
+        assert _schema_diff(url) == []
+
+
+@pytest.mark.postgres
+def test_postgres_v2_registry_is_stamped_and_upgraded(pg_url):
+    """A PostgreSQL registry of schema v2 (no Alembic table, no events.payload) upgrades in place."""
+    with pg_schema_url(pg_url) as url:
+        reg = open_registry(url)
+        jid = jobs.enqueue(reg, probe_config(label="old"))
+        with reg.engine.begin() as c:
+            c.execute(text("ALTER TABLE events DROP COLUMN payload"))
+            c.execute(text(f"DROP TABLE {VERSION_TABLE}"))
+            c.execute(update(Meta).where(Meta.key == "schema_version").values(value="2"))
+        reg.dispose()
+        reg = open_registry(url)
+        with reg.Session() as s:
+            assert s.scalar(select(Meta.value).where(Meta.key == "schema_version")) == str(SCHEMA_VERSION)
+            assert [e.payload for e in s.scalars(select(JobEvent).where(JobEvent.job_id == jid))] == [None]
+        jobs.set_priority(reg, jid, 2)
+        with reg.engine.connect() as c:
+            assert c.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar() == head_revision()
+        reg.dispose()
+
+
 def test_read_only_file_is_refused(tmp_path):
     db = tmp_path / "experiments.db"
     open_registry(db).dispose()
@@ -137,7 +248,7 @@ def test_enqueue_dedupes_and_records_provenance(registry):
     assert b != a
     with registry.Session() as s:
         job = s.get(Job, a)
-        assert job.status == "queued" and job.run_dir.endswith(f"{a:05d}-probe")
+        assert job.status == "queued" and Path(job.run_dir).name.endswith(f"-job{a}")  # ctxsim.registry.rundirs
         assert job.versions_json and '"python"' in job.versions_json
         assert job.git_commit is None or len(job.git_commit) == 40
         assert sorted(t.tag for t in job.tags) == ["x", "y"]
@@ -364,14 +475,40 @@ def test_runs_table_polls_incrementally(registry):
 
 
 def test_done_event_records_how_the_model_was_selected(registry):
-    from ctxsim.registry.queries import job_event_messages
-    from ctxsim.report.compare import _parse_done, selected_on_test
+    from ctxsim.registry.models import EventKind
+    from ctxsim.registry.queries import job_event_payloads
+    from ctxsim.report.compare import done_data, selected_on_test
 
     jid = jobs.enqueue(registry, probe_config(label="sel"))
+    c = jobs.claim(registry, "w", job_id=jid)
     sink = RegistrySink(registry, jid)
-    sink.emit(Event("done", {"metrics": {"R@1": 0.5}, "selected": "best", "selected_on": "test", "best_epoch": 3}))
+    sink.emit(Event("done", {"metrics": {"R@1": 0.5, "MAP@R": float("nan")}, "selected": "best",
+                             "selected_on": "test", "best_epoch": 3}))
     sink.close()
-    (msg,) = job_event_messages(registry, [jid], "done")[jid]
-    assert "selected=best" in msg and "selected_on=test" in msg and "best_epoch=3" in msg
-    done, exact = _parse_done([msg])
-    assert selected_on_test(done) and done["metrics"] == {"R@1": 0.5} and not exact
+    jobs.finish(registry, jid, "done", attempt=c.attempt, worker_id="w", exit_code=0)
+    payloads = job_event_payloads(registry, [jid], EventKind.DONE)[jid]
+    # the sink's event (exact values; NaN stored as null) and then finish's own row (exit code only)
+    assert payloads == [{"metrics": {"R@1": 0.5, "MAP@R": None}, "selected": "best", "selected_on": "test",
+                         "best_epoch": 3}, {"exit_code": 0, "error": None}]
+    done = done_data(payloads)
+    assert selected_on_test(done) and done["metrics"]["R@1"] == 0.5 and done["best_epoch"] == 3
+    with registry.Session() as s:  # the human message stays
+        msgs = [e.message for e in s.scalars(select(JobEvent).where(JobEvent.job_id == jid, JobEvent.kind == "done"))]
+    assert "selected=best" in msgs[0] and msgs[1] == "exit code 0"
+
+
+def test_set_priority_moves_only_queued_jobs(registry):
+    from ctxsim.errors import JobNotFoundError, JobStateError
+
+    low = jobs.enqueue(registry, probe_config(label="low"))
+    high = jobs.enqueue(registry, probe_config(label="high"))
+    assert jobs.set_priority(registry, high, 10) == 0
+    assert jobs.set_priority(registry, high, -3, relative=True) == 10
+    with registry.Session() as s:
+        assert s.get(Job, high).priority == 7
+    assert jobs.claim(registry, "w").id == high  # highest priority first, though newer
+    with pytest.raises(JobStateError, match="only queued"):
+        jobs.set_priority(registry, high, 1)
+    with pytest.raises(JobNotFoundError):
+        jobs.set_priority(registry, 999, 1)
+    assert jobs.claim(registry, "w").id == low

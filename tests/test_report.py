@@ -156,7 +156,7 @@ def real_runs(tmp_path_factory):
 
     from ctxsim.registry import jobs
     from ctxsim.registry.db import open_registry
-    from ctxsim.runner.job import run_foreground
+    from ctxsim.runner.job import run_job_foreground
     from ctxsim.train import recipe
 
     torch.set_num_threads(1)
@@ -166,7 +166,7 @@ def real_runs(tmp_path_factory):
     for seed in (0, 1):
         cfg = recipe("synthetic", "hybrid", 256).with_overrides(epochs=2, seed=seed, select="best", device="cpu")
         jid = jobs.enqueue(reg, cfg, executor="foreground", runs_root=tmp / "runs")
-        run_foreground(reg, jid, device="cpu")
+        run_job_foreground(reg, jid, device="cpu")
         ids.append(jid)
     yield reg, ids, tmp
     reg.dispose()

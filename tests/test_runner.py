@@ -19,8 +19,10 @@ from ctxsim.registry import jobs
 from ctxsim.registry.db import open_registry
 from ctxsim.registry.models import Job, JobEvent, Metric
 from ctxsim.registry.queries import metric_series
-from ctxsim.runner.job import run_foreground
+from ctxsim.runner.job import run_job_foreground
 from ctxsim.runner.probe import probe_config
+from ctxsim.runner.worker import LocalWorker
+from ctxsim.train.events import read_events
 from registry_helpers import pg_schema_url
 
 
@@ -173,6 +175,44 @@ def test_cancel_stops_the_process_group(tmp_path):
     assert job.last_step < 10_000
 
 
+def test_cancel_bound_is_heartbeat_plus_grace_plus_one_pass(tmp_path):
+    reg = open_registry(str(tmp_path / "e.db"))
+    w = LocalWorker(reg, [], poll_s=0.2, heartbeat_expiry_s=60.0, grace_s=1.0)
+    assert w.heartbeat_s == 0.2
+    assert w.cancel_bound_s == pytest.approx(0.2 + 1.0 + 0.2)
+    slow = LocalWorker(reg, [], poll_s=5.0, heartbeat_expiry_s=8.0, grace_s=10.0)
+    assert slow.heartbeat_s == 2.0 and slow.cancel_bound_s == pytest.approx(2.0 + 10.0 + 2.0)
+
+
+def test_cancel_kills_a_job_blocked_in_a_step_after_the_grace(tmp_path):
+    """A job that cannot check its stop flag (blocked in one 600 s step, SIGTERM only sets the
+    flag) is SIGKILLed by the worker once the grace has passed: the cancel is honoured within
+    ``cancel_bound_s`` (asserted with a generous margin for a loaded machine)."""
+    url = str(tmp_path / "experiments.db")
+    reg = open_registry(url)
+    jid = jobs.enqueue(reg, probe_config(epochs=1, steps_per_epoch=2, sleep_s=600, spawn_child=True))
+    bound = LocalWorker(reg, [], poll_s=0.2, grace_s=1.0).cancel_bound_s
+    w = start_worker(url, "--gpus", "", "--once", "--grace", "1", log=tmp_path / "w.log")
+    try:
+        events = Path(job_row(reg, jid).run_dir) / "events.jsonl"  # written through at each event
+        wait_for(lambda: events.exists() and '"step"' in events.read_text(), 60, "the job to enter its long step")
+        line = attempts_log(reg, jid)[0]
+        job_pid, grandchild = int(line.split()[0]), int(line.split("child=")[1])
+        t0 = time.monotonic()
+        assert jobs.cancel(reg, jid) == "cancel_requested"
+        wait_for(lambda: job_row(reg, jid).status == "cancelled", bound + 30, "status cancelled")
+        took = time.monotonic() - t0
+        wait_for(lambda: not alive(job_pid) and not alive(grandchild), 5, "the job's process group to die")
+        assert w.wait(timeout=20) == 0
+    finally:
+        if w.poll() is None:
+            os.killpg(w.pid, signal.SIGKILL)
+    job = job_row(reg, jid)
+    assert job.error == "cancelled by request (killed by signal 9)", job.error  # the escalation, not the job
+    assert [e.kind for e in read_events(events)].count("step") == 1  # killed inside its first step
+    assert took < bound + 15, (took, bound)
+
+
 def test_worker_sigterm_requeues_its_job_without_counting_the_attempt(tmp_path):
     url = str(tmp_path / "experiments.db")
     reg = open_registry(url)
@@ -214,15 +254,56 @@ def test_failed_job_and_gpu_assignment(tmp_path):
 
 def test_foreground_run_done_and_cancel(registry):
     done = jobs.enqueue(registry, probe_config(1, 3, label="fg"), executor="foreground")
-    out = run_foreground(registry, done, heartbeat_s=0.1)
+    out = run_job_foreground(registry, done, heartbeat_s=0.1)
     assert out["stopped"] is False
     assert job_row(registry, done).status == "done"
     with pytest.raises(jobs.JobStateError):
-        run_foreground(registry, done)
+        run_job_foreground(registry, done)
     slow = jobs.enqueue(registry, probe_config(1, 10_000, sleep_s=0.01, label="fg2"), executor="foreground")
     threading.Timer(0.5, lambda: jobs.cancel(registry, slow)).start()
-    out = run_foreground(registry, slow, heartbeat_s=0.1)
+    out = run_job_foreground(registry, slow, heartbeat_s=0.1)
     assert out["stopped"] is True
     job = job_row(registry, slow)
     assert job.status == "cancelled" and job.error == "cancel requested"
     assert 0 < job.last_step < 10_000
+
+
+# ------------------------------------------------------------------ job kinds and run folders
+
+
+def test_every_job_kind_loads_and_an_unknown_kind_is_one_line(tmp_path):
+    import inspect
+
+    from ctxsim.errors import ConfigError
+    from ctxsim.runner import kinds
+    from ctxsim.runner.job import execute
+    from ctxsim.train.events import NullSink
+
+    assert set(kinds.KINDS) >= {"train", "toy", "probe", "reference-eval"}
+    for name in kinds.KINDS:
+        params = list(inspect.signature(kinds.load_entry(name)).parameters)
+        assert params == ["cfg", "sink", "run_dir", "should_stop"], (name, params)
+    with pytest.raises(ConfigError) as e:
+        execute('{"kind": "nope"}', NullSink(), str(tmp_path))
+    assert str(e.value).startswith("unknown job kind 'nope' (known: ") and "\n" not in str(e.value)
+    out = execute('{"kind": "probe", "epochs": 1, "steps_per_epoch": 2}', NullSink(), str(tmp_path))
+    assert out == {"epochs_run": [1], "stopped": False, "start_epoch": 0}
+    assert '"kind": "step"' in (tmp_path / "events.jsonl").read_text()  # the runner adds events.jsonl
+
+
+def test_one_run_folder_rule(tmp_path, registry):
+    from ctxsim.registry.rundirs import run_folder
+    from ctxsim.train import recipe
+
+    cfg = recipe("cub", "hybrid", 256).with_overrides(seed=3)
+    f = jobs.config_fields(cfg)
+    # `ctxsim run` resumes the config's folder: the same name as before the rule was shared
+    assert run_folder(tmp_path, f) == tmp_path / f"cub-hybrid-256-{cfg.config_hash()[:8]}"
+    named = cfg.with_overrides(name="my run/1")
+    assert run_folder(tmp_path, jobs.config_fields(named)).name == f"my_run_1-{named.config_hash()[:8]}"
+    # a queued job (sweep, dashboard) gets the same name suffixed with its id
+    jid = jobs.enqueue(registry, cfg, runs_root=tmp_path)
+    assert job_row(registry, jid).run_dir == str(run_folder(tmp_path, f, jid))
+    assert job_row(registry, jid).run_dir.endswith(f"cub-hybrid-256-{cfg.config_hash()[:8]}-job{jid}")
+    probe = jobs.enqueue(registry, probe_config(label="x"), runs_root=tmp_path)
+    assert Path(job_row(registry, probe).run_dir).name.startswith("probe-")

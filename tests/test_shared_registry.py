@@ -1,4 +1,4 @@
-"""A shared PostgreSQL registry (DESIGN §5): two worker processes posing as two machines
+"""A shared PostgreSQL registry (docs/architecture.md §5.3): two worker processes posing as two machines
 (``--host-name``) drain one sweep of tiny training jobs; every job runs exactly once, each job
 records the host that ran it, and ``ctxsim ls`` shows it."""
 

@@ -1,8 +1,9 @@
 """The Slurm executor (ctxsim.runner.slurm) through submitit's LOCAL executor: options, state
-mapping, and four queued tiny training jobs run by ``ctxsim worker --executor slurm`` — one
-finishes, one is cancelled while running, one is preempted (USR2, as Slurm signals before a time
-limit or a preemption), requeued in place and resumed from its mid-epoch checkpoint, and one whose
-task is SIGKILLed (a node failure) is resubmitted by the poller and resumes from its epoch checkpoint."""
+mapping, and four queued jobs run by ``ctxsim worker --executor slurm``: a tiny training job
+finishes; a probe job that runs until stopped is cancelled while running; a tiny training job is
+preempted (USR2, as Slurm signals before a time limit or a preemption), requeued in place and
+resumed from its mid-epoch checkpoint; and one whose task is SIGKILLed (a node failure) is
+resubmitted by the poller and resumes from its epoch checkpoint."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from ctxsim.errors import ConfigError
 from ctxsim.registry import jobs
 from ctxsim.registry.db import open_registry
 from ctxsim.registry.models import Job, JobEvent, Metric
-from ctxsim.runner.slurm import SlurmOptions, state_action, url_for_nodes
+from ctxsim.runner.probe import probe_config
+from ctxsim.runner.slurm import SlurmOptions, SlurmWorker, state_action, url_for_nodes
 from ctxsim.train.events import read_events
 
 
@@ -70,7 +72,42 @@ def test_bad_slurm_options_are_one_line(tmp_path):
     assert r.returncode == 2 and "--executor must be local or slurm" in r.stderr and "Traceback" not in r.stderr
 
 
-# ------------------------------------------------------------------ three jobs through submitit's local executor
+def test_slurm_and_local_workers_share_the_loop_and_its_registry_backoff(tmp_path, monkeypatch):
+    """One loop (ctxsim.runner.skeleton) for both executors: a registry error never ends the Slurm
+    poller either; it backs off poll_s * 2^n, like the local worker."""
+    from sqlalchemy.exc import OperationalError
+
+    from ctxsim.runner.skeleton import WorkerLoop
+    from ctxsim.runner.worker import LocalWorker
+
+    assert SlurmWorker.run is LocalWorker.run is WorkerLoop.run
+    reg = open_registry(str(tmp_path / "e.db"))
+    said: list[str] = []
+    w = SlurmWorker(reg, SlurmOptions(cluster="local", folder=str(tmp_path / "slurm")), poll_s=0.5, once=True,
+                    on_message=said.append)
+    calls = []
+
+    def flaky_follow() -> None:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+
+    waits: list[float] = []
+    monkeypatch.setattr(w, "collect", flaky_follow)
+    monkeypatch.setattr(w._stopping, "wait", lambda t=None: waits.append(t) or False)
+    assert w.run() == 0  # nothing queued: the third pass drains and ends the loop
+    assert len(calls) == 3 and waits == [1.0, 2.0]
+    assert [m for m in said if "registry error" in m] == [
+        "registry error (server closed the connection unexpectedly); retrying in 1 s",
+        "registry error (server closed the connection unexpectedly); retrying in 2 s"]
+    with reg.Session() as s:
+        from ctxsim.registry.models import Worker
+
+        assert s.get(Worker, w.id).status == "stopped"
+    reg.dispose()
+
+
+# ------------------------------------------------------------------ jobs through submitit's local executor
 
 
 def _tiny(num_batches: int, seed: int, epochs: int = 1):
@@ -99,7 +136,10 @@ def _wait(cond, timeout: float, what: str):
 def test_local_executor_runs_cancels_preempts_and_resubmits_jobs(tmp_path):
     url = str(tmp_path / "experiments.db")
     reg = open_registry(url)
-    ids = jobs.enqueue_many(reg, [_tiny(4, 0), _tiny(60, 1), _tiny(40, 2), _tiny(20, 3, epochs=2)],
+    # the job to cancel runs until it is stopped (a probe of a million steps): the cancel cannot
+    # lose a race with the job's end, however fast the machine
+    until_stopped = probe_config(epochs=1, steps_per_epoch=1_000_000, sleep_s=0.01, label="cancel")
+    ids = jobs.enqueue_many(reg, [_tiny(4, 0), until_stopped, _tiny(40, 2), _tiny(20, 3, epochs=2)],
                             executor="slurm", runs_root=tmp_path / "runs")
     done_id, cancel_id, preempt_id, crash_id = (i for i, _ in ids)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -134,6 +174,7 @@ def test_local_executor_runs_cancels_preempts_and_resubmits_jobs(tmp_path):
     crashed = _row(reg, crash_id)
     assert (crashed.status, crashed.attempts, crashed.last_step) == ("done", 2, 40), crashed.error
     assert rows[cancel_id].error.startswith("cancelled by request")
+    assert rows[cancel_id].last_step < 1_000_000
     assert rows[done_id].last_step == 4 and rows[preempt_id].last_step == 40
     with reg.Session() as s:
         kinds = list(s.scalars(select(JobEvent.kind).where(JobEvent.job_id == preempt_id)))

@@ -1,4 +1,4 @@
-"""The 2-D toy experiment (seed-spec §8): data, event stream, and `ctxsim toy` end to end."""
+"""The 2-D toy experiment (docs/reference-implementation.md §8): data, event stream, and `ctxsim toy` end to end."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_circles_data():
 
 
 def test_mask_only_loss_matches_definition():
-    """J = N_k mask with eps (seed-spec §1.2 step 3), L = [sum W(1-J)^2 + (1-W)J^2]/B^2 off-diagonal."""
+    """J = N_k mask with eps (docs/reference-implementation.md §1.2 step 3), L = [sum W(1-J)^2 + (1-W)J^2]/B^2 off-diagonal."""
     from ctxsim.reference.toy import MaskOnlyContextualLoss
 
     g = torch.Generator().manual_seed(3)

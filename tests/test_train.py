@@ -127,7 +127,7 @@ def test_proxy_grad_accumulate_flag_keeps_proxy_grads():
     p.grad, q.grad = torch.ones(2), torch.ones(2)
     s = OptimizerSet(["head", "proxies"], [torch.optim.Adam([p]), torch.optim.Adam([q])], [None, None], proxy_index=1)
     s.zero_grad(accumulate_proxies=True)
-    assert p.grad is None and q.grad is not None  # seed-spec §9.5, only behind the flag
+    assert p.grad is None and q.grad is not None  # reference-implementation §9.5, only behind the flag
     s.zero_grad()
     assert q.grad is None
 
@@ -202,11 +202,11 @@ def test_checkpoint_is_weights_only_and_reloads(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
     # the saved (selected) model reproduces its metrics
     from ctxsim.data import build_data
-    from ctxsim.train.engine import evaluate
+    from ctxsim.eval import evaluate_bundle
 
     model, cfg2 = load_checkpoint_model(tmp_path / "checkpoint.pt")
     assert cfg2 == cfg
-    assert evaluate(model, build_data("synthetic")) == pytest.approx(res.metrics)
+    assert evaluate_bundle(model, build_data("synthetic")) == pytest.approx(res.metrics)
     # a completed run is not retrained
     again, sink = _run(cfg, tmp_path)
     assert again.steps == res.steps and not sink.of("step") and sink.of("done")

@@ -26,11 +26,9 @@ def parse_overrides(text: str) -> list[str]:
 
 def build_config(dataset: str, loss: str, resolution: int, overrides: str = ""):
     """The recipe for dataset/loss/resolution with ``key=value`` overrides, validated (ConfigError)."""
-    from ctxsim.train.recipes import recipe
+    from ctxsim.train.configure import configure
 
-    cfg = recipe(dataset, loss, int(resolution))
-    sets = parse_overrides(overrides)
-    return cfg.with_sets(sets) if sets else cfg
+    return configure(dataset, loss, int(resolution), sets=parse_overrides(overrides))
 
 
 def enqueue_run(reg: Registry, dataset: str, loss: str, resolution: int, overrides: str = "",
@@ -59,23 +57,10 @@ def retry_job(reg: Registry, job_id: int) -> str:
 
 
 def change_priority(reg: Registry, job_id: int, delta: int) -> str:
-    """Moves a queued job up (delta > 0) or down the queue (workers claim highest priority first).
-
-    ctxsim.registry.jobs has no priority setter yet, so this is one retried transaction here.
-    """
+    """Moves a queued job up (delta > 0) or down the queue (workers claim highest priority first)."""
     from ctxsim.registry import jobs
-    from ctxsim.registry.models import Job
 
-    def work(s) -> int:  # noqa: ANN001
-        job = s.get(Job, job_id)
-        if job is None:
-            raise jobs.JobNotFoundError(f"no job {job_id}")
-        if job.status != "queued":
-            raise jobs.JobStateError(f"job {job_id} is {job.status}: only queued jobs can be re-prioritised")
-        job.priority = (job.priority or 0) + delta
-        return job.priority
-
-    new = reg.run(work, what=f"re-prioritise job {job_id}")
+    new = jobs.set_priority(reg, job_id, delta, relative=True) + delta
     return f"job {job_id}: priority {new}"
 
 

@@ -9,16 +9,40 @@ injected (``clock=``) so snapshots are reproducible.
 
 from __future__ import annotations
 
+import os
+import threading
 from datetime import datetime, timezone
-from typing import Callable, Optional
+from functools import partial
+from pathlib import Path
+from typing import Callable, Iterable, Optional
 
-from textual.app import App
+from sqlalchemy.engine import make_url
+from textual.app import App, SystemCommand
+from textual.screen import Screen
 
-from ctxsim.registry.db import Registry, open_registry, redact
+from ctxsim.errors import NotFoundError, one_line
+from ctxsim.registry.db import Registry, open_registry, read_registry, redact
 from ctxsim.tui.bindings import APP_BINDINGS
-from ctxsim.tui.data import read_registry
 from ctxsim.tui.format import DEFAULT_STALE_AFTER_S
 from ctxsim.tui.messages import ActionDone
+
+
+def require_existing(db: Optional[str]) -> None:
+    """The dashboard opens an existing registry only: a SQLite file that is not there (a typo in
+    ``--db``) is one NotFoundError line naming the path, never a silent new empty registry."""
+    from ctxsim.registry.db import resolve_url
+
+    url = make_url(resolve_url(db))
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return
+    path = Path(url.database)
+    if not path.is_file():
+        raise NotFoundError(f"no registry at {path} (check --db or $CTXSIM_DB; `ctxsim run` creates one)")
+
+
+def bell_default() -> bool:
+    """The bell on a finished or failed job is on unless ``CTXSIM_TUI_BELL=0``."""
+    return os.environ.get("CTXSIM_TUI_BELL", "1").strip().lower() not in ("0", "no", "off", "false")
 
 
 def utc_now() -> datetime:
@@ -43,9 +67,21 @@ class CtxsimApp(App):
         label: Optional[str] = None,
         show_timings: bool = True,
         load_baselines: bool = True,
+        bell: Optional[bool] = None,
+        gpu_probe: Optional[Callable[[], Optional[list]]] = None,
     ) -> None:
         super().__init__()
+        if registry is None:
+            require_existing(db)
         self.reg = registry if registry is not None else open_registry(db)
+        self.ring_bell = bell_default() if bell is None else bell
+        if gpu_probe is None:
+            from ctxsim.tui.screens.queue import local_gpus
+
+            gpu_probe = local_gpus
+        self.gpu_probe = gpu_probe  # this machine's GPUs (NVML), read in the queue view's thread
+        self._write_engine = None  # the writes' own engine (tui/writes.py), made on first use
+        self._waiting_write: Optional[threading.Event] = None  # a write waiting for the lock
         self.read_reg = read_registry(self.reg)
         self.clock = clock
         self.poll_interval = poll_interval
@@ -74,18 +110,73 @@ class CtxsimApp(App):
             if ensure_baselines(self.reg):
                 self.baselines_changed = True
         except Exception as e:  # noqa: BLE001 - a read-only registry still shows its runs
-            self.post_message(ActionDone(f"paper numbers not loaded: {str(e).splitlines()[0]}", ok=False))
+            self.post_message(ActionDone(f"paper numbers not loaded: {one_line(e)}", ok=False))
 
     # --- navigation ---------------------------------------------------------------------------
+    def action_back(self) -> None:
+        """q: back one level; quits only from the runs table (the bottom screen)."""
+        if len(self.screen_stack) > 2:
+            self.pop_screen()
+        else:
+            self.exit()
+
+    def action_help(self) -> None:
+        from ctxsim.tui.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The palette lists every action of the current view and of the app, by its description."""
+        from ctxsim.tui.bindings import APP_BINDINGS
+
+        seen = set()
+        for node, bindings in ((screen, getattr(screen, "BINDINGS", [])), (self, APP_BINDINGS)):
+            for b in bindings:
+                desc = getattr(b, "description", "")
+                if not desc or b.action in seen:
+                    continue
+                seen.add(b.action)
+                keys = ", ".join(self.get_key_display(type(b)(k.strip(), b.action, key_display=b.key_display))
+                                 for k in b.key.split(","))
+                yield SystemCommand(desc, f"key {keys}", partial(self.run_action, b.action, node))
+        yield from super().get_system_commands(screen)
+
+    def bell_and_notice(self, text: str, ok: bool = True) -> None:
+        """A job finished or failed: a status-line notice, and the terminal bell unless turned off."""
+        self._notice(text, ok)
+        if self.ring_bell:
+            self.bell()
+
     def action_refresh_now(self) -> None:
         poll = getattr(self.screen, "poll", None)
         if poll is not None:
             poll()
 
-    def open_detail(self, job_id: int) -> None:
+    def open_detail(self, job_id: int, tab: Optional[str] = None) -> None:
         from ctxsim.tui.screens.detail import DetailScreen
 
-        self.push_screen(DetailScreen(job_id))
+        self.push_screen(DetailScreen(job_id, tab=tab))
+
+    def open_diff(self, a: int, b: int) -> None:
+        from ctxsim.tui.screens.diff import DiffScreen
+
+        self.push_screen(DiffScreen(a, b))
+
+    def copy_run_command(self, job: dict) -> None:
+        """y: the exact ``ctxsim run …`` command of a job to the clipboard (OSC 52: works over SSH and in tmux)."""
+        from ctxsim.tui.format import run_command
+
+        cmd = run_command(job)
+        self.copy_to_clipboard(cmd)
+        self._notice(f"copied: {cmd}", ok=True)
+
+    def clone_into_form(self, job: dict) -> None:
+        """e: the new-run form filled with a job's dataset, loss, resolution and overrides."""
+        self.action_new_run(prefill={
+            "dataset": job["dataset"], "loss": job["loss"], "resolution": job.get("resolution"),
+            "name": (job.get("name") or "") and f"{job['name']}-clone", "overrides": " ".join(job.get("overrides") or []),
+        })
 
     def open_compare(self, job_ids: list[int]) -> None:
         from ctxsim.tui.screens.compare import CompareScreen
@@ -98,31 +189,70 @@ class CtxsimApp(App):
         if not isinstance(self.screen, QueueScreen):
             self.push_screen(QueueScreen())
 
-    def action_new_run(self) -> None:
+    def action_new_run(self, prefill: Optional[dict] = None) -> None:
         from ctxsim.tui.screens.new_run import NewRunScreen
 
-        def done(job_id: Optional[int]) -> None:
-            if job_id is not None:
-                self._notice(f"queued job {job_id}", ok=True)
+        def done(result) -> None:  # noqa: ANN001 - job id, ("open", id) or None
+            if isinstance(result, tuple) and result[0] == "open":
+                self.open_detail(result[1])
+            elif result is not None:
+                self._notice(f"queued job {result}", ok=True)
                 self.action_refresh_now()
 
-        self.push_screen(NewRunScreen(), done)
+        self.push_screen(NewRunScreen(prefill), done)
 
     # --- writes (thread workers) --------------------------------------------------------------
     def _write(self, fn, *args) -> None:  # noqa: ANN001
+        """Runs ``fn(registry, *args)`` in a thread; after WAIT_NOTICE_AFTER_S still waiting for the
+        registry lock, the status line says so and Esc cancels it."""
+        from ctxsim.tui.writes import WAIT_NOTICE_AFTER_S, CancellableWrites, WriteCancelled, ui_write_engine
+
+        if self._write_engine is None:
+            self._write_engine = ui_write_engine(self.reg)
+        cancel, done = threading.Event(), threading.Event()
+        reg = CancellableWrites(self.reg, self._write_engine, cancel)
+        self._waiting_write = None
+
         def run() -> None:
             try:
-                text = fn(self.reg, *args)
+                text = fn(reg, *args)
                 self.post_message(ActionDone(text, ok=True))
+            except WriteCancelled as e:
+                self.post_message(ActionDone(one_line(e), ok=True))
             except Exception as e:  # noqa: BLE001 - CtxsimError or a database error: one line
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                self.post_message(ActionDone(first, ok=False))
+                self.post_message(ActionDone(one_line(e), ok=False))
+            finally:
+                done.set()
+
+        def still_waiting() -> None:
+            if not done.is_set():
+                self._waiting_write = cancel
+                self.refresh_bindings()
+                self._notice("waiting for the registry lock… (Esc cancels)", ok=True)
 
         self.run_worker(run, thread=True, group="write", exit_on_error=False)
+        self.set_timer(WAIT_NOTICE_AFTER_S, still_waiting)
 
-    def confirm_cancel(self, job_id: int) -> None:
+    def check_action(self, action: str, parameters: tuple) -> Optional[bool]:
+        if action == "cancel_write":  # Esc cancels a waiting write, else Esc does what the view says
+            return self._waiting_write is not None
+        return True
+
+    def action_cancel_write(self) -> None:
+        if self._waiting_write is not None:
+            self._waiting_write.set()
+            self._waiting_write = None
+            self.refresh_bindings()
+            self._notice("cancelling the write…", ok=True)
+
+    def confirm_cancel(self, job_id: int, status: Optional[str] = None) -> None:
+        """Asks first, and only for a job that can be cancelled (queued or running)."""
         from ctxsim.tui.actions import cancel_job
         from ctxsim.tui.screens.confirm import ConfirmScreen
+
+        if status is not None and status not in ("queued", "running"):
+            self._notice(f"job {job_id} is {status}: only queued or running jobs can be cancelled", ok=False)
+            return
 
         def answer(yes: Optional[bool]) -> None:
             if yes:
@@ -130,17 +260,26 @@ class CtxsimApp(App):
 
         self.push_screen(ConfirmScreen(f"Cancel job {job_id}?"), answer)
 
-    def retry(self, job_id: int) -> None:
+    def retry(self, job_id: int, status: Optional[str] = None) -> None:
         from ctxsim.tui.actions import retry_job
 
+        if status is not None and status not in ("failed", "cancelled"):
+            self._notice(f"job {job_id} is {status}: only failed or cancelled jobs can be retried", ok=False)
+            return
         self._write(retry_job, job_id)
 
-    def reprioritise(self, job_id: int, delta: int) -> None:
+    def reprioritise(self, job_id: int, delta: int, status: Optional[str] = None) -> None:
         from ctxsim.tui.actions import change_priority
 
+        if status is not None and status != "queued":
+            self._notice(f"job {job_id} is {status}: only queued jobs have a priority to change", ok=False)
+            return
         self._write(change_priority, job_id, delta)
 
     def on_action_done(self, msg: ActionDone) -> None:
+        if self._waiting_write is not None:
+            self._waiting_write = None
+            self.refresh_bindings()
         self._notice(msg.text, msg.ok)
         self.action_refresh_now()
 

@@ -1,43 +1,16 @@
-"""What the dashboard reads, run inside thread workers: registry queries, incremental metric
-series, the growing log file and the checkpoint files. No Textual imports here."""
+"""What the dashboard reads, run inside thread workers: incremental metric series and the
+checkpoint files. No Textual imports here. The read-only registry handle is
+``ctxsim.registry.db.read_registry``; the log follower is ``ctxsim.runner.logs.LogFollower``."""
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from sqlalchemy import create_engine, event
-
 from ctxsim.registry import queries
 from ctxsim.registry.db import Registry, describe_db_error, redact
-
-READ_BUSY_TIMEOUT_MS = 1000  # a read blocked longer than this reports "locked" instead of waiting
-
-
-def read_registry(reg: Registry) -> Registry:
-    """A registry handle for the dashboard's reads.
-
-    On SQLite the reads use their own engine: deferred (not BEGIN IMMEDIATE) transactions, so they
-    never take the write lock from a worker, ``query_only`` so they cannot write, and a short busy
-    timeout so a locked file is reported within a second instead of hanging a thread for 30 s.
-    Other backends share the registry's engine.
-    """
-    if not reg.is_sqlite:
-        return reg
-    engine = create_engine(reg.url, connect_args={"timeout": READ_BUSY_TIMEOUT_MS / 1000,
-                                                  "check_same_thread": False})
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
-        cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout={READ_BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA query_only=1")
-        cur.close()
-
-    return Registry(reg.url, engine)
 
 
 def problem_text(reg: Registry, exc: BaseException) -> str:
@@ -90,52 +63,6 @@ class SeriesCache:
                     n += len(pts)
             self.points.setdefault(key, [])
         return n
-
-
-@dataclass
-class LogFollower:
-    """Follows a growing text file (``<run_dir>/stdout.log``) from a byte offset.
-
-    The first read starts ``tail_bytes`` before the end; later reads return only complete new
-    lines; a file that shrank (truncated or replaced) is read again from the start.
-    """
-
-    path: Optional[Path]
-    tail_bytes: int = 64 * 1024
-    offset: int = -1
-    _partial: str = ""
-    _ident: Optional[tuple[int, int]] = None
-
-    def read(self) -> tuple[list[str], bool]:
-        """(new complete lines, reset) where reset means the caller should clear what it shows."""
-        if self.path is None:
-            return [], False
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return [], False
-        ident = (st.st_dev, st.st_ino)
-        reset = False
-        if self.offset < 0 or ident != self._ident or st.st_size < self.offset:
-            reset = self.offset >= 0
-            self.offset = max(0, st.st_size - self.tail_bytes) if self.offset < 0 else 0
-            self._partial = ""
-            self._ident = ident
-            skip_first = self.offset > 0
-        else:
-            skip_first = False
-        if st.st_size == self.offset:
-            return [], reset
-        with open(self.path, "rb") as fh:
-            fh.seek(self.offset)
-            data = fh.read(max(0, st.st_size - self.offset))
-        self.offset += len(data)
-        text = self._partial + data.decode("utf-8", errors="replace")
-        lines = text.split("\n")
-        self._partial = lines.pop()
-        if skip_first and lines:
-            lines = lines[1:]  # started mid-line
-        return [ln.rstrip("\r") for ln in lines], reset
 
 
 def checkpoint_files(run_dir: Optional[str]) -> list[dict[str, Any]]:

@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+from rich.cells import cell_len
 from rich.text import Text
+
+from ctxsim.names import JOB_STATUS_STYLE
 
 Clock = Callable[[], datetime]
 
@@ -18,21 +21,21 @@ Clock = Callable[[], datetime]
 # local worker's default heartbeat expiry (`ctxsim worker --heartbeat-expiry`, 60 s).
 DEFAULT_STALE_AFTER_S = 60.0
 
-STATUS_STYLE = {
-    "queued": "cyan",
-    "running": "bold green",
-    "done": "blue",
-    "failed": "bold red",
-    "cancelled": "dim",
-    "stale": "bold yellow",
-}
+STATUS_STYLE = JOB_STATUS_STYLE
 
-# (key, header) of the runs table, in display order
+# lifecycle order of the status column's sort: what needs attention first
+STATUS_ORDER = {"running": 0, "stale": 1, "queued": 2, "failed": 3, "done": 4, "cancelled": 5}
+
+# (key, header) of the runs table, in order of importance: the ID column stays fixed on the left,
+# the KEY_COLUMNS are always shown, the rest appear as the terminal's width allows
 RUN_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("id", "ID"), ("name", "Name"), ("dataset", "Dataset"), ("loss", "Loss"), ("res", "Res"),
-    ("status", "Status"), ("progress", "Epoch"), ("last_loss", "Last loss"), ("best", "Best R@1"),
-    ("delta", "Δ paper"), ("gpu", "Host:GPU"), ("elapsed", "Elapsed"),
+    ("id", "ID"), ("status", "Status"), ("progress", "Epoch"), ("best", "Best R@1"), ("delta", "Δ paper"),
+    ("eta", "ETA"), ("name", "Name"), ("dataset", "Dataset"), ("loss", "Loss"), ("res", "Res"),
+    ("seed", "Seed"), ("speed", "img/s"), ("last_loss", "Last loss"), ("elapsed", "Elapsed"),
+    ("gpu", "Host:GPU"), ("overrides", "Overrides"),
 )
+KEY_COLUMNS = ("id", "status", "progress", "best", "delta", "eta")
+OPTIONAL_COLUMNS = ("overrides",)  # shown only on demand (a key toggles them)
 
 
 def pct(fraction: Optional[float]) -> Optional[float]:
@@ -82,13 +85,96 @@ def is_stale(job: dict[str, Any], now: datetime, stale_after_s: float) -> bool:
 
 
 def elapsed_s(job: dict[str, Any], now: datetime) -> Optional[float]:
+    """Time spent running, summed over all attempts: ``prior_elapsed_s`` (earlier attempts, from
+    the job's history) plus the current or last attempt."""
+    prior = job.get("prior_elapsed_s") or 0.0
     start = job.get("started_at")
-    if start is None:
-        return None
     end = job.get("finished_at") or (now if job.get("status") == "running" else None)
-    if end is None:
+    if start is None or end is None or (job.get("finished_at") and job["finished_at"] < start):
+        return prior or None
+    return prior + max(0.0, (end - start).total_seconds())
+
+
+def eta_s(job: dict[str, Any], now: datetime) -> Optional[float]:
+    """Seconds left for a running job, from this attempt's pace (epochs done since it started)."""
+    if job.get("status") != "running":
         return None
-    return (end - start).total_seconds()
+    total, epoch, start = job.get("total_epochs"), job.get("epoch") or 0, job.get("started_at")
+    first = job.get("attempt_start_epoch") or 0  # a resumed attempt starts past epoch 0
+    done = epoch - first
+    if not total or start is None or done <= 0:
+        return None
+    spent = (now - start).total_seconds()
+    return max(0.0, spent / done * (total - epoch))
+
+
+def flat_config(cfg: Any, prefix: str = "") -> list[str]:
+    """A config as ``key=value`` words (nested keys dotted: ``sampler.num_batches=30``), for search."""
+    if isinstance(cfg, dict):
+        out: list[str] = []
+        for k in sorted(cfg):
+            out += flat_config(cfg[k], f"{prefix}{k}.")
+        return out
+    if isinstance(cfg, (list, tuple)):
+        return [f"{prefix[:-1]}={','.join(map(str, cfg))}"]
+    return [f"{prefix[:-1]}={cfg}"]
+
+
+def config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(key, value in a, value in b) for every flattened key whose values differ (``–`` if absent)."""
+    fa = dict(w.split("=", 1) for w in flat_config(a))
+    fb = dict(w.split("=", 1) for w in flat_config(b))
+    return [(k, fa.get(k, "–"), fb.get(k, "–")) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
+
+
+def run_command(job: dict[str, Any]) -> str:
+    """The ``ctxsim run …`` command that queues this job's config again (its overrides as --set)."""
+    import shlex
+
+    words = ["ctxsim", "run", "-d", job["dataset"], "-l", job["loss"]]
+    if job.get("resolution"):
+        words += ["-r", str(job["resolution"])]
+    for o in job.get("overrides") or []:
+        words += ["--set", o]
+    if job.get("seed") is not None:
+        words += ["--seed", str(job["seed"])]
+    if job.get("name"):
+        words += ["--name", job["name"]]
+    words.append("--detach")
+    return " ".join(shlex.quote(w) for w in words)
+
+
+# config keys that are not "overrides" of a recipe (they name or place the run)
+NOT_OVERRIDES = ("name", "tags", "device", "root", "run_dir", "seed")
+
+
+def overrides_of(config: dict[str, Any], recipe_config: dict[str, Any]) -> list[str]:
+    """A job's config as ``key=value`` overrides of its recipe's (``--set`` words), naming keys left out."""
+    if not recipe_config:
+        return []
+    return [f"{k}={b}" for k, _a, b in config_diff(recipe_config, config or {})
+            if b != "–" and k.split(".")[0] not in NOT_OVERRIDES]
+
+
+def fit_columns(widths: dict[str, int], available: int, keys: Sequence[str] = KEY_COLUMNS,
+                order: Sequence[str] = (), padding: int = 2) -> list[str]:
+    """The columns shown in ``available`` cells: all of ``keys``, then the others of ``order`` (in
+    that order) while they fit; each column takes its width plus ``padding``."""
+    shown = [k for k in order if k in keys]
+    used = sum(widths.get(k, 0) + padding for k in shown)
+    for k in order:
+        if k in keys:
+            continue
+        w = widths.get(k, 0) + padding
+        if used + w > available:
+            break
+        shown.append(k)
+        used += w
+    return [k for k in order if k in shown]
+
+
+def cell_width(value: Any) -> int:
+    return cell_len(value.plain if isinstance(value, Text) else str(value))
 
 
 @dataclass
@@ -117,7 +203,11 @@ def where_running(job: dict[str, Any]) -> str:
 
 def run_row(job: dict[str, Any], paper: dict[tuple, dict[str, Any]], now: datetime,
             stale_after_s: float = DEFAULT_STALE_AFTER_S) -> RunRow:
-    """Formats a ``queries.runs_table`` dict into a RunRow (paper: ``queries.paper_numbers``)."""
+    """Formats a ``queries.runs_table`` dict into a RunRow (paper: ``ctxsim.report.compare.paper_numbers``).
+
+    Optional keys the dashboard adds: ``prior_elapsed_s`` (earlier attempts), ``config`` (the
+    parsed config, searched as ``key=value``) and ``overrides`` (its difference from the recipe).
+    """
     summ = job.get("summaries") or {}
     stale = is_stale(job, now, stale_after_s)
     status = job["status"]
@@ -128,38 +218,61 @@ def run_row(job: dict[str, Any], paper: dict[tuple, dict[str, Any]], now: dateti
     delta = best - ref["value"] if (best is not None and ref is not None) else None
     loss_s = summ.get("train/loss")
     last_loss = loss_s["last"] if loss_s else None
+    speed_s = summ.get("train/images_per_s")
+    speed = speed_s["last"] if speed_s and status == "running" else None
     el = elapsed_s(job, now)
+    eta = None if stale else eta_s(job, now)
     total = job.get("total_epochs")
     epoch = job.get("epoch") or 0
     progress = f"{epoch}/{total}" if total else (str(epoch) if epoch else "")
     name = job.get("name") or ""
+    seed = job.get("seed")
+    overrides = " ".join(job.get("overrides") or [])
     cells = {
         "id": str(job["id"]),
         "name": name,
         "dataset": job["dataset"],
         "loss": job["loss"],
         "res": str(job["resolution"]) if job.get("resolution") else "",
+        "seed": "" if seed is None else str(seed),
         "status": Text("running?" if stale else status, style=STATUS_STYLE.get(shown_status, "")),
         "progress": progress,
+        "eta": Text("?", style="yellow") if stale else fmt_duration(eta),
+        "speed": f"{speed:.0f}" if speed is not None else "",
         "last_loss": fmt_float(last_loss),
         "best": f"{best:.1f} @{r1['best_step']}" if best is not None else "",
         "delta": fmt_delta(delta),
         "gpu": where_running(job),
         "elapsed": fmt_duration(el),
+        "overrides": overrides,
     }
     none_last = float("-inf")
     sort = {
         "id": job["id"], "name": name.lower(), "dataset": job["dataset"], "loss": job["loss"],
-        "res": job.get("resolution") or 0, "status": shown_status,
+        "res": job.get("resolution") or 0, "seed": seed if seed is not None else -1,
+        "status": STATUS_ORDER.get(shown_status, 9),
         "progress": (epoch / total) if total else 0.0,
+        "eta": eta if eta is not None else float("inf"),
+        "speed": speed if speed is not None else none_last,
         "last_loss": last_loss if last_loss is not None else none_last,
         "best": best if best is not None else none_last,
         "delta": delta if delta is not None else none_last,
-        "gpu": where_running(job), "elapsed": el or 0.0,
+        "gpu": where_running(job), "elapsed": el or 0.0, "overrides": overrides,
     }
-    search = " ".join([str(job["id"]), name, job["dataset"], job["loss"], str(job.get("resolution") or ""),
-                       status, " ".join(job.get("tags") or [])]).lower()
+    words = [str(job["id"]), name, job["dataset"], job["loss"], str(job.get("resolution") or ""),
+             status, f"seed={seed}" if seed is not None else "", " ".join(job.get("tags") or []),
+             " ".join(flat_config(job["config"])) if isinstance(job.get("config"), dict) else ""]
+    search = " ".join(w for w in words if w).lower()
     return RunRow(job["id"], status, job["dataset"], job["loss"], cells, sort, search, stale)
+
+
+def metric_drop(job: dict[str, Any], key: str = "R@1", points: float = 10.0) -> Optional[tuple[float, float]]:
+    """(best %, last %) when a running job's ``key`` fell more than ``points`` below its best."""
+    s = (job.get("summaries") or {}).get(key)
+    if job.get("status") != "running" or not s or s.get("best") is None or s.get("last") is None:
+        return None
+    best, last = pct(s["best"]), pct(s["last"])
+    return (best, last) if best - last > points else None
 
 
 @dataclass

@@ -58,10 +58,14 @@ class LogLines(Message):
 
 
 class QueueLoaded(Message):
-    def __init__(self, workers: list[dict[str, Any]], jobs: list[dict[str, Any]]) -> None:
+    """Workers, queue rows and this machine's GPUs (None: no GPU / no NVML)."""
+
+    def __init__(self, workers: list[dict[str, Any]], jobs: list[dict[str, Any]],
+                 gpus: Optional[list[dict[str, Any]]] = None) -> None:
         super().__init__()
         self.workers = workers
         self.jobs = jobs
+        self.gpus = gpus
 
 
 class CompareLoaded(Message):
@@ -71,6 +75,24 @@ class CompareLoaded(Message):
         self.runs = runs
         self.series = series
         self.paper_curves = paper_curves
+
+
+class DiffLoaded(Message):
+    """Two jobs' parsed configs (None: that job is gone)."""
+
+    def __init__(self, a: int, b: int, a_config: Optional[dict[str, Any]], b_config: Optional[dict[str, Any]]) -> None:
+        super().__init__()
+        self.a, self.b = a, b
+        self.a_config, self.b_config = a_config, b_config
+
+
+class WriteWaiting(Message):
+    """A write from the UI has waited over a second for the registry lock (``done``: it ended)."""
+
+    def __init__(self, what: str, done: bool = False) -> None:
+        super().__init__()
+        self.what = what
+        self.done = done
 
 
 class ActionDone(Message):

@@ -1,15 +1,16 @@
-"""Names used by the reference numbers: dataset spellings and loss <-> paper method names.
+"""Names used by the reference numbers: loss <-> paper method names (dataset spellings: ctxsim.names).
 
 The paper and the reference implementation spell methods their own way ("Contextual(Hybrid)",
-"MS+miner", "Proxy_Anchor"); ctxsim's losses are lower-case identifiers (seed-spec §2, §6).
+"MS+miner", "Proxy_Anchor"); ctxsim's losses are lower-case identifiers (docs/reference-implementation.md).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Optional
 
-from ctxsim import DATASETS
+from ctxsim.errors import ConfigError
+from ctxsim.names import LOSS_ALIASES, canonical_dataset
+from ctxsim.names import compact as _norm
 
 # ctxsim loss name -> method names used for it in paper-results.csv (first = canonical display name).
 LOSS_METHODS: dict[str, tuple[str, ...]] = {
@@ -27,29 +28,17 @@ LOSS_METHODS: dict[str, tuple[str, ...]] = {
     "normsoftmax": ("NormSoftmax", "NormalizedSoftmax"),
 }
 
-# spelling (normalised) -> ctxsim dataset name
-_DATASET_ALIASES = {
-    "cub": "cub", "cub200": "cub", "cub2002011": "cub", "cub200_2011": "cub",
-    "cars": "cars", "cars196": "cars", "stanfordcars": "cars",
-    "sop": "sop", "stanfordonlineproducts": "sop", "onlineproducts": "sop",
-    "inat": "inat", "inaturalist": "inat", "inat2021": "inat", "inat2021mini": "inat",
-    "inshop": "inshop", "deepfashioninshop": "inshop",
-    "fashionmnist": "fashion-mnist", "digits": "digits", "synthetic": "synthetic",
-}
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[\s_\-+.]", "", name.strip().lower())
-
 
 def normalize_dataset(name: str) -> Optional[str]:
     """ctxsim's name of a dataset spelling ("CUB", "Cars196", "InShop" -> cub, cars, inshop); None if unknown."""
-    d = _DATASET_ALIASES.get(_norm(name))
-    return d if d in DATASETS else None
+    try:
+        return canonical_dataset(name)
+    except ConfigError:
+        return None
 
 
 _METHOD_TO_LOSS = {_norm(m): loss for loss, methods in LOSS_METHODS.items() for m in methods}
-_METHOD_TO_LOSS.update({_norm(loss): loss for loss in LOSS_METHODS})
+_METHOD_TO_LOSS.update(LOSS_ALIASES)  # and every ctxsim spelling of a loss
 
 
 def loss_for_method(method: str) -> Optional[str]:

@@ -17,14 +17,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterable, Optional
 
-from ctxsim import DATASETS
+from ctxsim.names import DATASETS, RESOLUTIONS
 from ctxsim.baselines.names import normalize_dataset
-from ctxsim.errors import DataError
+from ctxsim.errors import DataError, MissingFileError
 
 COLUMNS = ("resolution", "dataset", "method", "metric", "value", "kind", "source")
 
-# Provenance kinds (seed-spec §6): the shipped file uses the first five; imports may also use the
-# last two ("paper_table": transcribed from the paper PDF, seed-spec §6.3; "user": anything else).
+# Provenance kinds (docs/reference-implementation.md §6): the shipped file uses the first five;
+# imports may also use the last two ("paper_table": transcribed from the paper PDF, §6.3 there;
+# "user": anything else).
 KINDS = (
     "reference_log",        # final eval printed in the reference implementation's sample logs (§6.1)
     "reference_log_best",   # best test R@1 during training in those logs: test-set selection (§6.1)
@@ -44,6 +45,27 @@ MAX_TEXT = 64  # width of the method/metric columns of the Baseline table
 
 _CURVE_METRIC = re.compile(r"^R@\d+@epoch(\d+)$")
 _METRIC = re.compile(r"^\S+$")
+# The metric names a reference number may have: Recall@K for K in the benchmarks' standard lists
+# (docs/reference-implementation.md §5: CUB/Cars 1-8, the 224 code's 16 and 32, SOP 1-1000,
+# iNat 1-32, In-Shop 1-50), optionally on the training set (train_R@K) or at an epoch of a learning
+# curve (R@K@epochE); MAP@R, R-precision and mAP. All are percentages.
+PAPER_KS = (1, 2, 4, 8, 10, 16, 20, 30, 32, 40, 50, 100, 1000)
+OTHER_METRICS = ("MAP@R", "RP", "mAP")
+_KNOWN_METRIC = re.compile(r"^(train_)?R@(\d+)(@epoch\d+)?$")
+
+
+def known_metric(metric: str) -> bool:
+    """True for a metric name reference numbers may use (R@K with K in PAPER_KS, MAP@R, RP, mAP...)."""
+    m = _KNOWN_METRIC.match(metric)
+    if m:
+        return int(m.group(2)) in PAPER_KS
+    return metric in OTHER_METRICS
+
+
+class BaselineRows(list):
+    """Parsed rows with the CSV line each came from (``lines``), so that later checks name the line."""
+
+    lines: list[int]
 
 
 @dataclass(frozen=True)
@@ -82,8 +104,9 @@ def _check_row(rec: dict[str, str]) -> tuple[Optional[BaselineRow], Optional[str
             resolution = int(res_txt)
         except ValueError:
             return None, f"resolution {res_txt!r} is not an integer (or leave it empty)"
-        if not 1 <= resolution <= 4096:
-            return None, f"resolution {resolution} is out of range"
+        if resolution not in RESOLUTIONS:
+            return None, (f"resolution {resolution} is not one of the paper's "
+                          f"({', '.join(map(str, RESOLUTIONS))}; or leave it empty)")
     ds_txt = (rec.get("dataset") or "").strip()
     dataset = normalize_dataset(ds_txt) if ds_txt else None
     if dataset is None:
@@ -94,6 +117,9 @@ def _check_row(rec: dict[str, str]) -> tuple[Optional[BaselineRow], Optional[str
     metric = (rec.get("metric") or "").strip()
     if not metric or len(metric) > MAX_TEXT or not _METRIC.match(metric):
         return None, f"metric {metric!r} must be 1..{MAX_TEXT} characters without spaces (e.g. R@1, MAP@R)"
+    if not known_metric(metric):
+        return None, (f"unknown metric {metric!r}: use R@K with K in {', '.join(map(str, PAPER_KS))} "
+                      f"(or train_R@K, R@K@epochE), or one of {', '.join(OTHER_METRICS)}")
     val_txt = (rec.get("value") or "").strip()
     try:
         value = float(val_txt)
@@ -101,6 +127,9 @@ def _check_row(rec: dict[str, str]) -> tuple[Optional[BaselineRow], Optional[str
         return None, f"value {val_txt!r} is not a number"
     if not math.isfinite(value) or not 0.0 <= value <= 100.0:
         return None, f"value {val_txt} is outside 0..100 (values are percentages)"
+    if 0.0 < value <= 1.0:
+        return None, (f"value {val_txt} looks like a fraction; values are percentages "
+                      f"(write {100 * value:g}, not {val_txt})")
     kind = (rec.get("kind") or "").strip()
     if kind not in KINDS:
         return None, f"kind {kind!r} is not one of {', '.join(KINDS)}"
@@ -135,7 +164,9 @@ def parse_baselines(text: str, name: str = "<csv>", origin: str = "imported") ->
         if len(set(header)) != len(header):
             what.append("repeated column")
         raise DataError(f"{name}: line 1: bad header ({'; '.join(what)}); expected {','.join(COLUMNS)}")
-    rows: list[BaselineRow] = []
+    rows = BaselineRows()
+    rows.lines = []
+    cells: dict[tuple, tuple[int, float]] = {}
     errors: list[str] = []
     line = reader.line_num + 1
     while True:
@@ -155,14 +186,31 @@ def parse_baselines(text: str, name: str = "<csv>", origin: str = "imported") ->
         row, why = _check_row(dict(zip(header, values)))
         if why:
             errors.append(f"line {start}: {why}")
-        else:
-            rows.append(BaselineRow(**{**row.to_dict(), "origin": origin}))
+            continue
+        first = cells.setdefault(cell_key(row), (start, row.value))
+        if first[0] != start:
+            if first[1] != row.value:
+                errors.append(f"line {start}: a second number for {describe_cell(row)} "
+                              f"({row.value:g}; line {first[0]} has {first[1]:g})")
+            continue  # the same number twice: kept once
+        rows.append(BaselineRow(**{**row.to_dict(), "origin": origin}))
+        rows.lines.append(start)
     if errors:
         more = f" (and {len(errors) - 3} more bad rows)" if len(errors) > 3 else ""
         raise DataError(f"{name}: " + "; ".join(errors[:3]) + more + "; nothing imported")
     if not rows:
         raise DataError(f"{name}: no rows after the header; nothing imported")
     return rows
+
+
+def cell_key(row: BaselineRow) -> tuple:
+    """The cell a reference number fills: one number per (resolution, dataset, method, metric) and
+    provenance kind (a paper table and a log may disagree; each keeps its own number)."""
+    return (row.resolution, row.dataset, row.method, row.metric, row.kind)
+
+
+def describe_cell(row: BaselineRow) -> str:
+    return f"{row.dataset}/{row.resolution or '-'}/{row.method}/{row.metric} ({row.kind})"
 
 
 def shipped_text() -> str:
@@ -180,7 +228,7 @@ def read_baseline_file(path: str | os.PathLike) -> list[BaselineRow]:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DataError(f"{p}: no such file") from None
+        raise MissingFileError(f"{p}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{p}: cannot read ({e})") from None
     return parse_baselines(text, str(p), origin="imported")
@@ -208,8 +256,8 @@ def ensure_baselines(reg) -> int:
     sha = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
     with reg.Session() as s:
         current = s.scalar(select(Meta.value).where(Meta.key == META_KEY))
-    if current == sha:
-        return 0
+    if current == sha or getattr(reg, "readonly", False):
+        return 0  # current, or a read-only handle (ls/compare): the next writer loads them
     rows = parse_baselines(text, SHIPPED_FILE, origin="shipped")
     try:
         with reg.begin() as s:
@@ -228,25 +276,42 @@ def ensure_baselines(reg) -> int:
     return len(rows)
 
 
-def import_baselines(reg, rows: Iterable[BaselineRow]) -> tuple[int, int]:
-    """Adds validated rows (origin "imported") in one transaction; identical rows already stored are
-    skipped. Returns (added, skipped)."""
+def import_baselines(reg, rows: Iterable[BaselineRow], replace: bool = False) -> tuple[int, int]:
+    """Adds validated rows (origin "imported") in one transaction; rows already stored with the same
+    number are skipped. A different number for a stored cell (cell_key) is refused with DataError
+    naming the line, unless ``replace``: then the stored imported number gives way (a shipped number
+    never does: import it under another kind). Nothing is written when any row is refused.
+    Returns (added, skipped)."""
     from sqlalchemy import select
 
     from ctxsim.registry.models import Baseline
 
     ensure_baselines(reg)
+    lines = list(getattr(rows, "lines", []) or [])
     rows = list(rows)
+    lines += [None] * (len(rows) - len(lines))
     with reg.begin() as s:
-        have = {
-            (b.resolution, b.dataset, b.method, b.metric, b.kind, b.value, b.source)
-            for b in s.scalars(select(Baseline))
-        }
-        added = 0
-        for r in rows:
-            if r.key in have:
+        stored: dict[tuple, list] = {}
+        for b in s.scalars(select(Baseline)):
+            stored.setdefault((b.resolution, b.dataset, b.method, b.metric, b.kind), []).append(b)
+        added, errors = 0, []
+        for r, line in zip(rows, lines):
+            where = f"line {line}: " if line else ""
+            old = stored.get(cell_key(r), [])
+            if any(b.value == r.value for b in old):
                 continue
-            have.add(r.key)
+            if old and (not replace or any(b.origin == "shipped" for b in old)):
+                have = ", ".join(f"{b.value:g} ({b.origin})" for b in old)
+                hint = ("a shipped number is never replaced: import yours under another kind, e.g. user"
+                        if replace else "pass --replace to replace it")
+                errors.append(f"{where}{describe_cell(r)} already has {have}; {hint}")
+                continue
+            for b in old:
+                s.delete(b)
+            stored[cell_key(r)] = []
             s.add(_model(BaselineRow(**{**r.to_dict(), "origin": "imported"})))
             added += 1
+        if errors:  # leaving the transaction by an error rolls it back: nothing imported
+            more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+            raise DataError("; ".join(errors[:3]) + more + "; nothing imported")
     return added, len(rows) - added

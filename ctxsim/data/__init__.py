@@ -1,4 +1,4 @@
-"""Datasets, samplers and transforms (seed-spec §3-4).
+"""Datasets, samplers and transforms (reference-implementation §3-4).
 
 ``build_data(name, root=None, resolution=256, **kw) -> DataBundle`` and
 ``build_batch_sampler(kind, labels, batch_size, samples_per_class=4, super_labels=None, seed=0, **kw)``.
@@ -13,14 +13,13 @@ from __future__ import annotations
 from ctxsim.data.common import DataBundle
 from ctxsim.data.samplers import SAMPLERS, build_batch_sampler
 from ctxsim.errors import ConfigError
-
-BENCHMARKS = ("cub", "cars", "sop", "inat", "inshop")
-SMALL = ("fashion-mnist", "digits", "synthetic")
-DATASETS = BENCHMARKS + SMALL
+from ctxsim.names import DATASETS, PAPER_DATASETS_BY_RESOLUTION, canonical_dataset
+from ctxsim.names import PAPER_DATASETS as BENCHMARKS
+from ctxsim.names import SMALL_DATASETS as SMALL
 
 
 def default_sampler(dataset: str, resolution: int, batch_size: int = 128, ipc: int = 4, hierarchical: bool = None):
-    """The reference's sampler (kind, keywords) for a dataset and resolution (seed-spec §3.1-3.3).
+    """The reference's sampler (kind, keywords) for a dataset and resolution (reference-implementation §3.1-3.3).
 
     IPC 0 gives "shuffle"; 224 uses the hierarchical sampler where ``hierarchical`` (default: SOP)."""
     if ipc == 0:
@@ -40,7 +39,7 @@ def default_sampler(dataset: str, resolution: int, batch_size: int = 128, ipc: i
     if resolution == 224:
         if hierarchical or (hierarchical is None and dataset == "sop"):
             return "hierarchical", {"batches_per_super_pair": 10, "batch_multiplier": 66, "max_batches": 84480 // int(batch_size)}
-        if dataset in ("cub", "cars", "sop"):
+        if dataset in PAPER_DATASETS_BY_RESOLUTION[224]:
             return "balanced224", {}
         return "m_per_class", {}
     raise ConfigError(f"resolution must be 224 or 256, got {resolution}")
@@ -48,11 +47,7 @@ def default_sampler(dataset: str, resolution: int, batch_size: int = 128, ipc: i
 
 def build_data(name: str, root=None, resolution: int = 256, **kw) -> DataBundle:
     """Builds a dataset bundle by name (see DATASETS); ``root`` is the parent data directory."""
-    from ctxsim.errors import ConfigError as _CE
-
-    key = name.lower().replace("_", "-")
-    if key in ("fashionmnist", "fmnist"):
-        key = "fashion-mnist"
+    key = canonical_dataset(name)  # ConfigError listing the choices
     if key in BENCHMARKS:
         from ctxsim.data.datasets import build_benchmark
 
@@ -69,7 +64,7 @@ def build_data(name: str, root=None, resolution: int = 256, **kw) -> DataBundle:
         from ctxsim.data.small import build_synthetic
 
         return build_synthetic(**kw)
-    raise _CE(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    raise ConfigError(f"unknown dataset {name!r}; choose from: {', '.join(DATASETS)}")
 
 
 __all__ = ["DataBundle", "build_data", "build_batch_sampler", "default_sampler", "SAMPLERS", "DATASETS",

@@ -13,7 +13,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 from torch.utils.data import Dataset
 
-from ctxsim.errors import DataError
+from ctxsim.errors import DataError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class DataBundle:
 
 
 def shipped_split(filename: str) -> Path:
-    """Path of a split file shipped in the package (seed-spec §4.2)."""
+    """Path of a split file shipped in the package (reference-implementation §4.2)."""
     return SPLITS_DIR / filename
 
 
@@ -63,7 +63,7 @@ def _split_lines(path: os.PathLike) -> List[str]:
 def read_space_split(path: os.PathLike) -> Tuple[List[str], np.ndarray, np.ndarray]:
     """Reads a reference list ``image_id class_id super_class_id path`` (header optional).
 
-    Returns (relative paths, class ids, super class ids) exactly as written in the file (seed-spec §4.2).
+    Returns (relative paths, class ids, super class ids) exactly as written in the file (reference-implementation §4.2).
     """
     paths, cls, sup = [], [], []
     lines = _split_lines(path)
@@ -85,7 +85,7 @@ def read_space_split(path: os.PathLike) -> Tuple[List[str], np.ndarray, np.ndarr
 
 
 def read_comma_split(path: os.PathLike) -> Tuple[List[str], np.ndarray, np.ndarray]:
-    """Reads an iNat list ``path,superlabel,class_id`` without header (seed-spec §4.1).
+    """Reads an iNat list ``path,superlabel,class_id`` without header (reference-implementation §4.1).
 
     Returns (relative paths, class ids, super labels).
     """
@@ -211,5 +211,4 @@ class ImageListDataset(Dataset):
 def _reason(e: BaseException) -> str:
     if isinstance(e, FileNotFoundError):
         return "file not found"
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return msg
+    return one_line(e)

@@ -1,4 +1,4 @@
-"""The five retrieval benchmarks in the reference on-disk layouts (seed-spec §4.1).
+"""The five retrieval benchmarks in the reference on-disk layouts (reference-implementation §4.1).
 
 ``root`` is the parent data directory, as ``main.py --root`` (e.g. ``<root>/CUB_200_2011/images/...``);
 a root that already is the dataset directory (contains ``images/`` for CUB, ``car_ims/`` for Cars,
@@ -45,7 +45,7 @@ class Layout:
     label_offset: int = 0  # added to split-file class ids for labels (SOP: -1)
     super_offset: int = 0
     use_super: bool = False
-    # reference sizes (images per split, classes per split), seed-spec §4.1-4.2
+    # reference sizes (images per split, classes per split), reference-implementation §4.1-4.2
     expected_images: Dict[str, int] = None
     expected_classes: Dict[str, int] = None
 
@@ -122,12 +122,40 @@ def read_split(name: str, ddir: Path, split: str):
     return paths, cls, sup
 
 
-def build_benchmark(name: str, root=None, resolution: int = 256, xform_scale: Optional[float] = None,
-                    skip_bad_images: bool = False, draft: bool = True, **_ignored) -> DataBundle:
-    """Builds one of cub, cars, sop, inat, inshop with the recipe transforms (seed-spec §3, §4.1)."""
+def quick_check(name: str, root=None, sample: int = 16, decode: bool = True):
+    """A fast look at a benchmark before a run is queued: the data root, every split file, and
+    ``sample`` images per split spread over the list (present, and decoded when ``decode``; the full
+    check is ``ctxsim data verify``). Returns the train split's (labels, super-labels) as
+    ``build_benchmark`` makes them; DataError (one line) on the first problem."""
+    from ctxsim.data.prepare import _check_image  # the verify code's own decode check
+
     lay = LAYOUTS[name]
     ddir = dataset_dir(name, root)
-    train_rec, eval_rec = recipe_transforms(name, resolution, xform_scale)
+    train = None
+    for split in lay.splits:
+        paths, cls, sup = read_split(name, ddir, split)
+        if not paths:
+            raise DataError(f"{name}: the {split} split ({split_file(name, ddir, split)}) lists no images")
+        step = max(1, len(paths) // max(1, sample))
+        for rel in paths[::step][:sample]:
+            f = ddir / rel
+            problem = "missing" if not f.is_file() else (_check_image(str(f)) if decode else None)
+            if problem:
+                raise DataError(f"{name}: image {f} of the {split} split is {problem if problem == 'missing' else 'unreadable: ' + problem}"
+                                f" (check the data with: ctxsim data verify {name} --root {root or default_root()})")
+        if split == "train":
+            train = (cls, sup)
+    assert train is not None
+    labels, _ = contiguous(train[0])
+    return labels, (contiguous(train[1])[0] if train[1] is not None else None)
+
+
+def build_benchmark(name: str, root=None, resolution: int = 256, xform_scale: Optional[float] = None,
+                    skip_bad_images: bool = False, draft: bool = True, rrc_ratio=None, **_ignored) -> DataBundle:
+    """Builds one of cub, cars, sop, inat, inshop with the recipe transforms (reference-implementation §3, §4.1)."""
+    lay = LAYOUTS[name]
+    ddir = dataset_dir(name, root)
+    train_rec, eval_rec = recipe_transforms(name, resolution, xform_scale, rrc_ratio=rrc_ratio)
     train_tf, eval_tf = FastImagePipeline(train_rec, draft=draft), FastImagePipeline(eval_rec, draft=draft)
 
     paths, cls, sup = read_split(name, ddir, "train")

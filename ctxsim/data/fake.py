@@ -1,4 +1,4 @@
-"""Tiny generated trees in the exact reference layouts (seed-spec §4.1), for tests and smoke runs.
+"""Tiny generated trees in the exact reference layouts (reference-implementation §4.1), for tests and smoke runs.
 
 ``make_fake_benchmark("cub", root)`` writes a few generated JPEGs per class plus split files in the
 reference formats, and returns the expected counts. Nothing here is downloaded.

@@ -1,4 +1,4 @@
-"""Download, extract, place split files, resize iNat and verify the benchmarks (seed-spec §4.3).
+"""Download, extract, place split files, resize iNat and verify the benchmarks (reference-implementation §4.3).
 
 Library code: no printing. Long steps take a ``progress(done, total, label)`` callback; the CLI
 (``ctxsim data ...``) draws the progress bars. ``root`` is the parent data directory.
@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ctxsim.data.common import sha256_file, shipped_split
 from ctxsim.data.datasets import LAYOUTS, read_split
-from ctxsim.errors import DataError
+from ctxsim.errors import DataError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ def _resize_one(args: Tuple[str, str, int]) -> Optional[str]:
         os.replace(tmp, dst)
         return None
     except Exception as e:  # report the file; the caller collects failures
-        return f"{src}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        return f"{src}: {one_line(e)}"
 
 
 def resize_inat(root: os.PathLike, size: int = 288, workers: int = 0, progress: Progress = None,
@@ -323,7 +323,7 @@ def resize_inat(root: os.PathLike, size: int = 288, workers: int = 0, progress: 
 
 def prepare(name: str, root: os.PathLike, archive: Optional[os.PathLike] = None, download_missing: bool = True,
             workers: int = 0, progress: Progress = None) -> List[str]:
-    """Runs the download_data.sh steps for one benchmark (seed-spec §4.3); returns what was done."""
+    """Runs the download_data.sh steps for one benchmark (reference-implementation §4.3); returns what was done."""
     _check_name(name)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -410,7 +410,7 @@ def _check_image(path: str) -> Optional[str]:
     except FileNotFoundError:
         return "missing"
     except Exception as e:
-        return str(e).splitlines()[0] if str(e) else type(e).__name__
+        return one_line(e)
 
 
 def verify(name: str, root: os.PathLike, reference: bool = True, decode: bool = True, workers: int = 0,

@@ -1,4 +1,4 @@
-"""Batch samplers of the reference (seed-spec §3.1-3.3) plus m-per-class and plain shuffling.
+"""Batch samplers of the reference (reference-implementation §3.1-3.3) plus m-per-class and plain shuffling.
 
 Every sampler is a deterministic function of (seed, epoch): the batches of an epoch are drawn from
 ``numpy.random.default_rng([seed, epoch])``. ``set_epoch(e)`` selects the epoch; ``state_dict()``
@@ -95,7 +95,7 @@ def _check_ipc(kind: str, batch_size: int, ipc: int) -> int:
 
 
 class BalancedSampler224(_EpochSampler):
-    """224 ``BalancedSampler`` (seed-spec §3.1): rounds of 96 classes x IPC, cut into batches.
+    """224 ``BalancedSampler`` (reference-implementation §3.1): rounds of 96 classes x IPC, cut into batches.
 
     ``classes_per_round`` is hard-coded to 96 in the reference (which then needs >= 96 classes and
     B/IPC dividing 96); pass another multiple of B/IPC, or "auto" (the largest multiple of B/IPC not
@@ -152,7 +152,7 @@ class BalancedSampler224(_EpochSampler):
 
 
 class RandomSampler256(_EpochSampler):
-    """256 ``RandomSampler`` (seed-spec §3.2): one class order, walked ``tries`` times in groups of B/spc.
+    """256 ``RandomSampler`` (reference-implementation §3.2): one class order, walked ``tries`` times in groups of B/spc.
 
     Per try ``min(#classes // (B/spc), num_batches)`` batches; stop at ``num_batches``; shuffle the
     batches. CUB gives 15 batches per epoch (tries 5), Cars 30 (tries 10), In-Shop 600 (num_batches 600).
@@ -190,7 +190,7 @@ class RandomSampler256(_EpochSampler):
 
 
 class HierarchicalSamplerBalanced(_EpochSampler):
-    """``HierarchicalSamplerBalanced`` (seed-spec §3.3): half-batches per super-label, paired round-robin.
+    """``HierarchicalSamplerBalanced`` (reference-implementation §3.3): half-batches per super-label, paired round-robin.
 
     SOP: batches_per_super_pair 10, batch_multiplier 66 (655 batches at B=128); iNat: 70 (576 at B=256).
     """
@@ -245,7 +245,7 @@ class HierarchicalSamplerBalanced(_EpochSampler):
                     hs.append(sub)
                     sub = []
             halves.append(hs)
-        # round-robin pairing, popping from the end (seed-spec §3.3)
+        # round-robin pairing, popping from the end (reference-implementation §3.3)
         batches: List[List[int]] = []
         S = len(halves)
         s1 = 0
@@ -294,7 +294,7 @@ class MPerClassSampler(_EpochSampler):
 
 
 class ShuffleSampler(_EpochSampler):
-    """IPC = 0: a random permutation cut into batches, last partial batch dropped (seed-spec §2.3)."""
+    """IPC = 0: a random permutation cut into batches, last partial batch dropped (reference-implementation §2.3)."""
 
     kind = "shuffle"
 

@@ -1,4 +1,4 @@
-"""Image pipelines of the paper's recipes (seed-spec §3.1 / §3.2), decoded fast.
+"""Image pipelines of the paper's recipes (reference-implementation §3.1 / §3.2), decoded fast.
 
 Each pipeline turns an image file (or PIL image) into a normalised float32 CHW tensor. Geometry and
 random draws follow torchvision's ``RandomResizedCrop`` / ``Resize`` / ``CenterCrop`` /
@@ -17,6 +17,7 @@ work is done differently:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ def draft_factor(src: Tuple[int, int], dst: Tuple[int, int]) -> int:
 
 @dataclass(frozen=True)
 class Recipe:
-    """One pipeline: ``kind`` is "rrc" (train) or "center" (eval); sizes follow seed-spec §3."""
+    """One pipeline: ``kind`` is "rrc" (train) or "center" (eval); sizes follow reference-implementation §3."""
 
     kind: str  # "rrc" | "center"
     size: int  # output side (square)
@@ -93,8 +94,19 @@ class Recipe:
     std: Tuple[float, ...] = IMAGENET_STD
 
 
-def recipe_transforms(dataset: str, resolution: int, xform_scale: Optional[float] = None) -> Tuple[Recipe, Recipe]:
-    """(train, eval) recipes of a benchmark at 224 (seed-spec §3.1) or 256 (§3.2)."""
+def recipe_transforms(dataset: str, resolution: int, xform_scale: Optional[float] = None,
+                      rrc_ratio: Optional[Sequence[float]] = None) -> Tuple[Recipe, Recipe]:
+    """(train, eval) recipes of a benchmark at 224 (reference-implementation §3.1) or 256 (§3.2). ``rrc_ratio``
+    replaces the training crop's aspect range (None: torchvision's (3/4, 4/3); the reference profile
+    passes main.py's (0.75, 1.33), docs/profiles.md)."""
+    train, evl = _recipe_transforms(dataset, resolution, xform_scale)
+    if rrc_ratio is not None:
+        lo, hi = (float(x) for x in rrc_ratio)
+        train = dataclasses.replace(train, ratio=(lo, hi))
+    return train, evl
+
+
+def _recipe_transforms(dataset: str, resolution: int, xform_scale: Optional[float]) -> Tuple[Recipe, Recipe]:
     if resolution == 224:
         # 224x224/train.py: RRC(224, scale=(xform_scale, 1)) + flip; eval Resize(256) + CenterCrop(224)
         default_scale = {"cub": 0.16, "cars": 0.12, "sop": 0.08}.get(dataset, 0.08)
@@ -151,7 +163,7 @@ class FastImagePipeline:
             target = (r.resize, r.resize) if r.square_warp else _resized_short_side(w, h, r.resize)
             k = draft_factor((w, h), target) if self.draft else 1
         flip = r.flip and torch.rand(1).item() < 0.5
-        # 2. decode, drafted where that cannot matter (seed-spec §3: same crops, same sizes)
+        # 2. decode, drafted where that cannot matter (reference-implementation §3: same crops, same sizes)
         if k > 1 and img.format == "JPEG":
             img.draft("RGB", (max(1, w // k), max(1, h // k)))
         if img.mode != "RGB":

@@ -1,4 +1,10 @@
-"""Evaluate a model on a DataBundle's retrieval split (seed-spec §5): extract, then exact metrics."""
+"""Evaluate a model on a DataBundle's retrieval split (reference-implementation.md §5): extract, then
+exact metrics.
+
+``evaluate_bundle`` is the one place that turns a model and a data bundle into retrieval metrics:
+training's evaluations, ``ctxsim eval`` and the evaluation of imported reference models all call it
+(through ``ctxsim.train.evaluation``).
+"""
 
 from __future__ import annotations
 
@@ -7,22 +13,30 @@ from collections.abc import Callable
 import torch
 
 from ctxsim.eval.extract import extract_embeddings
-from ctxsim.eval.metrics import retrieval_metrics
+from ctxsim.eval.metrics import retrieval_results
+from ctxsim.eval.per_query import PerQuery
 
 
 def evaluate_bundle(model: torch.nn.Module, bundle, device="cpu", batch_size: int = 128, num_workers: int = 0,
                     ks=None, map_at_r: bool = True, amp: bool = False, backend: str = "auto",
-                    progress: Callable | None = None) -> dict[str, float]:
+                    progress: Callable | None = None, return_embeddings: bool = False, full_map: bool = False,
+                    per_query: bool = False):
     """Recall@K (the bundle's standard K list unless `ks`), MAP@R and RP of `model` on
     `bundle.query` (against `bundle.gallery`, or the query set itself with self excluded when the
-    gallery is None). progress(done, total) counts batches over query then gallery."""
+    gallery is None), as python floats. progress(done, total) counts batches over query then
+    gallery. `full_map` adds "mAP" over the whole ranking. With `return_embeddings`, returns
+    ``(metrics, (q, q_labels, g, g_labels))`` with the embeddings on the CPU (g and g_labels None
+    without a gallery); with `per_query`, a ``ctxsim.eval.per_query.PerQuery`` is appended to what is
+    returned (``(metrics, pq)`` or ``(metrics, embeddings, pq)``)."""
     from torch.utils.data import DataLoader
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size!r}")
+    device = torch.device(device)
     sets = [bundle.query] + ([bundle.gallery] if getattr(bundle, "gallery", None) is not None else [])
     loaders = [DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                          pin_memory=torch.device(device).type == "cuda") for ds in sets]
+                          pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0))
+               for ds in sets]
     total = sum(len(dl) for dl in loaders)
     offset = 0
 
@@ -30,13 +44,20 @@ def evaluate_bundle(model: torch.nn.Module, bundle, device="cpu", batch_size: in
         if progress is not None:
             progress(offset + done, total)
 
-    keep = torch.device(device).type == "cuda"
+    keep = device.type == "cuda"  # the k-NN search runs where the embeddings are
     outs = []
     for dl in loaders:
         outs.append(extract_embeddings(model, dl, device=device, progress=report, amp=amp, keep_on_device=keep))
         offset += len(dl)
+    (q, ql), (g, gl) = outs[0], (outs[1] if len(outs) > 1 else (None, None))
     ks = tuple(ks) if ks is not None else tuple(bundle.ks)
-    if len(outs) == 1:
-        return retrieval_metrics(outs[0][0], outs[0][1], ks=ks, map_at_r=map_at_r, backend=backend)
-    (q, ql), (g, gl) = outs
-    return retrieval_metrics(q, ql, g, gl, ks=ks, map_at_r=map_at_r, backend=backend)
+    metrics, stats = retrieval_results(q, ql, g, gl, ks=ks, map_at_r=map_at_r, backend=backend, full_map=full_map)
+    metrics = {k: float(v) for k, v in metrics.items()}
+    if not return_embeddings and not per_query:
+        return metrics
+    out: list = [metrics]
+    if return_embeddings:
+        out.append(tuple(t.cpu() if t is not None else None for t in (q, ql, g, gl)))
+    if per_query:
+        out.append(PerQuery.from_stats(stats, ql))
+    return tuple(out)

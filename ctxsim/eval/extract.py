@@ -1,4 +1,4 @@
-"""Embedding extraction for evaluation (seed-spec §5: eval transforms, L2-normalised outputs)."""
+"""Embedding extraction for evaluation (reference-implementation §5: eval transforms, L2-normalised outputs)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Exact k-nearest-neighbour search by inner product (cosine on L2-normalised embeddings).
 
-Two backends with the same result (seed-spec §5 evaluates exactly, in chunks, never a full N x N):
+Two backends with the same result (reference-implementation §5 evaluates exactly, in chunks, never a full N x N):
 * "faiss": IndexFlatIP (a GPU index when faiss sees GPUs and the data is on CUDA);
 * "torch": chunked matmul + topk (query rows x the whole gallery per block, at most 256 MiB of
   scores on the CPU, 1 GiB on CUDA).
@@ -27,6 +27,10 @@ import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
+
+# faiss's loader logs each optional build it cannot load (AVX512, SVE...) with a ModuleNotFoundError
+# at INFO: noise in every job log, not a problem; its warnings still come through
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 try:  # the one faiss import site of ctxsim
     import faiss  # type: ignore[import-not-found]

@@ -1,4 +1,4 @@
-"""Retrieval metrics: Recall@K, MAP@R and R-precision from exact k-NN (seed-spec §5).
+"""Retrieval metrics: Recall@K, MAP@R and R-precision from exact k-NN (reference-implementation §5).
 
 Definitions (pytorch-metric-learning's AccuracyCalculator): for a query with label y, R = number of
 gallery items labelled y (minus the query itself when query == gallery);
@@ -65,10 +65,11 @@ def relevant_counts(q_labels: torch.Tensor, g_labels: torch.Tensor, self_in_gall
 
 
 def query_stats(q_emb, q_labels, g_emb=None, g_labels=None, max_k: int = 1, map_at_r: bool = True,
-                backend: str = "auto", chunk_rows: int | None = None) -> dict[str, torch.Tensor]:
+                backend: str = "auto", chunk_rows: int | None = None, full_map: bool = False) -> dict[str, torch.Tensor]:
     """Per-query results: "first_hit" (1-based rank of the first same-label neighbour, 0 when
     beyond max(max_k, first-pass depth)), "R", "lone", and, with map_at_r, "ap_at_r" and "r_precision"
-    (NaN for lone queries). Arguments as retrieval_metrics."""
+    (NaN for lone queries); with full_map, "ap" (average precision over the whole ranking, NaN for
+    lone queries). Arguments as retrieval_metrics."""
     q = _as_matrix(q_emb, "query")
     self_mode = g_emb is None or (g_emb is q_emb and (g_labels is None or g_labels is q_labels))
     if self_mode:
@@ -109,7 +110,7 @@ def query_stats(q_emb, q_labels, g_emb=None, g_labels=None, max_k: int = 1, map_
             first[todo] = torch.where(rel2.any(1), rel2.to(torch.int8).argmax(1) + 1, torch.zeros_like(todo))
     out = {"first_hit": first.cpu(), "R": r.cpu(), "lone": lone.cpu()}
     if map_at_r:
-        # seed-spec §5 / AccuracyCalculator: sum over the first R ranks of P@r * rel(r), divided by R
+        # reference-implementation §5 / AccuracyCalculator: sum over the first R ranks of P@r * rel(r), divided by R
         rd = rel.to(torch.float64)
         ranks = torch.arange(1, depth + 1, device=rd.device, dtype=torch.float64)
         within = ranks.view(1, -1) <= r.view(-1, 1)
@@ -120,20 +121,50 @@ def query_stats(q_emb, q_labels, g_emb=None, g_labels=None, max_k: int = 1, map_
         nan = torch.full_like(ap, float("nan"))
         out["ap_at_r"] = torch.where(lone, nan, ap).cpu()
         out["r_precision"] = torch.where(lone, nan, rp).cpu()
+    if full_map:
+        out["ap"] = _full_ap(searcher, ql, gl, r, lone, n_cand, chunk_rows)
     return out
+
+
+def _full_ap(searcher, ql: torch.Tensor, gl: torch.Tensor, r: torch.Tensor, lone: torch.Tensor, n_cand: int,
+             chunk_rows: int | None) -> torch.Tensor:
+    """Average precision of each query over its whole ranking (mAP of the 224 CUB/Cars evaluation,
+    reference-implementation §5), NaN for lone queries; the full sort is done a block of queries at a time."""
+    n = ql.shape[0]
+    ap = torch.full((n,), float("nan"), dtype=torch.float64)
+    block = chunk_rows or max(1, min(n, 2**22 // max(n_cand, 1)))
+    ranks = torch.arange(1, n_cand + 1, device=ql.device, dtype=torch.float64)
+    for start in range(0, n, block):
+        rows = torch.arange(start, min(n, start + block), device=ql.device)
+        _, nbr = searcher.topk(rows, n_cand)
+        rel = ((nbr >= 0) & (gl[nbr.clamp(min=0)] == ql[rows].view(-1, 1))).to(torch.float64)
+        vals = (rel * rel.cumsum(1) / ranks).sum(1) / r[rows].clamp(min=1).to(torch.float64)
+        ap[start:start + len(rows)] = vals.cpu()
+    return torch.where(lone.cpu(), torch.full_like(ap, float("nan")), ap)
 
 
 def retrieval_metrics(q_emb, q_labels, g_emb=None, g_labels=None, ks=(1, 2, 4, 8), map_at_r: bool = True,
                       backend: str = "auto", lone_queries: str = "exclude",
-                      chunk_rows: int | None = None) -> dict[str, float]:
-    """Recall@K for each K in `ks`, and MAP@R and R-precision ("MAP@R", "RP") when map_at_r, as
-    fractions in [0, 1]. Similarity is the inner product (pass L2-normalised embeddings for cosine).
+                      chunk_rows: int | None = None, full_map: bool = False) -> dict[str, float]:
+    """Recall@K for each K in `ks`, and MAP@R and R-precision ("MAP@R", "RP") when map_at_r, and mAP
+    over the whole ranking ("mAP") when full_map, as fractions in [0, 1]. Similarity is the inner
+    product (pass L2-normalised embeddings for cosine).
 
     g_emb=None (or g_emb is q_emb): query == gallery, each query's own entry excluded by index.
     Otherwise query and gallery are disjoint sets (In-Shop). backend: "auto", "faiss" or "torch";
     lone_queries: "exclude" (AccuracyCalculator) or "miss"; chunk_rows: queries per score block.
-    A metric with no query to average over is NaN.
+    A metric with no query to average over is NaN. ``retrieval_results`` also returns the per-query
+    arrays these are means of.
     """
+    return retrieval_results(q_emb, q_labels, g_emb, g_labels, ks=ks, map_at_r=map_at_r, backend=backend,
+                             lone_queries=lone_queries, chunk_rows=chunk_rows, full_map=full_map)[0]
+
+
+def retrieval_results(q_emb, q_labels, g_emb=None, g_labels=None, ks=(1, 2, 4, 8), map_at_r: bool = True,
+                      backend: str = "auto", lone_queries: str = "exclude", chunk_rows: int | None = None,
+                      full_map: bool = False) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """``(retrieval_metrics(...), query_stats(...))``: the aggregate metrics and the per-query results
+    they average (``ctxsim.eval.per_query.PerQuery.from_stats`` keeps hit@1 and AP@R of each query)."""
     ks = _check_ks(ks)
     if not ks and not map_at_r:
         raise ValueError("nothing to compute: ks is empty and map_at_r is False")
@@ -142,7 +173,7 @@ def retrieval_metrics(q_emb, q_labels, g_emb=None, g_labels=None, ks=(1, 2, 4, 8
     if chunk_rows is not None and (not isinstance(chunk_rows, int) or chunk_rows < 1):
         raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows!r}")
     st = query_stats(q_emb, q_labels, g_emb, g_labels, max_k=max(ks, default=1), map_at_r=map_at_r,
-                     backend=backend, chunk_rows=chunk_rows)
+                     backend=backend, chunk_rows=chunk_rows, full_map=full_map)
     lone = st["lone"]
     if bool(lone.all()):
         log.warning("no query has a same-label item in the gallery: metrics are NaN")
@@ -157,4 +188,7 @@ def retrieval_metrics(q_emb, q_labels, g_emb=None, g_labels=None, ks=(1, 2, 4, 8
         keep = ~lone
         out["MAP@R"] = float(st["ap_at_r"][keep].mean()) if bool(keep.any()) else float("nan")
         out["RP"] = float(st["r_precision"][keep].mean()) if bool(keep.any()) else float("nan")
-    return out
+    if full_map:
+        keep = ~lone
+        out["mAP"] = float(st["ap"][keep].mean()) if bool(keep.any()) else float("nan")
+    return out, st

@@ -1,9 +1,11 @@
 """Losses: the contextual ("hybrid") loss of Liao et al. (ICML 2023) and the baselines it is compared
-with, all as nn.Modules with forward(embeddings, labels) -> scalar (seed-spec §1, §2)."""
+with, all as nn.Modules with forward(embeddings, labels) -> scalar (reference-implementation §1, §2)."""
 
 from __future__ import annotations
 
 import inspect
+
+from ctxsim.names import LOSSES, canonical_loss
 
 from ._base import MetricLoss, label_matrix, similarity_regularizer
 from .ap import RoadmapLoss, SmoothAPLoss, SupAPLoss, batch_ap
@@ -28,7 +30,7 @@ __all__ = [
     "SimilarityRegularized",
 ]
 
-# canonical name -> (class, fixed kwargs)
+# canonical name (ctxsim.names.LOSSES, same order) -> (class, fixed kwargs)
 _REGISTRY = {
     "hybrid": (ContextualLoss, {}),
     "contrastive": (ContrastiveLoss, {}),
@@ -43,27 +45,9 @@ _REGISTRY = {
     "ntxent": (NTXentLoss, {}),
     "normsoftmax": (NormSoftmaxLoss, {}),
 }
-LOSSES: tuple[str, ...] = tuple(_REGISTRY)
-
-# the reference's spellings (224 train.py --loss, 256 main.py --loss)
-_ALIASES = {
-    "contextual": "hybrid", "ms": "multisimilarity", "ms+miner": "ms_miner", "msminer": "ms_miner",
-    "proxyanchor": "proxy_anchor", "proxynca": "proxy_nca", "normalizedsoftmax": "normsoftmax",
-    "supap": "roadmap",
-}
 
 # accepted by build_loss for every name; ignored by losses that do not use them
 _SHARED = ("num_classes", "embedding_size", "num_train_images", "class_ids", "convention")
-
-
-def _canonical(name: str) -> str:
-    if not isinstance(name, str):
-        raise ValueError(f"loss name must be a string, got {name!r}")
-    key = name.strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}")
-    return key
 
 
 def build_loss(name: str, **kw) -> MetricLoss:
@@ -74,7 +58,7 @@ def build_loss(name: str, **kw) -> MetricLoss:
     reg_gamma=g, reg_sim=s add g·(mean(S) - s)^2 to a baseline (reg_form="convex" for the
     main_reg_sim.py form); for hybrid they are the loss's own gamma / reg_sim.
     """
-    key = _canonical(name)
+    key = canonical_loss(name)  # aliases: ctxsim.names.LOSS_ALIASES
     cls, fixed = _REGISTRY[key]
     shared = {k: kw.pop(k) for k in _SHARED if k in kw}
     convention = resolve_convention(shared.get("convention") or "256")

@@ -32,7 +32,7 @@ def check_inputs(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.
 
 
 def fp32(device: torch.device):
-    """Context that disables autocast, so the loss is computed in fp32 (seed-spec §1.1, §3.2)."""
+    """Context that disables autocast, so the loss is computed in fp32 (reference-implementation §1.1, §3.2)."""
     if device.type in ("cuda", "cpu"):
         return torch.autocast(device_type=device.type, enabled=False)
     return contextlib.nullcontext()
@@ -58,19 +58,19 @@ class _Gram(torch.autograd.Function):
 
 
 def similarity(f: torch.Tensor) -> torch.Tensor:
-    """S = f fᵀ for normalised f, computed as the reference does (seed-spec §1.1)."""
+    """S = f fᵀ for normalised f, computed as the reference does (reference-implementation §1.1)."""
     if f.requires_grad and torch.is_grad_enabled():
         return _Gram.apply(f)
     return f @ f.T
 
 
 def label_matrix(labels: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
-    """W[i, j] = 1 if labels agree, diagonal included (seed-spec §1.1)."""
+    """W[i, j] = 1 if labels agree, diagonal included (reference-implementation §1.1)."""
     return (labels.unsqueeze(1) == labels.unsqueeze(0)).to(dtype)
 
 
 def similarity_regularizer(S: torch.Tensor, reg_sim: float) -> torch.Tensor:
-    """(mean(S) - reg_sim)^2 over all B^2 entries, diagonal included (seed-spec §1.3)."""
+    """(mean(S) - reg_sim)^2 over all B^2 entries, diagonal included (reference-implementation §1.3)."""
     return (S.mean() - reg_sim).square()
 
 

@@ -1,5 +1,5 @@
 """Batch AP surrogates of the reference's smooth_rank_ap.py (quick_forward): SupAP (ROADMAP's step
-rank) and SmoothAP, plus the roadmap and smoothap baselines (seed-spec §2.1, §2.2, §2.4)."""
+rank) and SmoothAP, plus the roadmap and smoothap baselines (reference-implementation §2.1, §2.2, §2.4)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from .pairs import margin_contrastive
 
 
 def tau_sigmoid(x: torch.Tensor, tau: float) -> torch.Tensor:
-    """1 / (1 + exp(clamp(-x / tau, -50, 50))) (seed-spec §2.4; the clamp also stops the gradient)."""
+    """1 / (1 + exp(clamp(-x / tau, -50, 50))) (reference-implementation §2.4; the clamp also stops the gradient)."""
     return 1.0 / (1.0 + (-x / tau).clamp(-50.0, 50.0).exp())
 
 
 class _RankStep(torch.autograd.Function):
-    """Element-wise rank surrogate r(diff) of seed-spec §2.4 with a hand-written backward, so that
+    """Element-wise rank surrogate r(diff) of reference-implementation §2.4 with a hand-written backward, so that
     only diff and the positive mask are kept for backward (autograd would keep ~6 B^3 tensors).
     The gradient is the one autograd gives the reference's expressions: 0 on exact Heaviside
     entries, rho on the linear branch, exp(e)/(1+exp(e))^2/tau on sigmoid entries (e = -diff/tau
@@ -53,7 +53,7 @@ class _RankStep(torch.autograd.Function):
 def batch_ap(S: torch.Tensor, W: torch.Tensor, kind: str = "supap", tau: float = 0.01, rho: float = 100.0,
              delta: float = 0.05, offset: float = 1.44, start: float = 0.5,
              roadmap_linear: bool = False) -> torch.Tensor:
-    """Per-query smoothed AP over the batch, query included as a retrieved positive (seed-spec §2.4).
+    """Per-query smoothed AP over the batch, query included as a retrieved positive (reference-implementation §2.4).
 
     diff[i, j, k] = S[i, k] - S[i, j]. SupAP: exact Heaviside (no gradient) where j and k are both
     positives of i; elsewhere sigmoid(diff/tau) for diff <= 0, start + sigmoid(diff/tau) for
@@ -78,7 +78,7 @@ def batch_ap(S: torch.Tensor, W: torch.Tensor, kind: str = "supap", tau: float =
 
 
 class SupAPLoss(MetricLoss):
-    """1 - mean SupAP over the batch (seed-spec §2.4), reference form by default."""
+    """1 - mean SupAP over the batch (reference-implementation §2.4), reference form by default."""
 
     def __init__(self, tau: float = 0.01, rho: float = 100.0, delta: float = 0.05, offset: float = 1.44,
                  start: float = 0.5, roadmap_linear: bool = False) -> None:
@@ -99,7 +99,7 @@ class SupAPLoss(MetricLoss):
 
 
 class RoadmapLoss(MetricLoss):
-    """lam·contrastive(.9, .6) + (1-lam)·(1 - SupAP), lam .5 (seed-spec §2.1 "Roadmap", §2.2)."""
+    """lam·contrastive(.9, .6) + (1-lam)·(1 - SupAP), lam .5 (reference-implementation §2.1 "Roadmap", §2.2)."""
 
     def __init__(self, lam: float = 0.5, pos_margin: float = 0.9, neg_margin: float = 0.6, tau: float = 0.01,
                  rho: float = 100.0, delta: float = 0.05, offset: float = 1.44, start: float = 0.5,
@@ -127,7 +127,7 @@ class RoadmapLoss(MetricLoss):
 
 
 class SmoothAPLoss(MetricLoss):
-    """1 - mean SmoothAP, tau .01 (seed-spec §2.2 "smoothap"); lam > 0 adds lam·contrastive(.9, .6)
+    """1 - mean SmoothAP, tau .01 (reference-implementation §2.2 "smoothap"); lam > 0 adds lam·contrastive(.9, .6)
     and weights SmoothAP by 1-lam, as the 224 code's SmoothapLoss (lam .5)."""
 
     def __init__(self, tau: float = 0.01, lam: float = 0.0, pos_margin: float = 0.9,

@@ -1,5 +1,5 @@
-"""The contextual similarity and the contextual ("hybrid") loss (seed-spec §1), with the ablation
-variants of the reference's ablations.py as real options (seed-spec §8)."""
+"""The contextual similarity and the contextual ("hybrid") loss (reference-implementation §1), with the ablation
+variants of the reference's ablations.py as real options (reference-implementation §8)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from ._base import MetricLoss, check_inputs, fp32, label_matrix, normalize, similarity, similarity_regularizer
 from .pairs import margin_contrastive
 
-# seed-spec §8: ablation number -> name (0 is the paper's loss)
+# reference-implementation §8: ablation number -> name (0 is the paper's loss)
 ABLATIONS: dict[int, str] = {
     0: "default",
     1: "mask_only",            # N_k mask only, eps 1e-5 (L_1)
@@ -26,12 +26,12 @@ ABLATIONS: dict[int, str] = {
     10: "detach_nothing",      # do not detach the |N| and |not N| normalisers
 }
 _ABLATION_BY_NAME = {v: k for k, v in ABLATIONS.items()}
-MASK_ONLY_EPS = 1e-5  # ablations 1 and 2 ignore eps and use this (seed-spec §8)
+MASK_ONLY_EPS = 1e-5  # ablations 1 and 2 ignore eps and use this (reference-implementation §8)
 
 
 class GreaterThan(torch.autograd.Function):
     """1[x >= t] as a float mask; backward is straight-through with a constant slope:
-    d/dx = slope·grad, d/dt = -slope·grad (seed-spec §1.2 step 3, the reference's GreaterThan)."""
+    d/dx = slope·grad, d/dt = -slope·grad (reference-implementation §1.2 step 3, the reference's GreaterThan)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, t: torch.Tensor, slope: float = 10.0) -> torch.Tensor:
@@ -47,7 +47,7 @@ class GreaterThan(torch.autograd.Function):
 
 
 def resolve_ablation(ablation: int | str | None) -> int:
-    """Maps an ablation number or name (seed-spec §8) to its number; ValueError if unknown."""
+    """Maps an ablation number or name (reference-implementation §8) to its number; ValueError if unknown."""
     if ablation is None:
         return 0
     if isinstance(ablation, str):
@@ -64,7 +64,7 @@ def resolve_ablation(ablation: int | str | None) -> int:
 
 
 def _min_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """out[p, m] = sum_q min(a[p, q], b[q, m]): the product-free AND of ablation 5 (seed-spec §8)."""
+    """out[p, m] = sum_q min(a[p, q], b[q, m]): the product-free AND of ablation 5 (reference-implementation §8)."""
     return torch.minimum(a.unsqueeze(2), b.unsqueeze(0)).sum(1)
 
 
@@ -92,11 +92,11 @@ def _check_similarity(S: torch.Tensor, k: int, eps: float) -> None:
 
 def contextual_similarity(S: torch.Tensor, k: int = 4, eps: float = 0.05, *, ablation: int | str = 0,
                           slope: float = 10.0, temperature: float = 0.01) -> torch.Tensor:
-    """Contextual similarity J of a (B, B) cosine-similarity matrix (seed-spec §1.2).
+    """Contextual similarity J of a (B, B) cosine-similarity matrix (reference-implementation §1.2).
 
     k counts the point itself; membership uses `>=` with detached thresholds; the masks have a
     straight-through gradient of `slope`; |N| and |not N| normalisers are detached, |R| is not.
-    `ablation` (0-10 or a name of ABLATIONS) selects a seed-spec §8 variant; `temperature` is the
+    `ablation` (0-10 or a name of ABLATIONS) selects a reference-implementation §8 variant; `temperature` is the
     sigmoid temperature of ablations 2 and 6.
     """
     if torch.is_tensor(k) and k.dim() == 0:
@@ -109,7 +109,7 @@ def contextual_similarity(S: torch.Tensor, k: int = 4, eps: float = 0.05, *, abl
 
 
 class _FusedContextual(torch.autograd.Function):
-    """The default contextual similarity (seed-spec §1.2) with a hand-derived backward: the same
+    """The default contextual similarity (reference-implementation §1.2) with a hand-derived backward: the same
     gradient autograd gives the step-by-step form (_contextual_autograd with ablation 0), with three
     B x B matmuls in backward instead of four and fewer saved tensors."""
 
@@ -215,7 +215,7 @@ def _contextual_autograd(S: torch.Tensor, k: int, eps: float, ab: int, slope: fl
 
 
 def contextual_term(J: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """L_ctx = [sum_{i!=j} W (1-J)^2 + (1-W) J^2] / B^2 (seed-spec §1.3, divided by B^2)."""
+    """L_ctx = [sum_{i!=j} W (1-J)^2 + (1-W) J^2] / B^2 (reference-implementation §1.3, divided by B^2)."""
     B = J.shape[0]
     E = torch.where(W > 0, (1.0 - J).square(), J.square())
     return (E.sum() - E.diagonal().sum()) / B / B
@@ -232,7 +232,7 @@ class _Defaults:
     reg_sim: float
 
 
-# seed-spec §1.4: each convention keeps its own defaults
+# reference-implementation §1.4: each convention keeps its own defaults
 CONVENTION_DEFAULTS = {
     "256": _Defaults(lam=0.4, gamma=0.1, eps=0.05, k=4, pos_margin=0.75, neg_margin=0.6, reg_sim=0.25),
     "224": _Defaults(lam=0.5, gamma=0.1, eps=0.05, k=4, pos_margin=0.75, neg_margin=0.6, reg_sim=0.3),
@@ -252,7 +252,7 @@ class ContextualLoss(MetricLoss):
 
     convention "256" (main.py): lam·L_ctx + gamma·L_reg + (1-lam-gamma)·L_con;
     convention "224" (train.py): lam·L_con + (1-lam)·L_ctx + gamma·L_reg  -- lam weights the
-    contrastive term there (seed-spec §1.4). Unset arguments take the convention's defaults.
+    contrastive term there (reference-implementation §1.4). Unset arguments take the convention's defaults.
     gather=True computes the loss over the batch gathered from every DDP rank (gradients flow back
     to the local shard; see ctxsim.losses.distributed.gather_with_grad).
     """

@@ -1,5 +1,5 @@
 """Pair/triplet baselines: margin contrastive (own code), and the pytorch-metric-learning (PML)
-baselines the reference takes from that library with the reference's arguments (seed-spec §2.1, §2.2)."""
+baselines the reference takes from that library with the reference's arguments (reference-implementation §2.1, §2.2)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from ._base import MetricLoss, check_inputs, fp32, label_matrix, normalize, simi
 
 def margin_contrastive(S: torch.Tensor, W: torch.Tensor, pos_margin: float = 0.9,
                        neg_margin: float = 0.6) -> torch.Tensor:
-    """Mean hinge over active positive pairs plus mean over active negative pairs (seed-spec §1.3).
+    """Mean hinge over active positive pairs plus mean over active negative pairs (reference-implementation §1.3).
 
-    With no active pair a term is an exact zero that stays connected to the graph (seed-spec §9.8).
+    With no active pair a term is an exact zero that stays connected to the graph (reference-implementation §9.8).
     """
     L_pos = F.relu(pos_margin - S) * W
     L_neg = F.relu(S - neg_margin) * (1.0 - W)
@@ -24,7 +24,7 @@ def margin_contrastive(S: torch.Tensor, W: torch.Tensor, pos_margin: float = 0.9
 
 
 class ContrastiveLoss(MetricLoss):
-    """Margin contrastive baseline, margins 0.9 / 0.6 (seed-spec §2.1 "Contrastive", §2.2)."""
+    """Margin contrastive baseline, margins 0.9 / 0.6 (reference-implementation §2.1 "Contrastive", §2.2)."""
 
     def __init__(self, pos_margin: float = 0.9, neg_margin: float = 0.6) -> None:
         super().__init__()
@@ -67,7 +67,7 @@ class _PMLLoss(MetricLoss):
 
 class TripletLoss(_PMLLoss):
     """PML DistanceWeightedMiner(cutoff .5, nonzero_loss_cutoff 1.4) + TripletMarginLoss(.05)
-    (seed-spec §2.1 "Triplet", §2.2 "triplet")."""
+    (reference-implementation §2.1 "Triplet", §2.2 "triplet")."""
 
     term = "triplet"
 
@@ -84,7 +84,7 @@ class TripletLoss(_PMLLoss):
 
 class MultiSimilarityLoss(_PMLLoss):
     """PML MultiSimilarityLoss(alpha 2, beta 50, base .5); with miner=True preceded by PML
-    MultiSimilarityMiner(epsilon .1) (seed-spec §2.1 "MS" / "MS+miner", §2.2)."""
+    MultiSimilarityMiner(epsilon .1) (reference-implementation §2.1 "MS" / "MS+miner", §2.2)."""
 
     term = "ms"
 
@@ -104,7 +104,7 @@ class MultiSimilarityLoss(_PMLLoss):
 
 
 class FastAPLoss(_PMLLoss):
-    """PML FastAPLoss with its defaults (num_bins 10) (seed-spec §2.2 "fastap")."""
+    """PML FastAPLoss with its defaults (num_bins 10) (reference-implementation §2.2 "fastap")."""
 
     term = "fastap"
 
@@ -118,7 +118,7 @@ class FastAPLoss(_PMLLoss):
 
 
 class NTXentLoss(_PMLLoss):
-    """PML NTXentLoss with its defaults (temperature .07) (seed-spec §2.2 "ntxent")."""
+    """PML NTXentLoss with its defaults (temperature .07) (reference-implementation §2.2 "ntxent")."""
 
     term = "ntxent"
 

@@ -1,6 +1,6 @@
 """Proxy baselines: Proxy-Anchor (own code), Proxy-NCA and Normalized-Softmax (PML)
-(seed-spec §2.1, §2.2). Proxies are sized by the number of classes; the 224 code's one proxy per
-training image (seed-spec §2.1 bug, §9.4) only behind proxies_per_image=True."""
+(reference-implementation §2.1, §2.2). Proxies are sized by the number of classes; the 224 code's one proxy per
+training image (reference-implementation §2.1 bug, §9.4) only behind proxies_per_image=True."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def l2_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 class ProxyAnchorLoss(_ProxyLoss):
-    """Proxy-Anchor (Kim et al. 2020), mrg .1, alpha 32 (seed-spec §2.1 "Proxy_Anchor").
+    """Proxy-Anchor (Kim et al. 2020), mrg .1, alpha 32 (reference-implementation §2.1 "Proxy_Anchor").
 
     pos = sum over proxies with positives of log(1 + sum_pos exp(-alpha(cos - mrg))) / #those;
     neg = sum over all proxies of log(1 + sum_neg exp(alpha(cos + mrg))) / #proxies.
@@ -123,7 +123,7 @@ class _PMLProxyLoss(_ProxyLoss):
 
 
 class ProxyNCALoss(_PMLProxyLoss):
-    """PML ProxyNCALoss, softmax_scale 9 (224 train.py) or 10 (256 main.py) (seed-spec §2.1, §2.2)."""
+    """PML ProxyNCALoss, softmax_scale 9 (224 train.py) or 10 (256 main.py) (reference-implementation §2.1, §2.2)."""
 
     term = "proxy_nca"
 
@@ -143,7 +143,7 @@ class ProxyNCALoss(_PMLProxyLoss):
 
 
 class NormSoftmaxLoss(_PMLProxyLoss):
-    """PML NormalizedSoftmaxLoss, temperature .05 (seed-spec §2.2 "normsoftmax")."""
+    """PML NormalizedSoftmaxLoss, temperature .05 (reference-implementation §2.2 "normsoftmax")."""
 
     term = "normsoftmax"
 

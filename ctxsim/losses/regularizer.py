@@ -1,4 +1,4 @@
-"""The similarity regulariser added to a baseline (seed-spec §1.3, §1.4; §2.2 main_reg_sim.py)."""
+"""The similarity regulariser added to a baseline (reference-implementation §1.3, §1.4; §2.2 main_reg_sim.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Retrieval models: ResNet-50 or a tiny CNN, pooling (GeM/max/avg/avg+max), optional LayerNorm,
 a Linear embedding with L2-normalised output, an optional 224 bottleneck, and BatchNorm modes
-(seed-spec §3.1, §3.2)."""
+(reference-implementation §3.1, §3.2)."""
 
 from ctxsim.models.backbones import ARCHS, OFFLINE_ENV, ResNet50Trunk, TinyTrunk
 from ctxsim.models.embedding import (BN_MODES, BOTTLENECKS, EMBEDDING_INITS, EmbeddingModel,

@@ -1,4 +1,4 @@
-"""Backbones: torchvision ResNet-50 (seed-spec §3.1, §3.2) and a tiny CNN for small images.
+"""Backbones: torchvision ResNet-50 (reference-implementation §3.1, §3.2) and a tiny CNN for small images.
 
 Both map an image batch [B, C, H, W] to a feature map [B, feature_dim, h, w]; pooling happens in
 the head (ctxsim.models.embedding).
@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ctxsim.errors import ConfigError
+from ctxsim.errors import ConfigError, one_line
+from ctxsim.names import ARCHS
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("resnet50", "tiny", "tiny_spatial")
 # Set CTXSIM_OFFLINE=1 to never try to download ImageNet weights.
 OFFLINE_ENV = "CTXSIM_OFFLINE"
 
@@ -200,8 +200,7 @@ def _read_weights_file(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors, truncated files, non-torch files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot read backbone weights {path}: {first}") from exc
+        raise ConfigError(f"cannot read backbone weights {path}: {one_line(exc)}") from exc
 
 
 def init_trunk_weights(trunk: nn.Module, arch: str, weights: str | os.PathLike | None) -> None:

@@ -1,5 +1,5 @@
 """EmbeddingModel: trunk -> pooling -> [LayerNorm] -> Linear embedding -> L2-normalise, plus the
-optional 224 bottleneck used only in loss space (seed-spec §3.1, §3.2, §9.2-3)."""
+optional 224 bottleneck used only in loss space (reference-implementation §3.1, §3.2, §9.2-3)."""
 
 from __future__ import annotations
 
@@ -47,17 +47,17 @@ class EmbeddingModel(nn.Module):
 
         self.backbone = trunk
         self.pool = build_pooling(pooling)
-        # seed-spec §3.2: 256 CUB/Cars standardise the pooled 2048-d feature, no affine parameters
+        # reference-implementation §3.2: 256 CUB/Cars standardise the pooled 2048-d feature, no affine parameters
         self.norm = nn.LayerNorm(self.feature_dim, elementwise_affine=False) if layernorm else nn.Identity()
         self.embedding = nn.Linear(self.feature_dim, self.embedding_size, bias=True)
         if embedding_init == "kaiming":
-            # seed-spec §3.1: 224 `_initialize_weights`: kaiming_normal (fan_out), bias 0
+            # reference-implementation §3.1: 224 `_initialize_weights`: kaiming_normal (fan_out), bias 0
             nn.init.kaiming_normal_(self.embedding.weight, mode="fan_out")
             nn.init.zeros_(self.embedding.bias)
         self.bottleneck = (LinearBottleneck(self.embedding_size, int(bottleneck_size))
                            if bottleneck == "linear" else nn.Identity())
         if bn_mode == "freeze":
-            # seed-spec §3.1 `--bn-freeze 1`: affine params frozen once, at construction (as the reference)
+            # reference-implementation §3.1 `--bn-freeze 1`: affine params frozen once, at construction (as the reference)
             for m in self._bn_modules():
                 for p in m.parameters(recurse=False):
                     p.requires_grad_(False)
@@ -74,13 +74,13 @@ class EmbeddingModel(nn.Module):
         return F.normalize(self.embedding(self.features(x)), dim=1).float()
 
     def project(self, emb: torch.Tensor) -> torch.Tensor:
-        """Loss-space output: identity, or the 224 linear bottleneck (seed-spec §3.1, §9.2)."""
+        """Loss-space output: identity, or the 224 linear bottleneck (reference-implementation §3.1, §9.2)."""
         return self.bottleneck(emb).float()
 
     # ------------------------------------------------------------ parameters
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Every parameter exactly once: backbone (trunk), embedding, bottleneck (seed-spec §3.1 groups)."""
+        """Every parameter exactly once: backbone (trunk), embedding, bottleneck (reference-implementation §3.1 groups)."""
         return {
             "backbone": list(self.backbone.parameters()) + list(self.pool.parameters()) + list(self.norm.parameters()),
             "embedding": list(self.embedding.parameters()),
@@ -104,10 +104,10 @@ class EmbeddingModel(nn.Module):
         return self
 
     def set_warmup(self, frozen: bool) -> None:
-        """seed-spec §3.1 `--warm`: frozen=True freezes every parameter except the embedding (and the
+        """reference-implementation §3.1 `--warm`: frozen=True freezes every parameter except the embedding (and the
         bottleneck, which the reference keeps trainable); frozen=False sets requires_grad=True on all of
         them, so, as in the reference, BN affine parameters become trainable even under bn_mode="freeze"
-        (seed-spec §9.14; BN running statistics stay frozen)."""
+        (reference-implementation §9.14; BN running statistics stay frozen)."""
         keep = {id(p) for p in self.embedding.parameters()} | {id(p) for p in self.bottleneck.parameters()}
         for p in self.parameters():
             if id(p) not in keep:
@@ -118,7 +118,7 @@ def build_model(arch: str = "resnet50", pooling: str = "gem", layernorm: bool = 
                 bottleneck: str = "identity", bottleneck_size: int = 2048,
                 backbone_weights: str | os.PathLike | None = None, bn_mode: str = "none", in_channels: int = 3,
                 embedding_init: str = "kaiming") -> EmbeddingModel:
-    """Builds the retrieval model of seed-spec §3.1 (224: gem, kaiming init, optional linear bottleneck,
+    """Builds the retrieval model of reference-implementation §3.1 (224: gem, kaiming init, optional linear bottleneck,
     bn_mode="freeze") or §3.2 (256: max+layernorm or avg, embedding_init="default", bn_mode="eval_stats").
 
     backbone_weights: None (random init), "imagenet" (torchvision IMAGENET1K_V1, from the torch cache or

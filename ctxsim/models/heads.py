@@ -1,4 +1,4 @@
-"""Pooling layers and the embedding head shared by every backbone (seed-spec §3.1, §3.2)."""
+"""Pooling layers and the embedding head shared by every backbone (reference-implementation §3.1, §3.2)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class GeM(nn.Module):
         self.eps = float(eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # seed-spec §3.1: avg_pool(clamp(x, eps)^p)^(1/p) over the whole feature map
+        # reference-implementation §3.1: avg_pool(clamp(x, eps)^p)^(1/p) over the whole feature map
         return F.adaptive_avg_pool2d(x.clamp(min=self.eps).pow(self.p), 1).pow(1.0 / self.p)
 
     def extra_repr(self) -> str:
@@ -46,7 +46,7 @@ def build_pooling(name: str) -> nn.Module:
 
 
 class LinearBottleneck(nn.Module):
-    """224 projector: Linear(embedding -> bottleneck_size, bias=False) then L2-normalise (seed-spec §3.1)."""
+    """224 projector: Linear(embedding -> bottleneck_size, bias=False) then L2-normalise (reference-implementation §3.1)."""
 
     def __init__(self, in_size: int, out_size: int):
         super().__init__()

@@ -1,7 +1,7 @@
-"""The ablation study of the contextual similarity (seed-spec §8) as a grid and a table.
+"""The ablation study of the contextual similarity (reference-implementation §8) as a grid and a table.
 
 The reference's ``ablations.py`` never applied its ``--ablation`` (its loss imported the default
-similarity, seed-spec §8 bug), so no reference numbers exist for these variants; ctxsim's
+similarity, reference-implementation §8 bug), so no reference numbers exist for these variants; ctxsim's
 ``build_loss("hybrid", ablation=N)`` applies them for real. ``ablation_configs`` builds the grid
 (one hybrid RunConfig per variant and seed), ``ablation_table`` lays finished runs out like the
 paper's ablation table: variant, what it removes, R@1, MAP@R and the delta to the default.
@@ -25,7 +25,7 @@ class AblationVariant:
     removes: str
 
 
-# seed-spec §8 (ablations.py header and get_jaccard_similarity), in the script's numbering
+# reference-implementation §8 (ablations.py header and get_jaccard_similarity), in the script's numbering
 ABLATION_VARIANTS: tuple[AblationVariant, ...] = (
     AblationVariant(0, "default", "Default (paper)", "nothing: the full contextual similarity (§1.2)"),
     AblationVariant(1, "mask_only", "N_k mask only (L1)",
@@ -65,7 +65,7 @@ def parse_variants(spec: str | Iterable[int] | None) -> list[int]:
 
 def ablation_configs(dataset: str, resolution: int = 256, base: Any = None, seeds: Sequence[int] | int = (0,),
                      variants: str | Iterable[int] | None = "all") -> list[Any]:
-    """One hybrid RunConfig per (variant, seed) of seed-spec §8: ``base`` (default: the dataset's
+    """One hybrid RunConfig per (variant, seed) of reference-implementation §8: ``base`` (default: the dataset's
     hybrid recipe) with ``loss_kw["ablation"] = id``, named ``ablation-<id>-<name>`` and tagged
     ``ablation``, ``ablation=<id>``. ``seeds`` is a list or a count (0..n-1)."""
     from ctxsim.train import recipe

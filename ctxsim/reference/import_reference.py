@@ -1,4 +1,4 @@
-"""Import the authors' released models (seed-spec §3.2, §6.3) as ctxsim checkpoints.
+"""Import the authors' released models (docs/reference-implementation.md §3.2, §6.3) as ctxsim checkpoints.
 
 The reference README links saved models at its GitHub release v1.0.0
 (github.com/Chris210634/metric-learning-using-contextual-similarity/releases/tag/v1.0.0). Each is
@@ -27,7 +27,7 @@ from torch import nn
 from ctxsim.errors import ConfigError
 from ctxsim.reference.unpickle import ReferenceFormatError, Stub, restricted_load
 
-# seed-spec §3.2: which reference network a dataset's main.py run uses
+# docs/reference-implementation.md §3.2: which reference network a dataset's main.py run uses
 NETWORK_OF_DATASET = {"cub": "CUB_Network", "cars": "CUB_Network", "sop": "SOP_Network",
                       "inat": "SOP_Network", "inshop": "SOP_Network"}
 RELEASE_URL = "https://github.com/Chris210634/metric-learning-using-contextual-similarity/releases/tag/v1.0.0"
@@ -141,8 +141,9 @@ def read_reference(path: str | os.PathLike) -> ReferenceModel:
 
 
 class ReferenceNetwork(nn.Module):
-    """The reference's CUB_Network / SOP_Network rebuilt from torchvision parts (seed-spec §3.2),
-    used to check a conversion; forward in fp32 (the reference ran it under autocast)."""
+    """The reference's CUB_Network / SOP_Network rebuilt from torchvision parts
+    (docs/reference-implementation.md §3.2), used to check a conversion; forward in fp32 (the
+    reference ran it under autocast)."""
 
     def __init__(self, ref: ReferenceModel) -> None:
         super().__init__()
@@ -168,8 +169,9 @@ class ReferenceNetwork(nn.Module):
 
 
 def reference_config(ref: ReferenceModel, dataset: str) -> Any:
-    """The RunConfig of an imported model: the dataset's 256 hybrid recipe (seed-spec §3.2) with the
-    file's architecture (pooling, LayerNorm, embedding size, identity bottleneck, no download)."""
+    """The RunConfig of an imported model: the dataset's 256 hybrid recipe
+    (docs/reference-implementation.md §3.2) with the file's architecture (pooling, LayerNorm,
+    embedding size, identity bottleneck, no download)."""
     from ctxsim.train import recipe
 
     base = recipe(dataset, "hybrid", 256)
@@ -274,7 +276,7 @@ def import_reference(path: str | os.PathLike, dataset: str, out: Optional[str | 
     ``tolerance`` aborts the import.
     """
     from ctxsim.train.checkpoint import FORMAT_VERSION, atomic_save
-    from ctxsim.train.recipes import normalize_dataset
+    from ctxsim.names import canonical_dataset as normalize_dataset
 
     src = Path(path)
     ds = normalize_dataset(dataset)
@@ -309,58 +311,86 @@ def import_reference(path: str | os.PathLike, dataset: str, out: Optional[str | 
                         tuple(x.shape), sha, len(ref.state_dict), len(ref.loss_list))
 
 
+def _reference_source(ck_path: Path, ck: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The ``source`` record of an imported checkpoint (``ck``: its content when already loaded);
+    ConfigError when it is not one."""
+    from ctxsim.train.checkpoint import load_checkpoint
+
+    source = (ck if ck is not None else load_checkpoint(ck_path)).get("source") or {}
+    if source.get("kind") != "reference-release":
+        raise ConfigError(f"{ck_path.name} is not an imported reference model (run ctxsim import-reference first)")
+    return source
+
+
+def reference_eval_config(checkpoint: str | os.PathLike, cfg: Any, root: Optional[str] = None,
+                          batch_size: Optional[int] = None) -> dict[str, Any]:
+    """The config of a ``reference-eval`` job (see ``ctxsim.runner.kinds``): the checkpoint to
+    evaluate, the dataset root and batch size, the job columns (dataset, loss, resolution, seed,
+    epochs) of the checkpoint's RunConfig, and that RunConfig itself under ``"config"``."""
+    return {"kind": "reference-eval", "checkpoint": str(Path(checkpoint).absolute()), "root": root,
+            "batch_size": batch_size, "dataset": cfg.dataset, "loss": cfg.loss, "resolution": cfg.resolution,
+            "seed": cfg.seed, "epochs": cfg.epochs, "config": cfg.to_dict()}
+
+
+def run_reference_eval_job(cfg: dict[str, Any], sink: Any, run_dir: str | os.PathLike,
+                           should_stop: Any = None) -> dict[str, float]:
+    """Entry of the ``reference-eval`` job kind: evaluates an imported checkpoint with ctxsim's one
+    evaluation (``ctxsim.eval.evaluate_bundle``; reference-implementation.md "Evaluation") and
+    emits start / log / eval / done. Its one evaluation is reported as the final model of the
+    80-epoch run, selected on the test set as main.py did. Returns the metrics (fractions)."""
+    from ctxsim.eval import evaluate_bundle
+    from ctxsim.runner.kinds import RUNTIME_DEVICE
+    from ctxsim.train.checkpoint import load_checkpoint_model
+    from ctxsim.train.build import build_run_data, resolve_device
+    from ctxsim.train.events import Event
+
+    ck_path = Path(cfg["checkpoint"])
+    source = _reference_source(ck_path)
+    model, rcfg = load_checkpoint_model(ck_path)
+    if cfg.get("root") is not None:
+        rcfg = rcfg.with_overrides(root=cfg["root"])
+    dev = resolve_device(cfg.get(RUNTIME_DEVICE, "auto"))
+    data = build_run_data(rcfg)
+    sink.emit(Event("start", {"config": rcfg.to_dict(), "run_dir": str(run_dir), "epochs": rcfg.epochs,
+                              "steps_per_epoch": 0, "start_epoch": rcfg.epochs}))
+    sink.emit(Event("log", {"message": f"reference release {source.get('file')} (sha256 {source.get('sha256')}) "
+                                       f"imported as {ck_path}"}))
+    metrics = evaluate_bundle(model.to(dev).eval(), data, device=str(dev),
+                              batch_size=cfg.get("batch_size") or rcfg.eval_batch_size,
+                              num_workers=min(rcfg.num_workers, 4, os.cpu_count() or 1), ks=rcfg.ks or None,
+                              amp=rcfg.amp and dev.type == "cuda")
+    metrics = {k: float(v) for k, v in metrics.items()}
+    sink.emit(Event("eval", {"epoch": rcfg.epochs, "metrics": metrics, "split": "test"}))
+    sink.emit(Event("done", {"metrics": metrics, "selected": "best", "best_epoch": None, "selected_on": "test"}))
+    return metrics
+
+
 def evaluate_reference_checkpoint(reg: Any, checkpoint: str | os.PathLike, root: Optional[str] = None,
                                   device: str = "auto", batch_size: Optional[int] = None,
                                   extra_sink: Any = None) -> tuple[int, dict[str, float]]:
-    """Evaluates an imported checkpoint with ctxsim's evaluation (seed-spec §5; the same path as
-    ``ctxsim eval``) and records it in the registry as a finished job, so that ``ctxsim compare``
-    shows it beside the paper's numbers: (job id, metrics as fractions).
+    """Evaluates an imported checkpoint with ctxsim's evaluation (the same path as ``ctxsim eval``)
+    and records it in the registry, so that ``ctxsim compare`` shows it beside the paper's numbers:
+    (job id, metrics as fractions).
 
-    The job's config is the checkpoint's (the dataset's 256 hybrid recipe with the file's
-    architecture, ``model.backbone_weights=None``, tag ``reference-release``); its one evaluation is
-    reported as the final model of the 80-epoch run, selected on the test set as main.py did (§9.6).
+    The evaluation is a ``reference-eval`` job (its config: ``reference_eval_config``) queued for
+    the foreground and run here through the runner's one claim / heartbeat / finish lifecycle
+    (``ctxsim.runner.job.run_job_foreground``), like any recorded run. The checkpoint and the
+    dataset are checked first, so that a bad one fails with one line before anything is recorded.
     """
-    import socket
-
-    from ctxsim.reference.toy import recorded_sink
     from ctxsim.registry import jobs
-    from ctxsim.train.checkpoint import load_checkpoint, load_checkpoint_model
-    from ctxsim.train.engine import build_run_data, evaluate, resolve_device
-    from ctxsim.train.events import Event
+    from ctxsim.runner.job import run_job_foreground
+    from ctxsim.train import RunConfig
+    from ctxsim.train.checkpoint import load_checkpoint
+    from ctxsim.train.build import build_run_data
 
     ck_path = Path(checkpoint).absolute()
-    source = load_checkpoint(ck_path).get("source") or {}
-    if source.get("kind") != "reference-release":
-        raise ConfigError(f"{ck_path.name} is not an imported reference model (run ctxsim import-reference first)")
-    model, cfg = load_checkpoint_model(ck_path)
+    ck = load_checkpoint(ck_path)
+    _reference_source(ck_path, ck)
+    cfg = RunConfig.from_dict(ck["config"])
+    del ck
     if root is not None:
         cfg = cfg.with_overrides(root=root)
-    dev = resolve_device(device)
-    data = build_run_data(cfg)  # fails here (DataError, one line) before anything is recorded
-    jid = jobs.enqueue(reg, cfg, name=cfg.name, tags=cfg.tags, executor=jobs.FOREGROUND, force=True)
-    worker = f"import-reference:{socket.gethostname()}:{os.getpid()}"
-    claimed = jobs.claim(reg, worker, job_id=jid)
-    if claimed is None:
-        raise jobs.JobStateError(f"job {jid} could not be claimed")
-    fin = dict(attempt=claimed.attempt, worker_id=worker)
-    sink = None
-    try:
-        sink = recorded_sink(reg, jid, claimed.run_dir, extra_sink)
-        sink.emit(Event("start", {"config": cfg.to_dict(), "run_dir": claimed.run_dir, "epochs": cfg.epochs,
-                                  "steps_per_epoch": 0, "start_epoch": cfg.epochs}))
-        sink.emit(Event("log", {"message": f"reference release {source.get('file')} (sha256 {source.get('sha256')}) "
-                                           f"imported as {ck_path}"}))
-        metrics = evaluate(model.to(dev), data, dev, ks=cfg.ks, batch_size=batch_size or cfg.eval_batch_size,
-                           num_workers=min(cfg.num_workers, 4, os.cpu_count() or 1), amp=cfg.amp and dev.type == "cuda")
-        sink.emit(Event("eval", {"epoch": cfg.epochs, "metrics": metrics, "split": "test"}))
-        sink.emit(Event("done", {"metrics": metrics, "selected": "best", "best_epoch": None, "selected_on": "test"}))
-        sink.close()
-    except BaseException as e:
-        try:
-            if sink is not None:
-                sink.close()
-        finally:
-            jobs.finish(reg, jid, "failed", exit_code=1, error=f"{type(e).__name__}: {str(e).strip()[:300]}", **fin)
-        raise
-    jobs.finish(reg, jid, "done", exit_code=0, **fin)
-    return jid, metrics
+    build_run_data(cfg)  # fails here (DataError, one line) before anything is recorded
+    job_cfg = reference_eval_config(ck_path, cfg, root=root, batch_size=batch_size)
+    jid = jobs.enqueue(reg, job_cfg, name=cfg.name, tags=cfg.tags, executor=jobs.FOREGROUND, force=True)
+    return jid, run_job_foreground(reg, jid, extra_sink=extra_sink, device=device)

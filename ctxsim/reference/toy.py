@@ -1,4 +1,4 @@
-"""The 2-D toy experiment of the reference's toy_experiment.ipynb (seed-spec §8).
+"""The 2-D toy experiment of the reference's toy_experiment.ipynb (docs/reference-implementation.md §8).
 
 Five concentric circles (radii 0.2, 0.4, ..., 1.0), one class each, radial Gaussian noise; an MLP
 2 -> 100 -> 100 -> 2 with LeakyReLU(0.2) whose output is L2-normalised onto the unit circle;
@@ -35,7 +35,7 @@ TOY_LOSSES = ("contrastive", "contextual")
 RING_SPACING = 0.2
 N_RINGS = 5
 
-# seed-spec §8: per-loss optimiser settings of the notebook
+# docs/reference-implementation.md §8: per-loss optimiser settings of the notebook
 _LOSS_HPARAMS = {
     "contrastive": {"lr": 1e-4, "weight_decay": 1e-5},
     "contextual": {"lr": 4e-5, "weight_decay": 1e-4},
@@ -74,7 +74,7 @@ def make_circles(n_per_class: int, noise: float, generator: torch.Generator) -> 
 
 
 class ToyNet(nn.Module):
-    """MLP 2 -> 100 -> 100 -> 2, LeakyReLU(0.2), output L2-normalised (seed-spec §8)."""
+    """MLP 2 -> 100 -> 100 -> 2, LeakyReLU(0.2), output L2-normalised (docs/reference-implementation.md §8)."""
 
     def __init__(self, hidden: int = 100) -> None:
         super().__init__()
@@ -86,10 +86,11 @@ class ToyNet(nn.Module):
 
 
 class MaskOnlyContextualLoss(MetricLoss):
-    """Contextual term with J = the N_k neighbourhood mask (step 3 of seed-spec §1.2 only), eps kept.
+    """Contextual term with J = the N_k neighbourhood mask alone (step 3 of
+    docs/reference-implementation.md §1.2), eps kept.
 
     ``build_loss("hybrid", ablation=1)`` is the same J but with the ablation script's fixed eps
-    1e-5; the toy notebook used eps 0.05 (seed-spec §8), hence this loss.
+    1e-5; the toy notebook used eps 0.05 (docs/reference-implementation.md §8), hence this loss.
     """
 
     def __init__(self, k: int = 4, eps: float = 0.05, slope: float = 10.0) -> None:
@@ -152,7 +153,7 @@ class ToyRun:
 
 def train_toy(cfg: dict[str, Any], sink: Optional[EventSink] = None,
               should_stop: Optional[Callable[[], bool]] = None, run_dir: Optional[str] = None) -> ToyRun:
-    """Trains one toy model (seed-spec §8), emitting start/step/epoch/eval/done events.
+    """Trains one toy model (docs/reference-implementation.md §8), emitting start/step/epoch/eval/done events.
 
     An "epoch" is ``eval_every`` steps; held-out R@1/MAP@R are evaluated after each one.
     """
@@ -319,7 +320,7 @@ class ToyResult:
 def run_toy(out_dir: str | os.PathLike, steps: int = 2000, seed: int = 0, reg: Any = None,
             noise: float = RING_SPACING / 5, eval_every: Optional[int] = None,
             progress: Optional[Callable[[str, int, int], None]] = None) -> ToyResult:
-    """Contrastive vs contextual on the same data (seed-spec §8); writes ``<out_dir>/toy.png`` and
+    """Contrastive vs contextual on the same data (docs/reference-implementation.md §8); writes ``<out_dir>/toy.png`` and
     ``toy.json``. With a registry ``reg``, each run is a job (dataset "toy") run in this process
     and recorded like any run (``progress(loss, step, steps)`` is called as steps complete)."""
     out = Path(out_dir)
@@ -357,17 +358,8 @@ def _run_recorded(reg: Any, cfg: dict[str, Any], extra: Optional[EventSink]) -> 
     """Queues the toy config as a foreground job and runs it here through the runner's foreground
     path (claim, heartbeat, registry sink + events.jsonl, done/failed), like any recorded run."""
     from ctxsim.registry import jobs
-    from ctxsim.runner.job import run_foreground
+    from ctxsim.runner.job import run_job_foreground
 
     jid = jobs.enqueue(reg, cfg, name=f"toy-{cfg['loss']}", tags=["toy"], executor=jobs.FOREGROUND, force=True)
-    return jid, run_foreground(reg, jid, extra_sink=extra)
+    return jid, run_job_foreground(reg, jid, extra_sink=extra)
 
-
-def recorded_sink(reg: Any, job_id: int, run_dir: str | os.PathLike, extra: Optional[EventSink] = None) -> EventSink:
-    """The sinks of a job run in this process: RegistrySink + ``<run_dir>/events.jsonl`` (+ ``extra``)."""
-    from ctxsim.registry.sink import RegistrySink
-    from ctxsim.train.events import JsonlSink, MultiSink
-
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    sinks = [RegistrySink(reg, job_id), JsonlSink(Path(run_dir) / "events.jsonl")]
-    return MultiSink(*sinks, *([extra] if extra is not None else []))

@@ -1,4 +1,4 @@
-"""A restricted reader for model files saved by the reference's ``main.py`` (seed-spec §3.2).
+"""A restricted reader for model files saved by the reference's ``main.py`` (reference-implementation §3.2).
 
 ``main.py`` saves ``torch.save((model.module, loss_list, scaler), path)``: a pickled
 ``CUB_Network`` or ``SOP_Network`` (torchvision ResNet-50 inside), the list of losses and the
@@ -20,11 +20,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from ctxsim.errors import CtxsimError
-
-
-class ReferenceFormatError(CtxsimError):
-    """The file is not a model file of the reference implementation (or uses a class not allowed)."""
+from ctxsim.errors import ReferenceFormatError, one_line
 
 
 # -- inert stand-ins ---------------------------------------------------------------------------
@@ -266,8 +262,7 @@ class _ArchiveReader:
         except ReferenceFormatError:
             raise
         except Exception as e:  # truncated or malformed pickle
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ReferenceFormatError(f"{self.path.name}: cannot read the pickle ({first})") from None
+            raise ReferenceFormatError(f"{self.path.name}: cannot read the pickle ({one_line(e)})") from None
 
 
 def restricted_load(path: str | Path) -> Any:

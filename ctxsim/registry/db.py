@@ -1,6 +1,8 @@
 """Engine setup for the registry: SQLite (WAL, busy timeout, BEGIN IMMEDIATE) or any SQLAlchemy URL.
 
-``open_registry()`` is the one entry point; it resolves ``--db``/``CTXSIM_DB``/``experiments.db``.
+``open_registry()`` is the one entry point; it resolves ``--db``/``CTXSIM_DB``/``experiments.db``
+and creates or upgrades the schema (``ctxsim.registry.migrations``, Alembic). ``read_registry()``
+gives readers a handle that cannot write or take the write lock.
 """
 
 from __future__ import annotations
@@ -8,7 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sqlite3
 import stat
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,16 +20,53 @@ from typing import Callable, Iterator, Optional, TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ctxsim.errors import RegistryError
+from ctxsim.errors import ConfigError, NoRegistryError, RegistryError, RegistryURLError, one_line
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DB_FILE = "experiments.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_BUSY_TIMEOUT_MS = 1000  # a read blocked longer than this reports "locked" instead of waiting
+DEFAULT_LOCK_TIMEOUT_S = SQLITE_BUSY_TIMEOUT_MS / 1000  # --lock-timeout / CTXSIM_LOCK_TIMEOUT
+LOCK_NOTICE_S = 1.0  # a wait for the SQLite lock longer than this is reported (lock_wait_notifier)
 T = TypeVar("T")
+
+# Called once per blocked statement after LOCK_NOTICE_S of waiting for another process's SQLite
+# lock, with the registry's URL and the timeout. The CLI sets it (a line on stderr); None: silent.
+lock_wait_notifier: Optional[Callable[[str, float], None]] = None
+
+
+def lock_timeout_s(value: float | str | None = None) -> float:
+    """Seconds to wait for another process's lock: ``value``, else $CTXSIM_LOCK_TIMEOUT, else 30."""
+    raw = value if value is not None else os.environ.get("CTXSIM_LOCK_TIMEOUT")
+    if raw is None or raw == "":
+        return DEFAULT_LOCK_TIMEOUT_S
+    try:
+        t = float(raw)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not (t >= 0 and t < 1e6):
+        raise ConfigError(f"lock timeout must be a number of seconds >= 0 (--lock-timeout, CTXSIM_LOCK_TIMEOUT), got {raw!r}")
+    return t
+
+
+@contextmanager
+def _lock_wait(url: str, timeout_s: float) -> Iterator[None]:
+    """Reports (through lock_wait_notifier) a statement still blocked after LOCK_NOTICE_S."""
+    notify = lock_wait_notifier
+    if notify is None or timeout_s <= LOCK_NOTICE_S:
+        yield
+        return
+    timer = threading.Timer(LOCK_NOTICE_S, notify, args=(url, timeout_s))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 # Errors worth retrying: SQLite lock contention, PostgreSQL serialization failures / deadlocks.
 _RETRYABLE_TEXT = ("database is locked", "database table is locked", "database is busy",
@@ -51,15 +92,27 @@ def redact(url: str) -> str:
         return "<database url>"
 
 
-def _sqlite_setup(engine: Engine) -> None:
+def display_url(url: str) -> str:
+    """How messages name a registry: a SQLite file's path, else the URL with its password hidden."""
+    try:
+        u = make_url(url)
+    except Exception:
+        return redact(url)
+    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
+        return u.database
+    return redact(url)
+
+
+def _sqlite_setup(engine: Engine, url: str, timeout_s: float) -> None:
     # pysqlite's own transaction handling defers BEGIN; take it over so every write
     # transaction starts with BEGIN IMMEDIATE (no lock upgrade deadlocks between workers).
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # noqa: ANN001
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+        with _lock_wait(url, timeout_s):  # switching to WAL waits for a lock held in rollback mode
+            cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         # dashboards re-read the same pages: a 32 MB page cache and memory-mapped reads (lazy)
         cur.execute("PRAGMA cache_size=-32000")
@@ -69,7 +122,8 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # noqa: ANN001
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        with _lock_wait(url, timeout_s):  # the write lock: the one wait another process can cause
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -94,7 +148,8 @@ def retry_db(fn: Callable[[], T], *, timeout_s: float = 120.0, what: str = "regi
             if not is_retryable(e):
                 raise
             if time.monotonic() > deadline:
-                raise RegistryError(f"{what}: registry still locked after {timeout_s:.0f} s") from e
+                raise RegistryError(f"{what}: the registry is still locked by another process after "
+                                    f"{timeout_s:g} s (--lock-timeout)") from e
             log.debug("%s: %s; retrying in %.3f s", what, e.orig, delay)
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 1.0)
@@ -103,9 +158,12 @@ def retry_db(fn: Callable[[], T], *, timeout_s: float = 120.0, what: str = "regi
 class Registry:
     """An open registry: an engine and its session factory."""
 
-    def __init__(self, url: str, engine: Engine) -> None:
+    def __init__(self, url: str, engine: Engine, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+                 readonly: bool = False) -> None:
         self.url = url
         self.engine = engine
+        self.lock_timeout = lock_timeout  # seconds a write waits for another process's lock
+        self.readonly = readonly  # opened read-only (mode=ro, query_only): reads never lock
         self.Session = sessionmaker(engine, expire_on_commit=False)
 
     @property
@@ -137,7 +195,7 @@ class Registry:
             with self.Session.begin() as s:
                 return fn(s)
 
-        return retry_db(once, what=what)
+        return retry_db(once, timeout_s=self.lock_timeout, what=what)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -146,15 +204,132 @@ class Registry:
         return f"Registry({redact(self.url)})"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> Engine:
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:":
             Path(u.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        _sqlite_setup(engine)
+        engine = create_engine(url, connect_args={"timeout": lock_timeout})
+        _sqlite_setup(engine, url, lock_timeout)
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def _readonly_sqlite_engine(path: Path, url: str, timeout_s: float, immutable: bool = False) -> Engine:
+    """An engine on a SQLite file opened read-only (``mode=ro``): deferred transactions that take no
+    write lock, ``query_only``, never creating the file; works on a file without write permission.
+    ``immutable`` (a file nobody can write, in a folder where the WAL index cannot be made) skips
+    locking altogether."""
+    from urllib.request import pathname2url
+
+    uri = "file:" + pathname2url(str(path)) + "?mode=ro" + ("&immutable=1" if immutable else "")
+
+    def connect():  # noqa: ANN202
+        return sqlite3.connect(uri, uri=True, timeout=timeout_s, check_same_thread=False)
+
+    engine = create_engine("sqlite://", creator=connect)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+        cur.execute("PRAGMA query_only=1")
+        cur.close()
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        # a read waits only for a lock held outside WAL mode (e.g. sqlite3's BEGIN EXCLUSIVE on a
+        # rollback-journal file): report that wait like a writer's
+        if lock_wait_notifier is not None:
+            cm = _lock_wait(url, timeout_s)
+            cm.__enter__()
+            conn.info["ctxsim_lock_wait"] = cm
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after(conn, *_a):  # noqa: ANN001
+        cm = conn.info.pop("ctxsim_lock_wait", None)
+        if cm is not None:
+            cm.__exit__(None, None, None)
+
+    @event.listens_for(engine, "handle_error")
+    def _failed(ctx):  # noqa: ANN001
+        conn = ctx.connection
+        cm = conn.info.pop("ctxsim_lock_wait", None) if conn is not None else None
+        if cm is not None:
+            cm.__exit__(None, None, None)
+        if "database is locked" in str(ctx.original_exception):  # reads are not retried: one line
+            raise RegistryError(f"registry {path} is locked by another process; gave up after "
+                                f"{timeout_s:g} s (--lock-timeout)") from None
+
+    return engine
+
+
+def _sqlite_file(u) -> Optional[Path]:  # noqa: ANN001
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:" \
+            or u.database.startswith("file:"):
+        return None
+    return Path(u.database)
+
+
+def _no_registry(path: Path) -> NoRegistryError:
+    shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
+    if not shown.startswith(("/", ".")):
+        shown = "./" + shown
+    return NoRegistryError(f"no registry at {shown}: start one with `ctxsim run ...` or `ctxsim sweep ...`, "
+                           "or pass --db (or set CTXSIM_DB)")
+
+
+def _schema_current(reg: Registry) -> bool:
+    """Checks the schema over a connection that takes no lock: True when it is current; raises
+    RegistryError for a newer one. No tables at all: NoRegistryError when ``reg`` is a file."""
+    from ctxsim.registry import migrations
+
+    with reg.engine.connect() as conn:
+        tables, version, rev = migrations._state(conn)
+    migrations._check(reg, tables, version, rev)
+    if "meta" not in tables and reg.sqlite_path is not None:
+        raise _no_registry(reg.sqlite_path)
+    return migrations._current(version, rev)
+
+
+def _open_readonly(resolved: str, path: Optional[Path], timeout_s: float) -> Registry:
+    """``open_registry(readonly=True)``: see there."""
+    if path is None:  # a server: reads take no lock there; check the schema, create nothing
+        reg = open_registry(resolved, create=False, lock_timeout=timeout_s)
+        try:
+            _schema_current(reg)
+        except DBAPIError as e:
+            reg.dispose()
+            raise RegistryError(f"cannot open registry {redact(resolved)}: {one_line(e.orig or e)}") from None
+        reg.readonly = True
+        return reg
+    if not path.is_file():
+        raise _no_registry(path)
+    for immutable in (False, True):
+        reg = Registry(resolved, _readonly_sqlite_engine(path, resolved, timeout_s, immutable), timeout_s, True)
+        try:
+            current = _schema_current(reg)
+        except RegistryError:
+            reg.dispose()
+            raise
+        except DBAPIError as e:
+            reg.dispose()
+            text = one_line(e.orig or e)
+            if not immutable and "unable to open" in text and not os.access(path.parent, os.W_OK):
+                continue  # no WAL index can be made next to a read-only file: read it as immutable
+            if "locked" in text:
+                raise RegistryError(f"registry {path} is locked by another process; gave up after "
+                                    f"{timeout_s:g} s (--lock-timeout)") from None
+            if "not a database" in text or "malformed" in text:
+                raise RegistryError(f"{path} is not a ctxsim registry: {text}") from None
+            raise RegistryError(f"cannot open registry {path}: {text}") from None
+        if current:
+            return reg
+        reg.dispose()
+        break
+    # an older schema: upgraded once through a write connection (backed up first), then read
+    open_registry(resolved, lock_timeout=timeout_s).dispose()
+    return _open_readonly(resolved, path, timeout_s)
 
 
 def _check_sqlite_writable(path: Path) -> None:
@@ -173,47 +348,99 @@ def _check_sqlite_writable(path: Path) -> None:
         raise RegistryError(f"registry {path}: folder {folder} is not writable")
 
 
-def open_registry(url: str | os.PathLike | None = None, create: bool = True) -> Registry:
+def open_registry(url: str | os.PathLike | None = None, create: bool = True, readonly: bool = False,
+                  lock_timeout: float | str | None = None) -> Registry:
     """Opens (and creates or upgrades, when ``create``) the registry at ``url``.
+
+    ``readonly`` (the read commands and the dashboard's reads): a SQLite file is opened with
+    ``mode=ro``, so reads never take or wait for the write lock of a worker, a file without write
+    permission works, and a missing file is NoRegistryError (nothing is created). ``lock_timeout``
+    (seconds, default $CTXSIM_LOCK_TIMEOUT or 30) bounds every wait for another process's lock;
+    ``lock_wait_notifier`` hears of a wait longer than a second.
 
     Every failure (unreachable server, bad credentials, read-only or locked file, newer schema)
     becomes one RegistryError line naming the database with its password hidden.
     """
     from ctxsim.registry.migrations import ensure_schema
 
+    timeout_s = lock_timeout_s(lock_timeout)
     resolved = resolve_url(url)
     try:
         u = make_url(resolved)
     except Exception as e:
-        raise RegistryError(f"invalid registry URL {redact(resolved)}: {e}") from None
-    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:" \
-            and (u.query or {}).get("mode") != "ro":
-        _check_sqlite_writable(Path(u.database))
+        raise RegistryURLError(f"invalid registry URL {redact(resolved)}: {one_line(e)}") from None
+    path = _sqlite_file(u)
+    if readonly:
+        return _open_readonly(resolved, path, timeout_s)
+    if path is not None and (u.query or {}).get("mode") != "ro":
+        if not create and not path.is_file():
+            raise _no_registry(path)
+        _check_sqlite_writable(path)
     try:
-        engine = make_engine(resolved)
-    except Exception as e:  # missing driver, bad URL
-        raise RegistryError(f"cannot open registry {redact(resolved)}: {_first_line(e)}") from None
-    reg = Registry(resolved, engine)
+        engine = make_engine(resolved, timeout_s)
+    except ArgumentError as e:  # unparseable URL or unknown dialect: bad input
+        raise RegistryURLError(f"invalid registry URL {redact(resolved)}: {one_line(e)}") from None
+    except Exception as e:  # missing driver
+        raise RegistryError(f"cannot open registry {redact(resolved)}: {one_line(e)}") from None
+    reg = Registry(resolved, engine, timeout_s)
+    if path is not None and path.is_file():
+        # a current schema is checked without the write lock (ensure_schema's connection would
+        # BEGIN IMMEDIATE): opening never waits for a worker's write
+        ro = None
+        try:
+            ro = Registry(resolved, _readonly_sqlite_engine(path, resolved, timeout_s), timeout_s, True)
+            if _schema_current(ro):
+                return reg
+        except NoRegistryError:
+            pass  # an empty file: created below
+        except RegistryError:
+            engine.dispose()
+            raise
+        except DBAPIError:
+            pass  # the full path below words the error
+        finally:
+            if ro is not None:
+                ro.dispose()
     try:
-        retry_db(lambda: ensure_schema(reg, create=create), timeout_s=60, what="opening the registry")
+        retry_db(lambda: ensure_schema(reg, create=create), timeout_s=timeout_s, what="opening the registry")
     except RegistryError:
         engine.dispose()
         raise
     except DBAPIError as e:
         engine.dispose()
-        raise RegistryError(f"cannot open registry {redact(resolved)}: {_first_line(e.orig or e)}") from None
+        raise RegistryError(f"cannot open registry {redact(resolved)}: {one_line(e.orig or e)}") from None
     return reg
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+def read_registry(reg: Registry) -> Registry:
+    """A read-only handle on an open registry, for readers (the dashboard, read commands).
+
+    On SQLite the reads use their own engine: deferred (not BEGIN IMMEDIATE) transactions, so they
+    never take the write lock from a worker, ``query_only`` so they cannot write, and a short busy
+    timeout so a locked file is reported within a second instead of hanging a thread for 30 s.
+    Other backends share the registry's engine.
+    """
+    if not reg.is_sqlite or reg.readonly:
+        return reg
+    engine = create_engine(reg.url, connect_args={"timeout": READ_BUSY_TIMEOUT_MS / 1000,
+                                                  "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={READ_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA query_only=1")
+        cur.close()
+
+    return Registry(reg.url, engine)
 
 
 def describe_db_error(url: str, e: BaseException) -> str:
     """One line for a database error raised while using an open registry (password hidden)."""
     orig = getattr(e, "orig", None) or e
-    text = _first_line(orig)
+    text = one_line(orig)
     if "readonly" in text.replace("-", "").replace(" ", "").lower():
         return f"registry {redact(url)} is read-only: {text}"
+    if "database is locked" in text or "database is busy" in text:
+        return f"registry {redact(url)} is locked by another process: {text} (waited --lock-timeout)"
     return f"registry {redact(url)}: {text}"

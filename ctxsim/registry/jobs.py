@@ -1,5 +1,5 @@
 """The job queue on the registry: enqueue (with dedupe and provenance), atomic claim, heartbeats,
-the stale-job reaper, finish, cancel, retry and rm (DESIGN §4).
+the stale-job reaper, finish, cancel, retry and rm (docs/architecture.md §4.2).
 
 Job life: queued -> running -> done | failed | cancelled. A running job that loses its heartbeat
 goes back to queued (and resumes from its checkpoint) until it has used ``max_attempts`` claims.
@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import socket
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -22,21 +23,14 @@ from typing import Any, Iterable, Optional, Sequence
 from sqlalchemy import bindparam, case, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from ctxsim.errors import CtxsimError
+from ctxsim.errors import JobNotFoundError, JobStateError
 from ctxsim.registry.db import Registry
-from ctxsim.registry.models import Job, JobEvent, Tag, Worker, utcnow
+from ctxsim.registry.models import EventKind, Job, JobEvent, Tag, Worker, utcnow
+from ctxsim.registry.rundirs import run_folder
 
 JOBS = Job.__table__
 FOREGROUND = "foreground"
 _HOST = socket.gethostname()
-
-
-class JobNotFoundError(CtxsimError):
-    """No job with that id."""
-
-
-class JobStateError(CtxsimError):
-    """The job is not in a state that allows the operation (e.g. cancel a finished job)."""
 
 
 @dataclass(frozen=True)
@@ -90,15 +84,6 @@ def default_runs_root(reg: Registry) -> Path:
     return (p.parent if p is not None else Path.cwd()) / "runs"
 
 
-def _run_dir_name(job_id: int, f: dict[str, Any]) -> str:
-    parts = [f"{job_id:05d}", f["dataset"]] + ([f["loss"]] if f["loss"] != "-" else [])
-    if f.get("resolution"):
-        parts.append(str(f["resolution"]))
-    if f.get("seed") is not None:
-        parts.append(f"s{f['seed']}")
-    return "-".join(str(p).replace("/", "_") for p in parts)
-
-
 def _enqueue_one(
     s: Session, reg: Registry, cfg: Any, name: Optional[str], tags: Iterable[str], priority: int,
     executor: str, n_gpus: int, max_attempts: int, force: bool, runs_root: Optional[Path],
@@ -123,7 +108,7 @@ def _enqueue_one(
     if run_dir is not None:
         job.run_dir = str(Path(run_dir).absolute())
     else:
-        job.run_dir = str(Path(runs_root or default_runs_root(reg)) / _run_dir_name(job.id, f))
+        job.run_dir = str(run_folder(runs_root or default_runs_root(reg), f, job.id))
     for t in sorted(set(tags)):
         s.add(Tag(job_id=job.id, tag=t))
     s.add(JobEvent(job_id=job.id, kind="queued", message=f"queued by {socket.gethostname()} pid {os.getpid()}"))
@@ -140,9 +125,9 @@ def enqueue_many(
 
     An identical config (same hash) already queued or running is not queued twice: its id comes
     back with created=False, unless ``force``. ``run_dirs``: explicit run folders (None entries:
-    ``<runs_root>/<id>-<dataset>-<loss>-<res>-s<seed>``).
+    the job's own folder, ``ctxsim.registry.rundirs.run_folder``).
     """
-    from ctxsim.runner.provenance import provenance
+    from ctxsim.registry.provenance import provenance
 
     prov = provenance()
     tags = list(tags)
@@ -157,6 +142,31 @@ def enqueue_many(
     return reg.run(work, what="enqueue")
 
 
+def resume_stopped(reg: Registry, cfg: Any, run_dir: str | os.PathLike) -> Optional[int]:
+    """The same run started again in the foreground after Ctrl-C: the latest cancelled foreground job
+    of this config (same hash) in ``run_dir`` goes back to ``queued`` (as a foreground job) and its id
+    is returned, so the resumed run continues that job's history; None when there is no such job."""
+    f = config_fields(cfg)
+    folder = str(Path(run_dir).absolute())
+
+    def work(s: Session) -> Optional[int]:
+        job = s.scalar(
+            select(Job).where(Job.config_hash == f["config_hash"], Job.status == "cancelled",
+                              Job.executor == FOREGROUND, Job.run_dir == folder)
+            .order_by(Job.id.desc()).limit(1)
+        )
+        if job is None:
+            return None
+        job.status, job.cancel_requested, job.error, job.exit_code = "queued", False, None, None
+        job.finished_at = job.started_at = job.heartbeat_at = None
+        job.worker_id = job.worker_host = job.worker_pid = job.gpus = None
+        s.add(JobEvent(job_id=job.id, kind="retry", message=f"resumed in the foreground by {socket.gethostname()} "
+                                                             f"pid {os.getpid()}"))
+        return job.id
+
+    return reg.run(work, what="resume job")
+
+
 def enqueue(
     reg: Registry, cfg: Any, name: Optional[str] = None, tags: Iterable[str] = (), priority: int = 0,
     executor: str = "local", n_gpus: int = 0, max_attempts: int = 3, force: bool = False,
@@ -166,7 +176,7 @@ def enqueue(
 
     ``executor``: "local" (a worker picks it up), "foreground" (``run_foreground`` runs it now),
     or another executor name claimed by a matching worker (e.g. "slurm"). ``run_dir``: an explicit
-    run folder (a checkpoint already there is resumed) instead of ``<runs_root>/<id>-<dataset>-...``.
+    run folder (a checkpoint already there is resumed) instead of the job's own folder (``run_folder``).
     """
     return enqueue_many(reg, [cfg], name, tags, priority, executor, n_gpus, max_attempts, force, runs_root,
                         run_dirs=[run_dir] if run_dir is not None else None)[0][0]
@@ -332,7 +342,8 @@ def finish(
     def work(s: Session) -> bool:
         n = s.execute(stmt).rowcount
         if n:
-            s.add(JobEvent(job_id=job_id, kind=status, message=error or (f"exit code {exit_code}" if exit_code is not None else "")))
+            s.add(JobEvent(job_id=job_id, kind=status, message=error or (f"exit code {exit_code}" if exit_code is not None else ""),
+                           payload={"exit_code": exit_code, "error": error}))
         return bool(n)
 
     return reg.run(work, what=f"mark job {job_id} {status}")
@@ -456,11 +467,57 @@ def retry(reg: Registry, job_id: int, reset_attempts: bool = True) -> None:
     reg.run(work, what=f"retry job {job_id}")
 
 
-def rm(reg: Registry, job_id: int, force: bool = False, purge: bool = False) -> Optional[str]:
+def set_priority(reg: Registry, job_id: int, priority: int, relative: bool = False) -> int:
+    """Sets a queued job's priority (``relative``: adds to it); returns the previous priority.
+
+    Workers claim the highest priority first, then the oldest; only a queued job can move.
+    """
+
+    def work(s: Session) -> int:
+        job = _get(s, job_id)
+        if job.status != "queued":
+            raise JobStateError(f"job {job_id} is {job.status}: only queued jobs can be re-prioritised")
+        old = job.priority or 0
+        job.priority = old + int(priority) if relative else int(priority)
+        s.add(JobEvent(job_id=job_id, kind=EventKind.PRIORITY, message=f"priority {old} -> {job.priority}",
+                       payload={"previous": old, "priority": job.priority}))
+        return old
+
+    return reg.run(work, what=f"re-prioritise job {job_id}")
+
+
+STOP_BOUND_S = 60.0  # how long ``rm(force=True)`` waits for a running job to stop before removing it
+
+
+def wait_stopped(reg: Registry, job_id: int, timeout_s: float, poll_s: float = 0.2) -> bool:
+    """Waits (at most ``timeout_s``) until job ``job_id`` is no longer running; True if it stopped
+    (or is gone). Ctrl-C interrupts the wait at once (a KeyboardInterrupt, nothing written)."""
+    deadline = time.monotonic() + max(0.0, timeout_s)
+    while True:
+        state = job_states(reg, [job_id]).get(job_id)
+        if state is None or state[0] != "running":
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(poll_s, left))
+
+
+def rm(reg: Registry, job_id: int, force: bool = False, purge: bool = False,
+       stop_timeout_s: float = STOP_BOUND_S) -> Optional[str]:
     """Deletes a job's rows (metrics, summaries, events, tags too); running jobs need ``force``.
 
+    With ``force`` a running job is first cancelled and waited for (at most ``stop_timeout_s``), so
+    that its process stops cleanly (checkpoint, final writes) before its rows go; a process that is
+    still running after the bound finds its job gone at its next heartbeat and stops then.
     ``purge`` also deletes its run directory, which is returned.
     """
+    if force and job_states(reg, [job_id]).get(job_id, ("",))[0] == "running":
+        try:
+            cancel(reg, job_id)
+        except JobStateError:  # it ended meanwhile
+            pass
+        wait_stopped(reg, job_id, stop_timeout_s)
 
     def work(s: Session) -> Optional[str]:
         job = _get(s, job_id)

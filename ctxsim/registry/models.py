@@ -1,16 +1,20 @@
-"""The registry's tables (SQLAlchemy 2.0 typed ORM; DESIGN §4).
+"""The registry's tables (SQLAlchemy 2.0 typed ORM; docs/architecture.md).
 
-SCHEMA_VERSION is bumped with every change; ``ctxsim.registry.migrations`` upgrades older files.
+SCHEMA_VERSION is bumped with every change, each change being one Alembic revision in
+``ctxsim/registry/alembic/versions/``; ``ctxsim.registry.migrations`` upgrades older files.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Any, Final, Optional
 
 from sqlalchemy import (
     Boolean,
     DateTime,
+    JSON,
     Float,
     ForeignKey,
     Index,
@@ -21,7 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 2  # v2: jobs.updated_at (+index), ix_jobs_status_heartbeat (reaper)
+SCHEMA_VERSION = 4  # v2: jobs.updated_at (+index), ix_jobs_status_heartbeat; v3: events.payload;
+# v4: jobs ids never reused (SQLite AUTOINCREMENT)
 
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE_STATUSES = ("queued", "running")
@@ -95,6 +100,7 @@ class Job(Base):
         Index("ix_jobs_dataset_loss", "dataset", "loss", "resolution"),
         Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
         Index("ix_jobs_updated_at", "updated_at"),
+        {"sqlite_autoincrement": True},  # a removed job's id is never handed out again (v4)
     )
 
 
@@ -144,8 +150,50 @@ class Baseline(Base):
     __table_args__ = (Index("ix_baselines_lookup", "dataset", "method", "resolution"),)
 
 
+class EventKind:
+    """Every kind of job event (``events.kind``), in one place. Plain strings: they are stored as is."""
+
+    QUEUED: Final = "queued"
+    CLAIMED: Final = "claimed"
+    START: Final = "start"
+    CHECKPOINT: Final = "checkpoint"
+    STOPPED: Final = "stopped"
+    DONE: Final = "done"
+    FAILED: Final = "failed"
+    CANCELLED: Final = "cancelled"
+    CANCEL_REQUESTED: Final = "cancel_requested"
+    REQUEUED: Final = "requeued"
+    RETRY: Final = "retry"
+    PRIORITY: Final = "priority"
+    LOG: Final = "log"
+    SLURM_SUBMITTED: Final = "slurm_submitted"
+    SLURM_START: Final = "slurm_start"
+    SLURM_REQUEUE: Final = "slurm_requeue"
+
+
+EVENT_KINDS: tuple[str, ...] = tuple(v for k, v in vars(EventKind).items() if k.isupper())
+
+
+def json_payload(data: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """``data`` as strict JSON (what events.payload stores): NaN/inf become null, other objects text."""
+    if data is None:
+        return None
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return clean(json.loads(json.dumps(data, default=str, allow_nan=True)))
+
+
 class JobEvent(Base):
-    """Lifecycle and log lines of a job (claimed, requeued, cancelled, failed: reason)."""
+    """Lifecycle and log lines of a job: ``kind`` (an EventKind), a human ``message`` and the
+    event's structured ``payload`` (JSON; NULL for rows written before schema v3)."""
 
     __tablename__ = "events"
 
@@ -154,6 +202,7 @@ class JobEvent(Base):
     time: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     kind: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text, default="")
+    payload: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON(none_as_null=True))
 
 
 class Tag(Base):

@@ -167,83 +167,30 @@ def job_configs(reg: Registry, job_ids: Iterable[int]) -> dict[int, str]:
         return dict(s.execute(select(Job.id, Job.config_json).where(Job.id.in_(ids))).all())
 
 
-def job_event_messages(reg: Registry, job_ids: Iterable[int], kind: str) -> dict[int, list[str]]:
-    """job id -> messages of its events of one ``kind`` (e.g. "done"), oldest first."""
+def job_event_payloads(reg: Registry, job_ids: Iterable[int], kind: str) -> dict[int, list[Optional[dict[str, Any]]]]:
+    """job id -> payloads of its events of one ``kind`` (e.g. EventKind.DONE), oldest first.
+
+    A row written before schema v3 has no payload: None (unknown), never its message parsed.
+    """
     from ctxsim.registry.models import JobEvent
 
     ids = list(job_ids)
     if not ids:
         return {}
     q = (
-        select(JobEvent.job_id, JobEvent.message)
+        select(JobEvent.job_id, JobEvent.payload)
         .where(JobEvent.job_id.in_(ids), JobEvent.kind == kind)
         .order_by(JobEvent.id)
     )
-    out: dict[int, list[str]] = {}
+    out: dict[int, list[Optional[dict[str, Any]]]] = {}
     with reg.Session() as s:
-        for jid, msg in s.execute(q):
-            out.setdefault(jid, []).append(msg or "")
+        for jid, payload in s.execute(q):
+            out.setdefault(jid, []).append(payload if isinstance(payload, dict) else None)
     return out
 
 
 # ---- dashboard reads (TUI owner; the CLI may use them too) ------------------------------------
-
-
-def paper_numbers(reg: Registry) -> dict[tuple[str, str, Optional[int], str], dict[str, Any]]:
-    """The reference number of each (dataset, loss, resolution, metric), keyed by ctxsim loss name.
-
-    Methods are mapped to losses with ``ctxsim.baselines.loss_for_method`` (rows of other papers'
-    methods are left out); of several rows for one key, the kind first in
-    ``ctxsim.baselines.FINAL_KIND_PRIORITY`` wins. Values are percentages, as stored.
-    """
-    from ctxsim.baselines.names import loss_for_method
-    from ctxsim.baselines.store import FINAL_KIND_PRIORITY
-    from ctxsim.registry.models import Baseline
-
-    rank = {k: i for i, k in enumerate(FINAL_KIND_PRIORITY)}
-    out: dict[tuple[str, str, Optional[int], str], dict[str, Any]] = {}
-    q = select(Baseline).where(Baseline.kind.in_(list(FINAL_KIND_PRIORITY))).order_by(Baseline.id)
-    with reg.Session() as s:
-        for b in s.scalars(q):
-            loss = loss_for_method(b.method)
-            if loss is None:
-                continue
-            key = (b.dataset, loss, b.resolution, b.metric)
-            old = out.get(key)
-            if old is None or rank[b.kind] < rank[old["kind"]]:
-                out[key] = {"value": b.value, "kind": b.kind, "source": b.source,
-                            "method": b.method, "origin": b.origin}
-    return out
-
-
-def paper_number(
-    reg: Registry, dataset: str, loss: str, resolution: Optional[int], metric: str = "R@1"
-) -> Optional[dict[str, Any]]:
-    """The reference number (percent) for a dataset/loss/resolution/metric with its provenance, or None."""
-    return paper_numbers(reg).get((dataset, loss, resolution, metric))
-
-
-def paper_curve(
-    reg: Registry, dataset: str, loss: str, resolution: Optional[int], metric: str = "R@1"
-) -> list[tuple[int, float]]:
-    """The reference learning curve (Baseline kind reference_log_curve, metric "R@1@epoch{E}") of a
-    dataset/loss/resolution as (epoch, percent) sorted by epoch; empty when none is stored."""
-    from ctxsim.baselines.names import loss_for_method
-    from ctxsim.registry.models import Baseline
-
-    prefix = f"{metric}@epoch"
-    q = select(Baseline.method, Baseline.metric, Baseline.value).where(
-        Baseline.kind == "reference_log_curve", Baseline.dataset == dataset,
-        Baseline.metric.like(prefix + "%"),
-    )
-    q = q.where(Baseline.resolution.is_(None) if resolution is None else Baseline.resolution == resolution)
-    pts = {}
-    with reg.Session() as s:
-        for method, m, v in s.execute(q):
-            tail = m[len(prefix):]
-            if tail.isdigit() and loss_for_method(method) == loss:
-                pts[int(tail)] = float(v)
-    return sorted(pts.items())
+# (reference numbers keyed by ctxsim loss name need ctxsim.baselines: ctxsim.report.compare)
 
 
 def workers_table(reg: Registry) -> list[dict[str, Any]]:

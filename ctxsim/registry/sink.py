@@ -1,4 +1,4 @@
-"""RegistrySink: the training loop's events into the registry, batched and idempotent (DESIGN §4).
+"""RegistrySink: the training loop's events into the registry, batched and idempotent (docs/architecture.md §4).
 
 Points (``events.metric_points``) are buffered and written every ``flush_every_s`` seconds or
 ``flush_every_n`` points in one transaction: (key, step) pairs already stored are skipped and the
@@ -6,7 +6,8 @@ rest inserted with ON CONFLICT (job_id, key, step) DO NOTHING, so a resumed job 
 never duplicates them (the first value of a step is kept) and only really new points are folded
 into the summaries (upserted with ON CONFLICT (job_id, key) DO UPDATE). The same transaction maintains the
 Summary rows (best and last per key) and the job's epoch/total_epochs/last_step. Lifecycle events
-(start, checkpoint, done, failed, log) also land in the events table. Epoch-level events
+(start, checkpoint, stopped, done, failed, log) also land in the events table: a human message and
+the event's data as the JSON ``payload`` (``compare`` reads the done event's fields from it). Epoch-level events
 (epoch, eval, checkpoint, done, failed) flush at once, so everything before a checkpoint is stored
 before a crash can happen after it.
 """
@@ -21,19 +22,21 @@ from typing import Any, Optional
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from ctxsim.names import lower_is_better as _lower_is_better
 from ctxsim.registry.db import Registry
-from ctxsim.registry.models import Job, JobEvent, Metric, Summary
+from ctxsim.registry.models import EventKind, Job, JobEvent, Metric, Summary, json_payload
 from ctxsim.train.events import Event, metric_points
 
 log = logging.getLogger(__name__)
 
-LIFECYCLE_KINDS = ("start", "checkpoint", "stopped", "done", "failed", "log")
-FLUSH_NOW_KINDS = ("epoch", "eval", "checkpoint", "stopped", "done", "failed")
+LIFECYCLE_KINDS = (EventKind.START, EventKind.CHECKPOINT, EventKind.STOPPED, EventKind.DONE, EventKind.FAILED,
+                   EventKind.LOG)
+FLUSH_NOW_KINDS = ("epoch", "eval", EventKind.CHECKPOINT, EventKind.STOPPED, EventKind.DONE, EventKind.FAILED)
 
 
 def lower_is_better(key: str) -> bool:
-    """Losses (``train/*``, ``epoch/loss``, anything named *loss*) are minimised; metrics maximised."""
-    return key.startswith("train/") or key.startswith("epoch/") or "loss" in key.lower()
+    """Whether a key's best is its minimum: declared once, in ctxsim.names.METRIC_DIRECTION."""
+    return _lower_is_better(key)
 
 
 def _ph(reg: Registry, n: int) -> str:
@@ -122,7 +125,7 @@ class RegistrySink:
         self.flush_every_s = flush_every_s
         self.flush_every_n = flush_every_n
         self._points: list[tuple[str, int, float, float]] = []
-        self._events: list[tuple[str, str, float]] = []
+        self._events: list[tuple[str, str, Optional[dict[str, Any]], float]] = []
         self._progress: dict[str, int] = {}
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
@@ -143,7 +146,7 @@ class RegistrySink:
             elif event.kind in ("epoch", "checkpoint") and d.get("epoch") is not None:
                 self._progress["epoch"] = max(int(d["epoch"]), self._progress.get("epoch", 0))
             if event.kind in LIFECYCLE_KINDS:
-                self._events.append((event.kind, _describe(event), event.time))
+                self._events.append((event.kind, _describe(event), json_payload(event.data), event.time))
             due = (
                 event.kind in FLUSH_NOW_KINDS
                 or len(self._points) >= self.flush_every_n
@@ -166,8 +169,8 @@ class RegistrySink:
             write_points(self.reg, s, self.job_id, points)
             if progress:
                 s.execute(update(Job.__table__).where(Job.__table__.c.id == self.job_id).values(**progress))
-            for kind, msg, t in events:
-                s.add(JobEvent(job_id=self.job_id, kind=kind, message=msg,
+            for kind, msg, payload, t in events:
+                s.add(JobEvent(job_id=self.job_id, kind=kind, message=msg, payload=payload,
                                time=datetime.fromtimestamp(t, timezone.utc).replace(tzinfo=None)))
 
         try:
@@ -196,8 +199,8 @@ def _describe(event: Event) -> str:
     if event.kind == "done":
         m = d.get("metrics") or {}
         parts = [f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, (int, float))]
-        # how the reported model was chosen, so `compare` can mark test-set selection from the registry
         parts += [f"{k}={d[k]}" for k in ("selected", "selected_on", "best_epoch") if d.get(k) is not None]
+        parts += [f"skipped_images={d['skipped_images']}"] if d.get("skipped_images") else []
         return " ".join(parts) or "done"
     if event.kind == "failed":
         return str(d.get("error", ""))

@@ -3,7 +3,7 @@ outlined green (same label as the query: a hit) or red (a miss). Pillow only; PN
 
 ``write_retrieval_grid`` draws given images and neighbours; ``retrieval_grid`` computes the top-K of
 a model on a dataset (cosine similarity of L2-normalised embeddings, self excluded when the query
-set is the gallery, as in seed-spec §5) and draws them.
+set is the gallery, as in reference-implementation §5) and draws them.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ class _Images:
 
 def top_k(q_emb, g_emb, k: int, exclude_self: Optional[Sequence[int]] = None):
     """Indices (Q x k) of the most cosine-similar gallery rows; ``exclude_self[i]`` is query i's own
-    gallery index when the query set is the gallery (masked out, seed-spec §5)."""
+    gallery index when the query set is the gallery (masked out, reference-implementation §5)."""
     import torch
 
     sims = q_emb.float() @ g_emb.float().T
@@ -248,7 +248,7 @@ def checkpoint_grid(checkpoint: str | os.PathLike, path: str | os.PathLike, k: i
     """The retrieval picture of a saved model on its own dataset's test split (the checkpoint's
     config names the dataset, root and resolution; ``data_kw`` overrides build options)."""
     from ctxsim.train import load_checkpoint_model
-    from ctxsim.train.engine import build_run_data
+    from ctxsim.train.build import build_run_data
 
     model, cfg = load_checkpoint_model(checkpoint, which=which)
     bundle = build_run_data(cfg, **data_kw)

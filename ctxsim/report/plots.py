@@ -2,7 +2,7 @@
 
 Every figure has a fixed size in pixels (``RUN_SIZE`` / ``OVERLAY_SIZE``): no tight bounding box.
 The reference implementation's test R@1 every 5 epochs (paper-results.csv kind
-``reference_log_curve``, seed-spec §6.1) is drawn where one is known for the run's dataset, loss and
+``reference_log_curve``, reference-implementation §6.1) is drawn where one is known for the run's dataset, loss and
 resolution.
 """
 

@@ -7,6 +7,12 @@ Subprocess (started by the worker in its own process group)::
 The registry URL comes from ``--db`` or ``$CTXSIM_DB`` (the worker passes it in the environment
 so that a password never shows in ``ps``). Exit codes: 0 done, 1 failed (marked in the registry),
 75 stopped on request (SIGTERM: the worker decides cancelled or requeued), 3 job not owned.
+
+Stopping: SIGTERM / SIGINT only set a flag, which every job kind polls between its steps (a
+training step, a probe step, a toy step) through ``should_stop``; the job then writes its
+checkpoint and exits 75. A job blocked inside one step does not see it: its worker SIGKILLs the
+process group once its grace period has passed (``LocalWorker.cancel_bound_s`` states the bound,
+the Slurm task does the same with its own ``grace_s``).
 """
 
 from __future__ import annotations
@@ -23,12 +29,15 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from ctxsim.errors import ConfigError, CtxsimError, one_line
 from ctxsim.registry import jobs
 from ctxsim.registry.db import Registry, open_registry
 from ctxsim.registry.models import Job
 from ctxsim.registry.sink import RegistrySink
-from ctxsim.runner.torchrun import env_rank, supervised, under_torchrun
+from ctxsim.runner import kinds
+from ctxsim.runner.torchrun import supervised, under_torchrun
 from ctxsim.train.events import EventSink, JsonlSink, MultiSink, NullSink
+from ctxsim.train.ranks import env_rank
 
 log = logging.getLogger(__name__)
 
@@ -37,33 +46,47 @@ EXIT_DONE, EXIT_FAILED, EXIT_NOT_OWNED, EXIT_STOPPED = 0, 1, 3, 75
 
 def execute(config_json: str, sink: EventSink, run_dir: str, device: str = "auto",
             should_stop: Optional[Callable[[], bool]] = None) -> Any:
-    """Runs a job config in ``run_dir``: a training RunConfig through ``ctxsim.train``'s
-    ``run_foreground`` (fit with resume=True, plus config.json / events.jsonl / result.json in the
-    run directory), or a non-training job kind (``{"kind": "probe"}`` or ``{"kind": "toy"}``)."""
-    d = json.loads(config_json)
-    kind = d.get("kind") if isinstance(d, dict) else None
-    if kind in ("probe", "toy"):
-        if kind == "probe":
-            from ctxsim.runner.probe import run_probe as run_kind
-        else:
-            from ctxsim.reference.toy import run_toy_job as run_kind
+    """Runs a job config in ``run_dir`` through the entry point of its kind (``ctxsim.runner.kinds``:
+    ``train`` for a RunConfig, ``toy``, ``probe``, ``reference-eval``, ...). Every kind but
+    ``train`` (whose fit appends it itself) gets ``<run_dir>/events.jsonl`` added to ``sink``.
+    An unknown kind is a one-line ConfigError."""
+    try:
+        d = json.loads(config_json)
+    except ValueError as e:
+        raise ConfigError(f"the job's config is not JSON: {e}") from None
+    spec = kinds.lookup(kinds.kind_of(d))
+    entry = kinds.load_entry(spec.name)
+    if spec.takes_device:
+        d = {**d, kinds.RUNTIME_DEVICE: device}
+    if spec.writes_events:
+        return entry(d, sink, run_dir, should_stop)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    jsonl = JsonlSink(Path(run_dir) / "events.jsonl")
+    try:
+        return entry(d, MultiSink(sink, jsonl), run_dir, should_stop)
+    finally:
+        jsonl.close()
 
-        jsonl = JsonlSink(Path(run_dir) / "events.jsonl")
-        try:
-            return run_kind(d, MultiSink(sink, jsonl), run_dir, should_stop)
-        finally:
-            jsonl.close()
+
+def preflight_job(config_json: str, device: str = "auto") -> None:
+    """``ctxsim.train.preflight`` for a training job (data, device, sampler, config); other kinds
+    have nothing to check. Raises the same one-line ConfigError / DataError as ``ctxsim run``."""
+    try:
+        d = json.loads(config_json)
+    except ValueError as e:
+        raise ConfigError(f"the job's config is not JSON: {e}") from None
+    if kinds.kind_of(d) != kinds.DEFAULT_KIND:
+        return
     from ctxsim.train import RunConfig
-    from ctxsim.train import run_foreground as train_in_dir
+    from ctxsim.train.preflight import preflight
 
-    cfg = RunConfig.from_json(config_json)
-    return train_in_dir(cfg, run_dir, sink=sink, device=device, resume=True, should_stop=should_stop)
+    preflight(RunConfig.from_dict(d), device=device)
 
 
 def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    first = text.splitlines()[0] if text else ""
-    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+    """The error stored on a failed job: ``Type: first line`` (just ``Type`` without a message)."""
+    text = one_line(e)
+    return text if text == type(e).__name__ else f"{type(e).__name__}: {text}"
 
 
 def job_sink(reg: Registry, job_id: int, extra: Optional[EventSink] = None) -> MultiSink:
@@ -104,7 +127,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parent = os.environ.get("CTXSIM_WORKER_PID")
     if parent and parent.isdigit():
         _watch_parent(int(parent), launcher=os.getppid() if under_torchrun() else None)
-    rank = env_rank()  # under torchrun only rank 0 writes to the registry (DESIGN §5)
+    rank = env_rank()  # under torchrun only rank 0 writes to the registry (docs/architecture.md §5.2)
 
     reg = open_registry(args.db)
     with reg.Session() as s:
@@ -117,7 +140,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     print(f"job {args.job} attempt {attempt} pid {os.getpid()} host {socket.gethostname()} "
           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}", flush=True)
-    sink = job_sink(reg, args.job) if rank == 0 else NullSink()
+    from ctxsim.runner.epoch_log import EpochLogSink  # one line per epoch in stdout.log
+
+    try:  # the checks `ctxsim run` makes before queuing, here too (a job queued with --no-check)
+        preflight_job(config_json, device=args.device)
+    except CtxsimError as e:
+        print(one_line(e), file=sys.stderr, flush=True)
+        if rank == 0:
+            jobs.finish(reg, args.job, "failed", attempt=attempt, exit_code=e.exit_code, error=one_line(e))
+        return EXIT_FAILED
+    sink = job_sink(reg, args.job, EpochLogSink()) if rank == 0 else NullSink()
     try:
         execute(config_json, sink, run_dir, device=args.device, should_stop=stop.is_set)
         sink.close()
@@ -164,15 +196,17 @@ class _Heartbeat(threading.Thread):
                 self.stop.set()
 
 
-def run_foreground(
+def run_job_foreground(
     reg: Registry, job_id: int, extra_sink: Optional[EventSink] = None, device: str = "auto",
     gpus: Sequence[str] = (), should_stop: Optional[Callable[[], bool]] = None, heartbeat_s: float = 5.0,
 ) -> Any:
     """Claims queued job ``job_id`` and runs it in this process, recorded in the registry.
 
     Heartbeats the job (so the reaper leaves it alone) and stops at the next step when
-    ``ctxsim cancel ID`` is requested or ``should_stop()`` says so. Ends the job done / failed /
-    cancelled (Ctrl-C: cancelled, then re-raised; ``ctxsim retry ID`` resumes it on a worker).
+    ``ctxsim cancel ID`` is requested or ``should_stop()`` says so: a cancel is seen within
+    ``heartbeat_s`` and honoured at the job's next step check (nothing is killed: this process
+    is the user's). Ends the job done / failed / cancelled (Ctrl-C: cancelled, then re-raised;
+    ``ctxsim retry ID`` resumes it on a worker).
     Returns what the job returned (``FitResult`` for training jobs).
     """
     worker_id = f"foreground:{socket.gethostname()}:{os.getpid()}"
@@ -190,7 +224,8 @@ def run_foreground(
     def stopping() -> bool:
         return stop.is_set() or bool(should_stop and should_stop())
 
-    sink = job_sink(reg, job_id, extra_sink)
+    log_tee = _ForegroundLog(claimed.run_dir, job_id, claimed.attempt, worker_id)
+    sink = job_sink(reg, job_id, MultiSink(extra_sink, log_tee.sink))
     fin = dict(attempt=claimed.attempt, worker_id=worker_id)
     try:
         result = execute(claimed.config_json, sink, claimed.run_dir, device=device, should_stop=stopping)
@@ -205,12 +240,38 @@ def run_foreground(
         raise
     finally:
         hb.done.set()
+        log_tee.close()
     if stopping():
         if hb.reason != "lost":
             jobs.finish(reg, job_id, "cancelled", error="cancel requested" if hb.reason else "stopped", **fin)
     else:
         jobs.finish(reg, job_id, "done", exit_code=EXIT_DONE, **fin)
     return result
+
+
+class _ForegroundLog:
+    """A foreground run writes the log a worker's job writes (``<run_dir>/stdout.log``: a header, one
+    line per epoch, the library's log records), so ``ctxsim logs ID`` works for it too."""
+
+    def __init__(self, run_dir: str, job_id: int, attempt: int, worker_id: str) -> None:
+        from ctxsim.runner.epoch_log import EpochLogSink
+        from ctxsim.runner.logs import job_log_path
+
+        path = job_log_path(run_dir)
+        assert path is not None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(path, "a", encoding="utf-8", buffering=1)
+        self.fh.write(f"job {job_id} attempt {attempt} pid {os.getpid()} host {socket.gethostname()} "
+                      f"({worker_id})\n")
+        self.sink = EpochLogSink(self.fh)
+        self.handler = logging.StreamHandler(self.fh)
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.handler.setLevel(logging.INFO)
+        logging.getLogger("ctxsim").addHandler(self.handler)
+
+    def close(self) -> None:
+        logging.getLogger("ctxsim").removeHandler(self.handler)
+        self.fh.close()
 
 
 def _safe_close(sink: EventSink) -> None:

@@ -1,4 +1,4 @@
-"""The Slurm executor (DESIGN §5): queued jobs marked ``executor="slurm"`` are submitted through
+"""The Slurm executor (docs/architecture.md §5.3): queued jobs marked ``executor="slurm"`` are submitted through
 submitit, one Slurm job each, by a poller (``ctxsim worker --executor slurm``) on a login node.
 
 Who does what:
@@ -33,7 +33,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -43,13 +42,13 @@ from typing import Any, Callable, Optional
 
 from sqlalchemy import update
 
-from ctxsim.errors import ConfigError
+from ctxsim.errors import ConfigError, one_line
 from ctxsim.registry import jobs
 from ctxsim.registry.db import Registry, open_registry
 from ctxsim.registry.models import Job, JobEvent
 from ctxsim.runner.job import EXIT_DONE, EXIT_FAILED
 from ctxsim.runner.torchrun import torchrun_argv
-from ctxsim.runner.worker import _killpg
+from ctxsim.runner.skeleton import WorkerLoop, killpg
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +129,7 @@ class SlurmOptions:
                 d = tomllib.loads(text)
                 d = d.get("slurm", d)
         except (ValueError, json.JSONDecodeError) as e:
-            raise ConfigError(f"--slurm-config {p}: {str(e).splitlines()[0]}") from None
+            raise ConfigError(f"--slurm-config {p}: {one_line(e)}") from None
         if not isinstance(d, dict):
             raise ConfigError(f"--slurm-config {p}: expected a table of options")
         d = {k.replace("-", "_"): v for k, v in d.items()}
@@ -276,15 +275,15 @@ class SlurmTask:
                 if owned is not None and reason is None:
                     if self.job_id not in owned:
                         reason, kill_at = "lost", now
-                        _killpg(self._proc.pid, signal.SIGKILL)
+                        killpg(self._proc.pid, signal.SIGKILL)
                     elif owned[self.job_id]:
                         reason, kill_at = "cancel", now + self.grace_s
-                        _killpg(self._proc.pid, signal.SIGTERM)
+                        killpg(self._proc.pid, signal.SIGTERM)
             if kill_at is not None and now >= kill_at:
-                _killpg(self._proc.pid, signal.SIGKILL)
+                killpg(self._proc.pid, signal.SIGKILL)
                 kill_at = None
             time.sleep(0.1)
-        _killpg(self._proc.pid, signal.SIGKILL)  # nothing of the job's group may linger
+        killpg(self._proc.pid, signal.SIGKILL)  # nothing of the job's group may linger
         return reason
 
     def checkpoint(self, *args: Any, **kwargs: Any):
@@ -295,11 +294,11 @@ class SlurmTask:
         self._preempted = True
         proc = self._proc
         if proc is not None and proc.poll() is None:
-            _killpg(proc.pid, signal.SIGTERM)
+            killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=self.grace_s)
             except subprocess.TimeoutExpired:
-                _killpg(proc.pid, signal.SIGKILL)
+                killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         try:
             jobs.add_event(self._registry(), self.job_id, "slurm_requeue",
@@ -326,34 +325,54 @@ class _Submitted:
     cancelled: bool = False
 
 
-class SlurmWorker:
-    """Submits queued slurm jobs through submitit and follows them (``ctxsim worker --executor slurm``)."""
+class SlurmWorker(WorkerLoop):
+    """Submits queued slurm jobs through submitit and follows them (``ctxsim worker --executor slurm``),
+    through the shared loop of ``ctxsim.runner.skeleton`` (its hooks: submit, follow the Slurm state).
+
+    Cancel: the compute-node task sees the request at its next heartbeat (``task_heartbeat_s``),
+    SIGTERMs the job's process group and SIGKILLs it after the task's ``grace_s``; should the task
+    not settle it, this poller ``scancel``s the Slurm job ``grace_s + 2 * task_heartbeat_s`` after it
+    first saw the request (checked every ``poll_s``). A pending Slurm job is cancelled at once.
+    """
+
+    executor = EXECUTOR
 
     def __init__(self, reg: Registry, options: SlurmOptions, max_parallel: int = 64, poll_s: float = 10.0,
                  heartbeat_expiry_s: float = 300.0, grace_s: float = 60.0, once: bool = False,
                  max_jobs: Optional[int] = None, device: str = "auto", host_name: Optional[str] = None,
                  worker_id: Optional[str] = None, task_heartbeat_s: Optional[float] = None,
                  on_message: Optional[Callable[[str], None]] = None) -> None:
-        self.reg, self.options = reg, options.validate()
-        self.max_parallel, self.poll_s, self.expiry_s, self.grace_s = max_parallel, poll_s, heartbeat_expiry_s, grace_s
-        self.once, self.max_jobs, self.device = once, max_jobs, device
-        self.host = host_name or socket.gethostname()
-        self.id = worker_id or f"slurm:{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        host = host_name or socket.gethostname()
+        super().__init__(reg, worker_id or f"slurm:{host}:{os.getpid()}:{uuid.uuid4().hex[:6]}", host, poll_s,
+                         heartbeat_expiry_s, heartbeat_s=poll_s, reap_every_s=min(heartbeat_expiry_s / 2, 30.0),
+                         once=once, max_jobs=max_jobs, max_parallel=max_parallel, on_message=on_message)
+        self.options = options.validate()
+        self.grace_s, self.device = grace_s, device
         self.task_heartbeat_s = task_heartbeat_s or max(1.0, min(30.0, heartbeat_expiry_s / 6))
-        self.say = on_message or (lambda m: log.info("%s", m))
         self.active: dict[int, _Submitted] = {}
-        self.started_jobs = 0
-        self.results: dict[int, str] = {}
-        self._stopping = threading.Event()
         self.folder = Path(options.folder) if options.folder else jobs.default_runs_root(reg) / "slurm"
 
     def request_stop(self, *_args: object) -> None:
         """Stop submitting and exit; submitted Slurm jobs keep running and heartbeat themselves."""
         self._stopping.set()
 
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
+    # ------------------------------------------------------------ hooks of the shared loop
+
+    def banner(self) -> str:
+        return (f"slurm worker {self.id}: submitting through submitit "
+                f"({self.options.cluster or 'auto'}; logs in {self.folder})")
+
+    def busy(self) -> int:
+        return len(self.active)
+
+    def free_gpus(self) -> list[str]:
+        return [str(i) for i in range(self.options.gpus_per_node)]
+
+    def launch(self, job: jobs.ClaimedJob) -> None:
+        self._submit(job)
+
+    def collect(self) -> None:
+        self._follow()
 
     def _executor(self, job: jobs.ClaimedJob):
         import submitit
@@ -365,49 +384,6 @@ class SlurmWorker:
             params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
         ex.update_parameters(**params)
         return ex
-
-    def run(self) -> int:
-        """Works until stopped (``once``: until nothing is queued for slurm and all its jobs ended).
-        Returns the number of jobs submitted."""
-        jobs.register_worker(self.reg, self.id, [], EXECUTOR, host=self.host)
-        self.say(f"slurm worker {self.id}: submitting through submitit "
-                 f"({self.options.cluster or 'auto'}; logs in {self.folder})")
-        last_reap = 0.0
-        try:
-            while not self._stopping.is_set():
-                now = time.monotonic()
-                if now - last_reap >= min(self.expiry_s / 2, 30.0):
-                    for jid, st in jobs.reap(self.reg, self.expiry_s):
-                        self.say(f"job {jid}: heartbeat expired -> {st}")
-                    last_reap = now
-                self._follow()
-                submitted = self._fill()
-                jobs.worker_heartbeat(self.reg, self.id)
-                if self.once and not self.active and not submitted:
-                    break
-                if self.max_jobs is not None and self.started_jobs >= self.max_jobs and not self.active:
-                    break
-                if not submitted:
-                    self._stopping.wait(self.poll_s)
-        finally:
-            try:
-                jobs.worker_heartbeat(self.reg, self.id, status="stopped")
-            except Exception as e:
-                log.warning("could not mark worker stopped: %s", e)
-        return self.started_jobs
-
-    def _fill(self) -> bool:
-        any_ = False
-        gpus = [str(i) for i in range(self.options.gpus_per_node)]
-        while len(self.active) < self.max_parallel and not self._stopping.is_set():
-            if self.max_jobs is not None and self.started_jobs >= self.max_jobs:
-                break
-            job = jobs.claim(self.reg, self.id, free_gpus=gpus, executors=(EXECUTOR,), host=self.host)
-            if job is None:
-                break
-            any_ = True
-            self._submit(job)
-        return any_
 
     def _submit(self, job: jobs.ClaimedJob) -> None:
         fence = dict(attempt=job.attempt, worker_id=self.id)

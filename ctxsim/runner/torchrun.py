@@ -1,6 +1,8 @@
-"""Launching a multi-GPU job under torchrun, and the rank facts a job process needs (DESIGN §5).
+"""Launching a multi-GPU job under torchrun, and the rank facts a job process needs
+(docs/architecture.md §5.2).
 
-Torch-free on purpose: the worker and the job entry import it before (or without) torch.
+Torch-free on purpose: the worker and the job entry import it before (or without) torch. The rank
+helpers are ``ctxsim.train.ranks``'s (torch-free too), re-exported here.
 """
 
 from __future__ import annotations
@@ -10,15 +12,9 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ctxsim.train.ranks import env_rank, env_world_size
 
-def env_rank() -> int:
-    """This process's global rank under torchrun (``RANK``), 0 otherwise."""
-    return int(os.environ.get("RANK", "0") or 0)
-
-
-def env_world_size() -> int:
-    """Processes in the job (``WORLD_SIZE`` set by torchrun), 1 otherwise."""
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+__all__ = ["env_rank", "env_world_size", "supervised", "torchrun_argv", "under_torchrun"]
 
 
 def under_torchrun() -> bool:

@@ -1,6 +1,6 @@
 """The worker daemon: claims jobs, runs each in its own process group, heartbeats, cancels, reaps.
 
-One worker owns a machine's GPUs (DESIGN §5) and runs up to ``max_parallel`` jobs at once, each
+One worker owns a machine's GPUs (docs/architecture.md §5.1) and runs up to ``max_parallel`` jobs at once, each
 with CUDA_VISIBLE_DEVICES set to the GPU ids it assigned (none: CPU). Jobs of a dead worker are
 re-queued by whichever worker's reaper sees their heartbeat expire, and resume from their
 checkpoint. SIGTERM/SIGINT: stop the children gracefully, re-queue their jobs, exit.
@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,12 +21,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-from sqlalchemy.exc import DBAPIError
-
 from ctxsim.registry import jobs
 from ctxsim.registry.db import Registry
 from ctxsim.runner.gpus import GpuPool
 from ctxsim.runner.job import EXIT_DONE, EXIT_FAILED, EXIT_STOPPED
+from ctxsim.runner.skeleton import WorkerLoop, killpg
 from ctxsim.runner.torchrun import torchrun_argv
 
 log = logging.getLogger(__name__)
@@ -43,8 +41,20 @@ class _Child:
     kill_at: Optional[float] = None
 
 
-class LocalWorker:
-    """Runs queued jobs from ``reg`` as local subprocesses (``ctxsim worker``)."""
+class LocalWorker(WorkerLoop):
+    """Runs queued jobs from ``reg`` as local subprocesses (``ctxsim worker``), through the shared
+    loop of ``ctxsim.runner.skeleton`` (its hooks: one process group per job).
+
+    How long a running job may take to honour ``ctxsim cancel`` (``cancel_bound_s``): the worker
+    sees the request at its next heartbeat (every ``heartbeat_s``) and SIGTERMs the job's process
+    group; the job checks its stop flag between steps (``should_stop``: every training step, every
+    probe step) and exits with a checkpoint; a job that has not exited ``grace_s`` later (blocked
+    in a long step, a data loader, I/O) is SIGKILLed on the next pass of the loop (at most
+    ``min(poll_s, heartbeat_s)`` later). So a cancel is honoured within
+    ``heartbeat_s + grace_s + min(poll_s, heartbeat_s)`` seconds (plus a registry round trip).
+    """
+
+    executor = "local"
 
     def __init__(
         self, reg: Registry, gpus: list[str], max_parallel: Optional[int] = None, poll_s: float = 1.0,
@@ -53,92 +63,60 @@ class LocalWorker:
         worker_id: Optional[str] = None, on_message: Optional[Callable[[str], None]] = None,
         host_name: Optional[str] = None,
     ) -> None:
-        self.reg = reg
-        self.host = host_name or socket.gethostname()  # recorded on the jobs it claims (shared registry)
+        host = host_name or socket.gethostname()  # recorded on the jobs it claims (shared registry)
+        super().__init__(
+            reg, worker_id or f"{host}:{os.getpid()}:{uuid.uuid4().hex[:6]}", host, poll_s, heartbeat_expiry_s,
+            heartbeat_s=max(0.05, min(poll_s, heartbeat_expiry_s / 4)), reap_every_s=min(heartbeat_expiry_s / 2, 10.0),
+            once=once, max_jobs=max_jobs, max_parallel=max_parallel or max(1, len(gpus)), on_message=on_message)
         self.pool = GpuPool(gpus)
-        self.max_parallel = max_parallel or max(1, len(gpus))
-        self.poll_s = poll_s
-        self.expiry_s = heartbeat_expiry_s
-        self.heartbeat_s = max(0.05, min(poll_s, heartbeat_expiry_s / 4))
         self.grace_s = grace_s
-        self.once = once
-        self.max_jobs = max_jobs
         self.executor = executor
         self.device = device
-        self.id = worker_id or f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.say = on_message or (lambda m: log.info("%s", m))
         self.children: dict[int, _Child] = {}
-        self.started_jobs = 0
-        self.results: dict[int, str] = {}  # job id -> final word of this worker on it
-        self._stopping = threading.Event()
 
-    # ------------------------------------------------------------ control
+    @property
+    def cancel_bound_s(self) -> float:
+        """The most seconds between ``ctxsim cancel`` and the job's process group being gone
+        (see the class docstring), registry latency aside."""
+        return self.heartbeat_s + self.grace_s + min(self.poll_s, self.heartbeat_s)
 
-    def request_stop(self, *_args: object) -> None:
-        """Graceful shutdown (signal handler): children stopped and their jobs re-queued."""
-        self._stopping.set()
+    # ------------------------------------------------------------ hooks of the shared loop
 
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
+    def gpus(self) -> list[str]:
+        return self.pool.all
 
-    # ------------------------------------------------------------ main loop
+    def banner(self) -> str:
+        return (f"worker {self.id}: GPUs [{','.join(self.pool.all) or 'none: CPU jobs'}], "
+                f"{self.max_parallel} slot(s), executor {self.executor}")
 
-    def run(self) -> int:
-        """Works until stopped. With ``once``: until no queued job fits it and no job that it could
-        take over is running elsewhere (a dead worker's job is re-queued when its heartbeat
-        expires, and this worker resumes it). Returns the number of jobs it started."""
-        jobs.register_worker(self.reg, self.id, self.pool.all, self.executor, host=self.host)
-        self.say(f"worker {self.id}: GPUs [{','.join(self.pool.all) or 'none: CPU jobs'}], "
-                 f"{self.max_parallel} slot(s), executor {self.executor}")
-        last_beat = last_reap = 0.0
-        failures = 0
-        try:
-            while not self._stopping.is_set():
-                try:
-                    now = time.monotonic()
-                    if now - last_reap >= min(self.expiry_s / 2, 10.0):
-                        for jid, st in jobs.reap(self.reg, self.expiry_s):
-                            self.say(f"job {jid}: heartbeat expired -> {st}")
-                        last_reap = now
-                    self._collect()
-                    if now - last_beat >= self.heartbeat_s:
-                        self._heartbeat()
-                        last_beat = now
-                    self._enforce_kills()
-                    claimed_any = self._fill_slots()
-                    if self.once and not self.children and not claimed_any:
-                        # drained, unless a job running elsewhere that we could run may still come back
-                        # (its worker dies, its heartbeat expires, the reaper re-queues it)
-                        if not jobs.count_running(self.reg, len(self.pool.all), (self.executor,)):
-                            break
-                    failures = 0
-                except DBAPIError as e:  # registry restarting / unreachable: keep the children, retry
-                    failures += 1
-                    self._enforce_kills()
-                    wait = min(30.0, self.poll_s * 2 ** min(failures, 5))
-                    self.say(f"registry error ({str(e.orig or e).strip().splitlines()[0]}); retrying in {wait:.0f} s")
-                    self._stopping.wait(wait)
-                    continue
-                if self.max_jobs is not None and self.started_jobs >= self.max_jobs and not self.children:
-                    break
-                if not claimed_any:
-                    self._stopping.wait(self.poll_s if not self.children else min(self.poll_s, self.heartbeat_s))
-        finally:
-            self._shutdown()
-        return self.started_jobs
+    def busy(self) -> int:
+        return len(self.children)
 
-    def _fill_slots(self) -> bool:
-        claimed_any = False
-        while len(self.children) < self.max_parallel and not self._stopping.is_set():
-            if self.max_jobs is not None and self.started_jobs >= self.max_jobs:
-                break
-            job = jobs.claim(self.reg, self.id, free_gpus=self.pool.free, executors=(self.executor,), host=self.host)
-            if job is None:
-                break
-            claimed_any = True
-            self._start(job)
-        return claimed_any
+    def free_gpus(self) -> list[str]:
+        return self.pool.free
+
+    def launch(self, job: jobs.ClaimedJob) -> None:
+        self._start(job)
+
+    def collect(self) -> None:
+        self._collect()
+
+    def heartbeat(self) -> None:
+        self._heartbeat()
+
+    def enforce(self) -> None:
+        self._enforce_kills()
+
+    def drained(self) -> bool:
+        # a job running elsewhere that we could run may still come back (its worker dies, its
+        # heartbeat expires, the reaper re-queues it)
+        return not jobs.count_running(self.reg, len(self.pool.all), (self.executor,))
+
+    def idle_wait_s(self) -> float:
+        return self.poll_s if not self.children else min(self.poll_s, self.heartbeat_s)
+
+    def shutdown(self) -> None:
+        self._shutdown()
 
     def _start(self, job: jobs.ClaimedJob) -> None:
         self.pool.take(job.id, job.gpus)
@@ -153,7 +131,7 @@ class LocalWorker:
                    CTXSIM_WORKER_PID=str(os.getpid()), PYTHONUNBUFFERED="1")
         argv = [sys.executable, "-m", "ctxsim.runner.job", "--job", str(job.id), "--attempt", str(job.attempt),
                 "--device", self.device]
-        if job.n_gpus > 1:  # DDP: one process per claimed GPU under torchrun (DESIGN §5)
+        if job.n_gpus > 1:  # DDP: one process per claimed GPU under torchrun (docs/architecture.md §5.2)
             argv = torchrun_argv(job.n_gpus, "ctxsim.runner.job", argv[3:])
         try:
             proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -199,16 +177,19 @@ class LocalWorker:
                 self._terminate(child, "cancel", grace=self.grace_s)
 
     def _terminate(self, child: _Child, reason: str, grace: float) -> None:
+        """The cancel / shutdown path: SIGTERM to the job's process group (the job stops at its next
+        step check), SIGKILL by ``_enforce_kills`` once ``grace`` has passed (``grace=0``: SIGKILL
+        now). See ``cancel_bound_s`` for the bound this gives on honouring a cancel."""
         child.stop_reason = reason
         sig = signal.SIGTERM if grace > 0 else signal.SIGKILL
-        _killpg(child.proc.pid, sig)
+        killpg(child.proc.pid, sig)
         child.kill_at = time.monotonic() + grace
 
     def _enforce_kills(self) -> None:
         now = time.monotonic()
         for child in self.children.values():
             if child.kill_at is not None and now >= child.kill_at and child.proc.poll() is None:
-                _killpg(child.proc.pid, signal.SIGKILL)
+                killpg(child.proc.pid, signal.SIGKILL)
                 child.kill_at = None
 
     def _collect(self) -> None:
@@ -217,7 +198,7 @@ class LocalWorker:
             if rc is None:
                 continue
             # the job's own process is gone: make sure nothing it started lingers in its group
-            _killpg(child.proc.pid, signal.SIGKILL)
+            killpg(child.proc.pid, signal.SIGKILL)
             del self.children[jid]
             self.pool.release(jid)
             child.log_fh.close()
@@ -259,14 +240,4 @@ class LocalWorker:
             time.sleep(0.05)
         for jid, child in list(self.children.items()):  # unkillable (D state): leave it to the reaper
             log.error("job %d (pid %d) did not exit", jid, child.proc.pid)
-        try:
-            jobs.worker_heartbeat(self.reg, self.id, status="stopped")
-        except Exception as e:
-            log.warning("could not mark worker stopped: %s", e)
 
-
-def _killpg(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

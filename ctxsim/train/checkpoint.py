@@ -11,7 +11,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ctxsim.errors import CtxsimError
+from ctxsim.errors import CtxsimError, one_line
 from ctxsim.train.config import RunConfig
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -99,8 +99,7 @@ def load_checkpoint(path: os.PathLike, map_location: Any = "cpu") -> dict:
     try:
         ck = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated file, pickle of a foreign object, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CtxsimError(f"cannot read checkpoint {path}: {first}") from None
+        raise CtxsimError(f"cannot read checkpoint {path}: {one_line(e)}") from None
     if not isinstance(ck, dict) or "model" not in ck or "config" not in ck:
         raise CtxsimError(f"{path} is not a ctxsim checkpoint (no model/config)")
     return ck

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Optional
 
 from ctxsim.errors import ConfigError
+from ctxsim.names import ARCHS
 
-ARCHS = ("resnet50", "tiny", "tiny_spatial")  # keep in sync with ctxsim.models.backbones.ARCHS
 POOLINGS = ("gem", "max", "avg", "avgmax")
 BOTTLENECKS = ("identity", "linear")
 BN_MODES = ("none", "eval_stats", "freeze")
@@ -26,9 +26,15 @@ SCHEDULES = ("step", "multistep", "none")
 SELECTS = ("last", "best")
 CONVENTIONS = ("224", "256")
 DEVICES = ("auto", "cpu", "cuda")
+DECODES = ("cpu", "gpu")  # data.decode: where training JPEGs are decoded (ctxsim.data.gpu_decode)
+PROFILES = ("reference", "fixed")  # ctxsim.train.profiles: the reference code exactly, or corrected
 
 # Keys left out of config_hash: they name or place a run but do not change what it computes.
 _UNHASHED = ("name", "tags", "num_workers", "root")
+# Keys added after runs were recorded: left out of config_hash while at these values, so a config
+# that does not use them hashes as it did before they existed.
+_HASHED_UNLESS_DEFAULT = {"profile": "fixed", "jpeg_draft": True, "bottleneck_fp32": False, "rrc_ratio": None,
+                          "full_map": False}
 
 
 @dataclass
@@ -46,7 +52,7 @@ class ModelSpec:
     embedding_init: str = "kaiming"  # 224: kaiming_normal fan_out (§3.1); 256: torch's default Linear init
 
     def loss_dim(self) -> int:
-        """Dimension of the space the loss sees (bottleneck output, seed-spec §3.1)."""
+        """Dimension of the space the loss sees (bottleneck output, reference-implementation §3.1)."""
         return self.bottleneck_size if self.bottleneck == "linear" else self.embedding_size
 
 
@@ -58,7 +64,8 @@ class RunConfig:
     dataset: str
     loss: str
     resolution: int = 256  # recipe family: 224 (224x224/train.py) or 256 (main.py)
-    convention: str = "256"  # hybrid-loss weighting convention (seed-spec §1.4); recorded for every run
+    convention: str = "256"  # hybrid-loss weighting convention (reference-implementation §1.4); recorded for every run
+    profile: str = "fixed"  # "reference" | "fixed": which values the switches below got (ctxsim.train.profiles)
     name: Optional[str] = None
     tags: list[str] = field(default_factory=list)
     # data
@@ -90,18 +97,22 @@ class RunConfig:
     lr_decay_step: int = 10
     lr_decay_gamma: float = 0.3
     milestones: list[int] = field(default_factory=lambda: [15, 30, 45])
-    warm: int = 0  # warm-up epochs with all but the embedding frozen (seed-spec §3.1)
+    warm: int = 0  # warm-up epochs with all but the embedding frozen (reference-implementation §3.1)
     clip_grad: Optional[float] = None
     amp: bool = True  # used on CUDA only
-    # reference bugs (seed-spec §9), off by default
+    # reference bugs (reference-implementation §9), off by default
     proxies_per_image: bool = False  # §2.1 / §9.4: one proxy per training image (224 nb_classes bug)
     proxy_grad_accumulate: bool = False  # §9.5: proxy optimizer never zeroes its grads (256)
+    jpeg_draft: bool = True  # decode large JPEGs in PIL draft mode (False: full decoding, as the reference)
+    bottleneck_fp32: bool = False  # the bottleneck (projector) in fp32 after autocast, as the 224 code
+    rrc_ratio: Optional[list[float]] = None  # RandomResizedCrop aspect range; None: (3/4, 4/3)
     # evaluation and selection
     eval_every: int = 5  # epochs; the last epoch is always evaluated; 0 = last only
     eval_batch_size: int = 128
     ks: Optional[list[int]] = None  # None: the dataset's standard K list
     select: str = "last"  # "best" picks the best select_metric over evals (on the test split)
     select_metric: str = "R@1"
+    full_map: bool = False  # also report mAP over the full ranking (224 CUB/Cars)
     # reproducibility and hardware
     seed: int = 0
     deterministic: bool = False
@@ -120,7 +131,7 @@ class RunConfig:
         _typecheck(self.model, "model.")
         choices = {
             "convention": CONVENTIONS, "sampler": SAMPLERS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
-            "select": SELECTS, "device": DEVICES,
+            "select": SELECTS, "device": DEVICES, "profile": PROFILES,
         }
         for key, allowed in choices.items():
             _choice(key, getattr(self, key), allowed)
@@ -129,6 +140,7 @@ class RunConfig:
         _choice("model.bottleneck", self.model.bottleneck, BOTTLENECKS)
         _choice("model.bn_mode", self.model.bn_mode, BN_MODES)
         _choice("model.embedding_init", self.model.embedding_init, ("kaiming", "default"))
+        _choice("data.decode", self.data_kw.get("decode", "cpu"), DECODES)
         if self.resolution not in (224, 256):
             raise ConfigError(f"resolution must be 224 or 256, got {self.resolution}")
         positive = ("batch_size", "epochs", "eval_batch_size")
@@ -157,6 +169,8 @@ class RunConfig:
             raise ConfigError("set the hybrid weighting with convention=224|256, not loss.convention")
         if self.ks is not None and (not self.ks or any(k <= 0 for k in self.ks)):
             raise ConfigError("ks must be a non-empty list of positive integers")
+        if self.rrc_ratio is not None and (len(self.rrc_ratio) != 2 or not 0 < self.rrc_ratio[0] <= self.rrc_ratio[1]):
+            raise ConfigError(f"rrc_ratio must be two numbers 0 < low <= high, got {self.rrc_ratio}")
         return self
 
     # ---- serialisation ----------------------------------------------------------------------
@@ -185,6 +199,9 @@ class RunConfig:
         d = self.to_dict()
         for k in _UNHASHED + tuple(exclude):
             d.pop(k, None)
+        for k, default in _HASHED_UNLESS_DEFAULT.items():
+            if k in d and d[k] == default:
+                del d[k]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     # ---- overrides --------------------------------------------------------------------------

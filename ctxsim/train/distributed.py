@@ -1,9 +1,10 @@
-"""Data-parallel training over several processes (torchrun / DDP; DESIGN §5).
+"""Data-parallel training over several processes (torchrun / DDP; docs/architecture.md §5.2).
 
-The contextual loss (seed-spec §1) needs the whole batch's B x B similarity matrix, so each rank
-embeds its shard of the reference batch and then gathers every rank's embeddings and labels
-(``gather_with_grad``). Conventions, chosen so that an N-process run computes what one process
-computes on the concatenated batch:
+The contextual loss (reference-implementation.md §1) needs the whole batch's B x B similarity
+matrix, so each rank embeds its shard of the reference batch and then gathers every rank's
+embeddings and labels (``ctxsim.losses.distributed.gather_with_grad``, the gather the loss uses
+too). Conventions, chosen so that an N-process run computes what one process computes on the
+concatenated batch:
 
 * Batches: every rank draws the same reference batch (same sampler, same seed) and keeps the
   contiguous slice ``[r*B/N, (r+1)*B/N)`` of it (``shard_batch`` / ``ShardedBatchSampler``); the
@@ -36,8 +37,15 @@ import torch.distributed as dist
 from torch import nn
 
 from ctxsim.errors import ConfigError, CtxsimError
-from ctxsim.runner.torchrun import env_rank, env_world_size
-from ctxsim.train.engine import _one_line, _Run, seed_everything
+from ctxsim.losses.distributed import gather_with_grad
+from ctxsim.train.build import seed_everything
+from ctxsim.train.ranks import env_rank, env_world_size
+from ctxsim.train.trainer import Trainer, error_line, project_for_loss
+
+__all__ = [
+    "DistInfo", "DistributedRun", "ShardedBatchSampler", "any_rank", "average_gradients", "broadcast_object",
+    "env_rank", "env_world_size", "gather_with_grad", "setup", "shard_batch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -99,42 +107,7 @@ def setup(device: torch.device) -> Optional[DistInfo]:
     return DistInfo(rank, world, local_rank, backend, device, owns)
 
 
-# ---- collectives --------------------------------------------------------------------------------
-class _GatherWithGrad(torch.autograd.Function):
-    """all_gather of equal-size shards; backward: sum over ranks, then this rank's slice."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        world, rank = dist.get_world_size(), dist.get_rank()
-        x = x.contiguous()
-        parts = [torch.empty_like(x) for _ in range(world)]
-        dist.all_gather(parts, x)
-        parts[rank] = x  # exactly the local tensor (no copy round trip)
-        ctx.n, ctx.rank = x.shape[0], rank
-        return torch.cat(parts, 0)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
-
-
-def gather_with_grad(x: torch.Tensor, labels: Optional[torch.Tensor] = None):
-    """Concatenates every rank's (B/N, D) ``x`` in rank order into the (B, D) global batch; the
-    gradient flows back to the local shard (scaled by N: see the module docstring). With
-    ``labels``, returns ``(global_x, global_labels)``. Identity without a process group."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return (x, labels) if labels is not None else x
-    out = _GatherWithGrad.apply(x)
-    if labels is None:
-        return out
-    labels = labels.to(x.device).contiguous()
-    parts = [torch.empty_like(labels) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, labels)
-    return out, torch.cat(parts, 0)
-
-
+# ---- collectives (the embedding gather is ctxsim.losses.distributed.gather_with_grad) -------------
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank if ``flag`` is True on any rank (stops at the same step everywhere)."""
     t = torch.tensor([1.0 if flag else 0.0], device=device)
@@ -207,16 +180,17 @@ class ShardedBatchSampler:
 class _Projected(nn.Module):
     """model -> loss-space output in one forward, so that DDP sees the whole trainable graph."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, bottleneck_fp32: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.bottleneck_fp32 = bottleneck_fp32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.project(self.model(x))
+        return project_for_loss(self.model, self.model(x), self.bottleneck_fp32)
 
 
-class DistributedRun(_Run):
-    """``engine._Run`` on one rank of a data-parallel run (conventions in the module docstring)."""
+class DistributedRun(Trainer):
+    """The ``Trainer`` on one rank of a data-parallel run (conventions in the module docstring)."""
 
     def __init__(self, cfg, sink, run_dir, device, should_stop, info: DistInfo) -> None:
         super().__init__(cfg, sink, run_dir, device, should_stop)
@@ -251,7 +225,7 @@ class DistributedRun(_Run):
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        self.ddp = DDP(_Projected(self.model), device_ids=ids, output_device=ids[0] if ids else None,
+        self.ddp = DDP(_Projected(self.model, self.cfg.bottleneck_fp32), device_ids=ids, output_device=ids[0] if ids else None,
                        broadcast_buffers=True)
         self._ddp_sig = sig
 
@@ -262,7 +236,7 @@ class DistributedRun(_Run):
     # -- training -----------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> bool:
         if self.cfg.warm > 0:
-            self.model.set_warmup(epoch < self.cfg.warm)  # the engine sets it again (idempotent)
+            self.model.set_warmup(epoch < self.cfg.warm)  # the Trainer sets it again (idempotent)
         self._ensure_ddp()
         return super().train_epoch(epoch)
 
@@ -294,7 +268,7 @@ class DistributedRun(_Run):
             try:
                 metrics = super().run_eval()
             except BaseException as e:
-                broadcast_object(("error", _one_line(e)))
+                broadcast_object(("error", error_line(e)))
                 raise
             broadcast_object(("ok", metrics))
             return metrics

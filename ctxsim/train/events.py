@@ -1,13 +1,15 @@
-"""What the training loop reports: events and the sinks that receive them (DESIGN §1-2).
+"""What the training loop reports: events and the sinks that receive them (architecture §1-2).
 
 Event kinds and their ``data`` fields:
 
-- ``start``: config (dict), run_dir, epochs, steps_per_epoch, start_epoch (0 unless resumed)
+- ``start``: config (dict), run_dir, epochs, steps_per_epoch, start_epoch (0 unless resumed), fingerprint
+  (the data fingerprint, ctxsim.data.fingerprint)
 - ``step``: epoch, step (global, 1-based), loss, terms (dict name -> float), lr, images_per_s
 - ``epoch``: epoch (1-based, completed), loss (mean over the epoch), seconds
 - ``eval``: epoch, metrics (dict, e.g. {"R@1": .., "MAP@R": .., "RP": ..}), split ("test")
 - ``checkpoint``: epoch, path
-- ``done``: metrics (final), selected ("last" | "best"), best_epoch, selected_on ("test" | "val" | None)
+- ``done``: metrics (final), selected ("last" | "best"), best_epoch, selected_on ("test" | "val" | None), per_query
+  (path of the run folder's per_query.npz, or None: ctxsim.eval.per_query)
 - ``failed``: error (one line), traceback (str)
 - ``stopped``: epoch (completed), step, batch_in_epoch, checkpoint (path or None): should_stop() asked
   the run to stop between steps; it can resume from the checkpoint

@@ -22,7 +22,7 @@ class OptimizerSet:
 
     def zero_grad(self, accumulate_proxies: bool = False) -> None:
         """Zeroes every optimizer; with accumulate_proxies the proxy optimizer keeps its grads
-        (main.py never calls loss_optimizer.zero_grad(), seed-spec §9.5)."""
+        (main.py never calls loss_optimizer.zero_grad(), reference-implementation §9.5)."""
         for i, opt in enumerate(self.optimizers):
             if accumulate_proxies and i == self.proxy_index:
                 continue
@@ -69,7 +69,7 @@ def _groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
 def build_optimizers(cfg: RunConfig, model: nn.Module, loss_fn: nn.Module) -> OptimizerSet:
     """Optimizers per recipe family.
 
-    224 (seed-spec §3.1): one AdamW (wd 1e-4), groups backbone lr, embedding lr x1, bottleneck lr x2,
+    224 (reference-implementation §3.1): one AdamW (wd 1e-4), groups backbone lr, embedding lr x1, bottleneck lr x2,
     proxies lr x100. 256 (§3.2): Adam (coupled L2, wd 1e-4) on the backbone at lr/2 and a second Adam
     on the head at lr; proxies in a third Adam at --loss_lr (1e-3) that is not scheduled (§2.2).
     """

@@ -1,6 +1,6 @@
 """The paper's training recipes as data: one table per resolution family, plus small-data recipes.
 
-224: ``224x224/train.py`` README runs (seed-spec §3.1, loss weights §1.4) and the tuned baseline rows
+224: ``224x224/train.py`` README runs (reference-implementation §3.1, loss weights §1.4) and the tuned baseline rows
 (§2.3). 256: ``main.py`` README runs (§3.2, §2.2). Pure data: no torch import.
 """
 
@@ -9,29 +9,13 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ctxsim.errors import ConfigError
+from ctxsim.names import DATASETS, PAPER_DATASETS_BY_RESOLUTION, PROXY_LOSSES, SMALL_DATASETS  # noqa: F401
+from ctxsim.names import LOSSES as LOSS_NAMES  # noqa: F401  (importable from here, as before)
+from ctxsim.names import canonical_dataset as normalize_dataset
+from ctxsim.names import canonical_loss as normalize_loss
 from ctxsim.train.config import ModelSpec, RunConfig
 
-DATASETS = ("cub", "cars", "sop", "inat", "inshop", "fashion-mnist", "digits", "synthetic")
-PAPER_DATASETS = {224: ("cub", "cars", "sop"), 256: ("cub", "cars", "sop", "inat", "inshop")}
-SMALL_DATASETS = ("fashion-mnist", "digits", "synthetic")
-LOSS_NAMES = (
-    "hybrid", "contrastive", "triplet", "multisimilarity", "ms_miner", "proxy_anchor", "proxy_nca",
-    "roadmap", "smoothap", "fastap", "ntxent", "normsoftmax",
-)
-PROXY_LOSSES = ("proxy_anchor", "proxy_nca", "normsoftmax")
-
-_DATASET_ALIASES = {
-    "cub200": "cub", "cub-200": "cub", "cub_200_2011": "cub", "cars196": "cars", "car196": "cars",
-    "stanford_online_products": "sop", "inaturalist": "inat", "inat2021": "inat", "in-shop": "inshop",
-    "in_shop": "inshop", "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist",
-}
-_LOSS_ALIASES = {
-    "ms": "multisimilarity", "multi_similarity": "multisimilarity", "ms+miner": "ms_miner", "msminer": "ms_miner",
-    "proxyanchor": "proxy_anchor", "proxynca": "proxy_nca", "contextual": "hybrid", "supap": "roadmap",
-    "normalized_softmax": "normsoftmax",
-}
-
-# ---- 224 (seed-spec §3.1 README runs; hybrid weights §1.4: lam weights the contrastive term) ------
+# ---- 224 (reference-implementation §3.1 README runs; hybrid weights §1.4: lam weights the contrastive term) ------
 R224_HYBRID: dict[str, dict[str, Any]] = {
     "cub": dict(batch_size=128, lr=1.4e-4, epochs=60, lr_decay_step=10, lr_decay_gamma=0.3, xform_scale=0.16,
                 bottleneck="linear", eval_every=10, hierarchical=False, lam=0.05, eps=0.04, gamma=0.1),
@@ -41,7 +25,7 @@ R224_HYBRID: dict[str, dict[str, Any]] = {
                 bottleneck="identity", eval_every=5, hierarchical=True, lam=0.2, eps=0.05, gamma=0.1),
 }
 
-# seed-spec §2.3: (dataset, loss) -> lr, bottleneck, gamma (similarity regulariser), IPC, warm,
+# reference-implementation §2.3: (dataset, loss) -> lr, bottleneck, gamma (similarity regulariser), IPC, warm,
 # and for SOP also hierarchical, epochs, decay step. Everything else: the dataset's hybrid row.
 R224_BASELINES: dict[tuple[str, str], dict[str, Any]] = {
     ("cub", "contrastive"): dict(lr=2e-5, bottleneck="linear", gamma=0.0, ipc=4, warm=0),
@@ -66,11 +50,11 @@ R224_BASELINES: dict[tuple[str, str], dict[str, Any]] = {
     ("sop", "proxy_nca"): dict(lr=1.6e-4, bottleneck="identity", gamma=0.0, ipc=0, warm=1, hierarchical=False, epochs=115, lr_decay_step=21),
     ("sop", "hybrid"): dict(lr=6e-5, bottleneck="identity", gamma=0.1, ipc=4, warm=0, hierarchical=True, epochs=80, lr_decay_step=15),
 }
-R224_REGSIM = 0.3  # 224 --regsim default (seed-spec §1.4)
+R224_REGSIM = 0.3  # 224 --regsim default (reference-implementation §1.4)
 R224_HIER_BATCHES = 84480  # 224 truncates the hierarchical sampler to 84480 // B batches (§3.1)
 R224_LOSS_KW: dict[str, dict[str, Any]] = {"proxy_nca": {"softmax_scale": 9}}  # §2.1
 
-# ---- 256 (seed-spec §3.2 README runs; §2.2 loss settings) --------------------------------------
+# ---- 256 (reference-implementation §3.2 README runs; §2.2 loss settings) --------------------------------------
 R256: dict[str, dict[str, Any]] = {
     "cub": dict(lr=8e-5, batch_size=128, pooling="max", layernorm=True, sampler="random256",
                 sampler_kw=dict(num_batches=42, tries=5)),
@@ -105,24 +89,6 @@ SMALL: dict[str, dict[str, Any]] = {
 }
 
 
-def normalize_dataset(name: str) -> str:
-    """Canonical dataset name, or ConfigError listing the choices."""
-    key = name.strip().lower()
-    key = _DATASET_ALIASES.get(key, key)
-    if key not in DATASETS:
-        raise ConfigError(f"unknown dataset '{name}'; choose from: {', '.join(DATASETS)}")
-    return key
-
-
-def normalize_loss(name: str) -> str:
-    """Canonical loss name, or ConfigError listing the choices."""
-    key = name.strip().lower().replace("-", "_")
-    key = _LOSS_ALIASES.get(key, key)
-    if key not in LOSS_NAMES:
-        raise ConfigError(f"unknown loss '{name}'; choose from: {', '.join(LOSS_NAMES)}")
-    return key
-
-
 def recipe_provenance(dataset: str, loss: str, resolution: int) -> str:
     """Where a recipe's values come from: a paper table row, or a documented extrapolation."""
     dataset, loss = normalize_dataset(dataset), normalize_loss(loss)
@@ -130,15 +96,23 @@ def recipe_provenance(dataset: str, loss: str, resolution: int) -> str:
         return "ctxsim small-data recipe (not from the paper)"
     if resolution == 224:
         if (dataset, loss) in R224_BASELINES:
-            return f"seed-spec §2.3/§3.1 row 224/{dataset}/{loss}"
-        return f"seed-spec §3.1 224/{dataset} hybrid row with {loss} (no tuned row in the paper)"
+            return f"reference-implementation §2.3/§3.1 row 224/{dataset}/{loss}"
+        return f"reference-implementation §3.1 224/{dataset} hybrid row with {loss} (no tuned row in the paper)"
     if loss == "hybrid":
-        return f"seed-spec §3.2 README run 256/{dataset}"
-    return f"seed-spec §3.2 256/{dataset} run with {loss} settings of §2.2 (lr of the hybrid run)"
+        return f"reference-implementation §3.2 README run 256/{dataset}"
+    return f"reference-implementation §3.2 256/{dataset} run with {loss} settings of §2.2 (lr of the hybrid run)"
 
 
-def recipe(dataset: str, loss: str, resolution: int = 256) -> RunConfig:
-    """The paper's settings for a dataset, loss and resolution family (224 or 256)."""
+def recipe(dataset: str, loss: str, resolution: int = 256, profile: Optional[str] = None) -> RunConfig:
+    """The paper's settings for a dataset, loss and resolution family (224 or 256), with the switches
+    of ``profile`` (ctxsim.train.profiles; None: ``reference`` for the paper datasets, else ``fixed``)."""
+    from ctxsim.train.profiles import apply_profile, default_profile
+
+    cfg = _recipe(dataset, loss, resolution)
+    return apply_profile(cfg, profile if profile is not None else default_profile(cfg.dataset))
+
+
+def _recipe(dataset: str, loss: str, resolution: int) -> RunConfig:
     dataset, loss = normalize_dataset(dataset), normalize_loss(loss)
     try:
         resolution = int(resolution)
@@ -148,16 +122,16 @@ def recipe(dataset: str, loss: str, resolution: int = 256) -> RunConfig:
         raise ConfigError(f"resolution must be 224 or 256, got {resolution}")
     if dataset in SMALL_DATASETS:
         return _small(dataset, loss, resolution)
-    if dataset not in PAPER_DATASETS[resolution]:
+    if dataset not in PAPER_DATASETS_BY_RESOLUTION[resolution]:
         raise ConfigError(
-            f"the {resolution} recipes cover {', '.join(PAPER_DATASETS[resolution])}; "
+            f"the {resolution} recipes cover {', '.join(PAPER_DATASETS_BY_RESOLUTION[resolution])}; "
             f"use --resolution 256 for {dataset}"
         )
     return _r224(dataset, loss) if resolution == 224 else _r256(dataset, loss)
 
 
 def _r224(dataset: str, loss: str) -> RunConfig:
-    # seed-spec §3.1 (setup), §2.3 (baseline rows), §1.4 (224 hybrid weighting)
+    # reference-implementation §3.1 (setup), §2.3 (baseline rows), §1.4 (224 hybrid weighting)
     h = R224_HYBRID[dataset]
     row = R224_BASELINES.get((dataset, loss), dict(lr=h["lr"], bottleneck=h["bottleneck"], gamma=0.0,
                                                    ipc=0 if loss in PROXY_LOSSES else 4,
@@ -199,7 +173,7 @@ def _r224(dataset: str, loss: str) -> RunConfig:
 
 
 def _r256(dataset: str, loss: str) -> RunConfig:
-    # seed-spec §3.2 (networks, optimizers, schedule, samplers), §2.2 (losses), §1.4 (256 weighting)
+    # reference-implementation §3.2 (networks, optimizers, schedule, samplers), §2.2 (losses), §1.4 (256 weighting)
     d = R256[dataset]
     if loss == "hybrid":
         loss_kw: dict[str, Any] = dict(R256_HYBRID)

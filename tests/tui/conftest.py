@@ -23,6 +23,8 @@ def make_app(seeded):
         kw.setdefault("label", "seeded registry")
         kw.setdefault("show_timings", False)
         kw.setdefault("load_baselines", False)
+        kw.setdefault("gpu_probe", lambda: None)  # snapshots must not depend on this machine's GPUs
+        kw.setdefault("bell", False)
         return CtxsimApp(seeded, **kw)
 
     return make

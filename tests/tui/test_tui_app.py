@@ -51,11 +51,10 @@ async def test_sort_keys_and_header(make_app):
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         scr = await settled(pilot, RunsScreen)
-        await pilot.press("s")  # id -> name
-        assert scr.table.sort_key == "name"
-        names = [scr.table.run_rows[i].sort["name"] for i in _visible_ids(scr)]
-        assert names == sorted(names) or names == sorted(names, reverse=True)
-        for _ in range(7):  # name -> ... -> best R@1
+        await pilot.press("s")  # id -> status, in lifecycle order: running (and lost), queued, failed, done
+        assert scr.table.sort_key == "status"
+        assert _visible_ids(scr) == [2, 6, 5, 4, 3, 1, 7]
+        for _ in range(2):  # status -> epoch -> best R@1
             await pilot.press("s")
         assert scr.table.sort_key == "best"
         assert _visible_ids(scr)[:3] == [2, 6, 1]  # 84.4, 74.2, 68.6 (descending)
@@ -197,8 +196,9 @@ async def test_mark_and_compare(make_app):
         cmp_ = await settled(pilot, CompareScreen)
         table = cmp_.query_one(CompareTable)
         assert table.row_keys == ["1", "2"]
-        cells = table._cells["1"]
+        cells = [str(c) for c in table._cells["1"]]
         assert cells[6] == "68.7" and cells[8] == "reference_log" and "cub.o" in cells[9]
+        assert cells[7] == "n/c" and table._cells["1"][0].style == "dim"  # seeded runs are not the recipe: greyed
         plot = cmp_.query_one("#cmp-r1", CurvePlot)
         assert set(plot.series) == {"#1", "#2"}
         assert {"paper cub/hybrid/256", "paper cars/hybrid/256"} <= set(plot.reference)
@@ -339,7 +339,7 @@ async def test_locked_database_shows_status_line_not_frozen(make_app, monkeypatc
         assert "locked" in scr.status.text and scr.status.has_class("-problem")
         assert len(scr.table.row_keys) == 7  # the last data stays
         await pilot.press("s")  # keys still answered
-        assert scr.table.sort_key == "name"
+        assert scr.table.sort_key == "status"
         monkeypatch.setattr(queries, "runs_table", real)
         await refreshed(pilot)
         assert "locked" not in scr.status.text and not scr.status.has_class("-problem")
@@ -404,7 +404,7 @@ async def test_incremental_refresh_sees_evals_deletes_and_full_reload(make_app, 
         jobs.rm(seeded, 7)
         await refreshed(pilot)
         assert 7 not in scr.table.run_rows and "7" not in scr.table.row_keys
-        # a write that bumps neither marker shows at the next full re-read
+        # a write that bumps neither marker shows when the rolling re-read reaches its job (here: every poll)
         monkeypatch.setattr(runs_mod, "FULL_RELOAD_EVERY", 1)
         with seeded.engine.begin() as c:
             c.execute(text("UPDATE jobs SET name = 'renamed-raw' WHERE id = 5"))

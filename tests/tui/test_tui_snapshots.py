@@ -1,13 +1,16 @@
-"""SVG snapshots of the main screens on the fixed seeded registry (clock injected, no timings).
+"""SVG snapshots of every view on the fixed seeded registry (clock injected, no timings), at the
+smallest terminal the dashboard is made for (80×24) and a large one (200×50).
 
 Update after an intended change with: python -m pytest tests/tui/test_tui_snapshots.py --snapshot-update
+(then look at the SVGs: they are the product).
 """
 
 from __future__ import annotations
 
+import pytest
 from tui_helpers import settled
 
-SIZE = (160, 40)
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((200, 50), id="200x50")]
 
 
 async def _runs_loaded(pilot):
@@ -16,11 +19,22 @@ async def _runs_loaded(pilot):
     await settled(pilot, RunsScreen)
 
 
-def test_snapshot_runs(make_app, snap_compare):
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=_runs_loaded)
+async def _detail(pilot, job: str):
+    from ctxsim.tui.screens.detail import DetailScreen
+
+    scr = await settled(pilot)
+    scr.table.move_to_key(job)
+    await pilot.press("enter")
+    return await settled(pilot, DetailScreen)
 
 
-def test_snapshot_runs_filtered_sorted_marked(make_app, snap_compare):
+@pytest.mark.parametrize("size", SIZES)
+def test_snapshot_runs(make_app, snap_compare, size):
+    assert snap_compare(make_app(), terminal_size=size, run_before=_runs_loaded)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_snapshot_runs_filtered_sorted_marked(make_app, snap_compare, size):
     async def before(pilot):
         from ctxsim.tui.widgets.filter_bar import FilterBar
 
@@ -31,35 +45,47 @@ def test_snapshot_runs_filtered_sorted_marked(make_app, snap_compare):
         scr.table.move_to_key("1")
         await pilot.press("space")
 
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=before)
+    assert snap_compare(make_app(), terminal_size=size, run_before=before)
 
 
-def test_snapshot_detail(make_app, snap_compare):
+@pytest.mark.parametrize("size", SIZES)
+def test_snapshot_help(make_app, snap_compare, size):
     async def before(pilot):
-        from ctxsim.tui.screens.detail import DetailScreen
+        await settled(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
 
-        scr = await settled(pilot)
-        scr.table.move_to_key("2")
-        await pilot.press("enter")
-        await settled(pilot, DetailScreen)
-
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=before)
+    assert snap_compare(make_app(), terminal_size=size, run_before=before)
 
 
-def test_snapshot_detail_config(make_app, snap_compare):
+@pytest.mark.parametrize("size", SIZES)
+def test_snapshot_detail(make_app, snap_compare, size):
     async def before(pilot):
-        from ctxsim.tui.screens.detail import DetailScreen
+        await _detail(pilot, "2")
 
-        scr = await settled(pilot)
-        scr.table.move_to_key("1")
-        await pilot.press("enter")
-        await settled(pilot, DetailScreen)
+    assert snap_compare(make_app(), terminal_size=size, run_before=before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_snapshot_detail_config(make_app, snap_compare, size):
+    async def before(pilot):
+        await _detail(pilot, "1")
         await pilot.press("2")
 
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=before)
+    assert snap_compare(make_app(), terminal_size=size, run_before=before)
 
 
-def test_snapshot_compare(make_app, snap_compare):
+@pytest.mark.parametrize("size", SIZES)
+def test_snapshot_detail_failed_history(make_app, snap_compare, size):
+    async def before(pilot):
+        await _detail(pilot, "3")
+        await pilot.press("4")
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_snapshot_compare(make_app, snap_compare, size):
     async def before(pilot):
         from ctxsim.tui.screens.compare import CompareScreen
 
@@ -70,10 +96,26 @@ def test_snapshot_compare(make_app, snap_compare):
         await pilot.press("c")
         await settled(pilot, CompareScreen)
 
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=before)
+    assert snap_compare(make_app(), terminal_size=size, run_before=before)
 
 
-def test_snapshot_queue(make_app, snap_compare):
+@pytest.mark.parametrize("size", SIZES)
+def test_snapshot_diff(make_app, snap_compare, size):
+    async def before(pilot):
+        from ctxsim.tui.screens.diff import DiffScreen
+
+        scr = await settled(pilot)
+        for key in ("1", "3"):
+            scr.table.move_to_key(key)
+            await pilot.press("space")
+        await pilot.press("d")
+        await settled(pilot, DiffScreen)
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_snapshot_queue(make_app, snap_compare, size):
     async def before(pilot):
         from ctxsim.tui.screens.queue import QueueScreen
 
@@ -81,13 +123,14 @@ def test_snapshot_queue(make_app, snap_compare):
         await pilot.press("w")
         await settled(pilot, QueueScreen)
 
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=before)
+    assert snap_compare(make_app(), terminal_size=size, run_before=before)
 
 
-def test_snapshot_new_run_form(make_app, snap_compare):
+@pytest.mark.parametrize("size", SIZES)
+def test_snapshot_new_run_form(make_app, snap_compare, size):
     async def before(pilot):
         await settled(pilot)
         await pilot.press("n")
         await pilot.pause()
 
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=before)
+    assert snap_compare(make_app(), terminal_size=size, run_before=before)

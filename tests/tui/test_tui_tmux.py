@@ -46,8 +46,9 @@ class Pane:
 
 
 def _quit_leaves_terminal_clean(pane, marker: str) -> None:
-    """Presses q, then checks the prompt is back, alt screen and mouse modes are off, the cursor is
-    shown and no dashboard text (``marker``, point counter, plot axis) is left on the pane."""
+    """Presses q (from the runs table: q in a sub-view goes back one level), then checks the prompt
+    is back, alt screen and mouse modes are off, the cursor is shown and no dashboard text
+    (``marker``, point counter, plot axis) is left on the pane."""
     pane("send-keys", "-t", "t", "q")
     pane.wait_for(r"(?m)^\$\s*\Z", timeout=30)  # the shell prompt is back
     flags = pane("display-message", "-p", "-t", "t",
@@ -82,8 +83,9 @@ def test_tmux_live_dashboard(tmux_bin, tmp_path):
         pane.wait_for(r"Dataset", timeout=60)
         writer = subprocess.Popen([sys.executable, str(HERE / "live_writer.py"), str(db), "1", str(run_dir), str(epochs), "2.5"])
         # the runs table shows the epoch counter moving
-        first = int(pane.wait_for(r"live-job.*?\s(\d+)/6\s", timeout=60).group(1))
-        later = int(pane.wait_for(rf"live-job.*?\s([{first + 1}-6])/6\s", timeout=60).group(1))
+        # (the epoch column comes before the name: columns are in order of importance)
+        first = int(pane.wait_for(r"\s(\d+)/6\s.*live-job", timeout=60).group(1))
+        later = int(pane.wait_for(rf"\s([{first + 1}-6])/6\s.*live-job", timeout=60).group(1))
         assert later > first
         # the detail view: the point counter grows and the drawn curve changes
         pane("send-keys", "-t", "t", "Enter")
@@ -106,7 +108,57 @@ def test_tmux_live_dashboard(tmux_bin, tmp_path):
         assert body(plot1) != body(plot2)
         pane("send-keys", "-t", "t", "3")  # log tab follows stdout.log
         pane.wait_for(r"epoch \d/6 loss", timeout=30)
+        pane("send-keys", "-t", "t", "q")  # back one level: the runs table, the app still open
+        pane.wait_for(r"\A(?![\s\S]*Curves \[1\])[\s\S]*Dataset", timeout=30)
         _quit_leaves_terminal_clean(pane, "Dataset")
+    finally:
+        if writer is not None:
+            writer.kill()
+            writer.wait(10)
+        subprocess.run([tmux_bin, "-S", str(tmp_path / "tmux.sock"), "kill-server"], capture_output=True)
+
+
+def test_tmux_80x24_warning_help_and_eta(tmux_bin, tmp_path):
+    """At 80×24: a stopped worker's warning is readable on the status line, ``?`` opens the help
+    and Esc closes it, a running job shows an ETA, and q quits cleanly from the runs table."""
+    from ctxsim.registry.models import Worker
+
+    db = tmp_path / "small.db"
+    reg = open_registry(db)
+    run_dir = tmp_path / "run1"
+    run_dir.mkdir()
+    epochs = 6
+    with reg.begin() as s:
+        s.add(Worker(id="gpu09-w1", host="gpu09", pid=99, gpus="0", executor="local",
+                     started_at=utcnow() - timedelta(hours=1), heartbeat_at=utcnow() - timedelta(minutes=10),
+                     status="alive"))  # killed without a goodbye: its heartbeat stopped
+        s.add(Job(id=1, name="live-job", dataset="digits", loss="hybrid", resolution=256, config_json='{"epochs": 6}',
+                  config_hash="live", status="running", total_epochs=epochs, started_at=utcnow() - timedelta(seconds=1),
+                  heartbeat_at=utcnow(), run_dir=str(run_dir), gpus="0"))
+    reg.dispose()
+
+    pane = Pane(tmux_bin, tmp_path / "tmux.sock")
+    env_cmd = f"env -i PATH={os.environ['PATH']} HOME={tmp_path} TERM=xterm-256color PS1='$ ' bash --norc --noprofile"
+    pane("new-session", "-d", "-s", "t", "-x", "80", "-y", "24", env_cmd)
+    writer = None
+    try:
+        pane("send-keys", "-t", "t", f"{sys.executable} -m ctxsim.cli.main tui --db {db} --poll 0.3", "Enter")
+        pane.wait_for(r"live-job", timeout=60)
+        # the status line (second line from the bottom) starts with the warning, whole
+        status = pane.wait_for(r"(?m)^ ?⚠ worker gpu09-w1 dead \(no heartbeat\)", timeout=30)
+        assert status is not None
+        lines = pane.capture().rstrip("\n").splitlines()
+        assert "⚠ worker gpu09-w1 dead (no heartbeat)" in lines[-2] and "Quit" in lines[-1], lines[-2:]
+        writer = subprocess.Popen([sys.executable, str(HERE / "live_writer.py"), str(db), "1", str(run_dir),
+                                   str(epochs), "2.5"])
+        # a running job shows its ETA once an epoch is done (a duration: 12s, 3m05s...)
+        eta = pane.wait_for(r"running\s+[1-5]/6\s+\d+\.\d @\d\s+\S+\s+(\d+m\d\ds|\d+s)\s+live-job", timeout=90)
+        assert eta.group(1)
+        pane("send-keys", "-t", "t", "?")
+        pane.wait_for(r"Runs: keys", timeout=30)
+        pane("send-keys", "-t", "t", "Escape")
+        pane.wait_for(r"\A(?![\s\S]*Runs: keys)[\s\S]*live-job", timeout=30)
+        _quit_leaves_terminal_clean(pane, "live-job")
     finally:
         if writer is not None:
             writer.kill()
@@ -150,8 +202,8 @@ def test_tmux_dashboard_real_tiny_job(tmux_bin, tmp_path):
             cwd=tmp_path, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "OMP_NUM_THREADS": "1"})  # the job shares 2 cores with the TUI and tmux
         # the runs table shows the real epoch counter moving while the job runs
-        first = int(pane.wait_for(rf"tiny-live.*?\s({_alt(1, epochs - 1)})/{epochs}\s", timeout=120).group(1))
-        later = int(pane.wait_for(rf"tiny-live.*?\s({_alt(first + 1, epochs)})/{epochs}\s",
+        first = int(pane.wait_for(rf"\s({_alt(1, epochs - 1)})/{epochs}\s.*tiny-live", timeout=120).group(1))
+        later = int(pane.wait_for(rf"\s({_alt(first + 1, epochs)})/{epochs}\s.*tiny-live",
                                   timeout=120).group(1))
         assert first < later <= epochs
         # the detail view while it runs: the point counter grows and the drawn curve changes

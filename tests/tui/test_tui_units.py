@@ -18,11 +18,14 @@ from tui_seed import FIXED_NOW
 
 from ctxsim.errors import ConfigError
 from ctxsim.registry import queries
+from ctxsim.report import compare as reference_numbers
 from ctxsim.registry.sink import RegistrySink
 from ctxsim.train.events import Event
 from ctxsim.tui import format as F
 from ctxsim.tui.actions import build_config, change_priority, parse_overrides
-from ctxsim.tui.data import LogFollower, SeriesCache, read_registry
+from ctxsim.registry.db import read_registry
+from ctxsim.runner.logs import LogFollower
+from ctxsim.tui.data import SeriesCache
 
 
 def test_durations_and_floats():
@@ -144,14 +147,14 @@ def test_priority_only_for_queued(seeded):
 
 
 def test_paper_queries(seeded):
-    nums = queries.paper_numbers(seeded)
+    nums = reference_numbers.paper_numbers(seeded)
     ref = nums[("cub", "hybrid", 256, "R@1")]
     assert ref["kind"] == "reference_log" and abs(ref["value"] - 68.687) < 1e-9
     assert nums[("cub", "ms_miner", 224, "R@1")]["method"] == "MS+miner"
-    assert queries.paper_number(seeded, "cars", "roadmap", 224)["value"] == pytest.approx(83.4)
-    curve = queries.paper_curve(seeded, "cub", "hybrid", 256)
+    assert reference_numbers.paper_number(seeded, "cars", "roadmap", 224)["value"] == pytest.approx(83.4)
+    curve = reference_numbers.paper_curve(seeded, "cub", "hybrid", 256)
     assert curve[0] == (5, pytest.approx(63.9)) and curve == sorted(curve) and len(curve) == 16
-    assert queries.paper_curve(seeded, "cub", "triplet", 256) == []
+    assert reference_numbers.paper_curve(seeded, "cub", "triplet", 256) == []
 
 
 def test_workers_and_events_queries(seeded):
@@ -163,10 +166,25 @@ def test_workers_and_events_queries(seeded):
     assert [j["id"] for j in q][:4] == [2, 6, 4, 5] and {j["id"] for j in q[4:]} == {3, 7}
 
 
+def _registry(path):
+    from ctxsim.registry.db import open_registry
+
+    open_registry(path).dispose()
+    return path
+
+
 def test_cli_tui_refuses_without_terminal(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "ctxsim.cli.main", "tui", "--db", str(tmp_path / "x.db")],
+    r = subprocess.run([sys.executable, "-m", "ctxsim.cli.main", "tui", "--db", str(_registry(tmp_path / "x.db"))],
                        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
     assert r.returncode == 2 and "interactive terminal" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_tui_missing_registry_is_one_line_and_creates_nothing(tmp_path):
+    target = tmp_path / "typo" / "dir" / "x.db"
+    r = subprocess.run([sys.executable, "-m", "ctxsim.cli.main", "tui", "--db", f"sqlite:///{target}"],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert r.returncode != 0 and str(target) in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "typo").exists()
 
 
 def _free_port() -> int:
@@ -194,7 +212,7 @@ def test_cli_tui_serve_binds_loopback_only(tmp_path):
     pytest.importorskip("textual_serve")
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "ctxsim.cli.main", "tui", "--serve", "--port", str(port),
-                             "--db", str(tmp_path / "s.db")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "--db", str(_registry(tmp_path / "s.db"))], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60

@@ -89,6 +89,11 @@ def build_seeded_registry(path: str | Path) -> Registry:
         s.add(Tag(job_id=2, tag="paper"))
         s.add(JobEvent(job_id=2, time=FIXED_NOW - timedelta(minutes=47, seconds=30), kind="claimed",
                        message="attempt 1 by gpu01-w1 on GPUs 1"))
+        # job 3: attempt 1 lost its worker (5 minutes), attempt 2 failed on a corrupt image (9 minutes)
+        s.add(JobEvent(job_id=3, time=T0 - timedelta(minutes=30), kind="claimed", message="attempt 1 by gpu02-w1"))
+        s.add(JobEvent(job_id=3, time=T0 - timedelta(minutes=25), kind="requeued",
+                       message="requeued: no heartbeat for 65 s from gpu02-w1"))
+        s.add(JobEvent(job_id=3, time=T0, kind="claimed", message="attempt 2 by gpu01-w1"))
         s.add(JobEvent(job_id=3, time=T0 + timedelta(minutes=9), kind="failed", message="DataError: corrupt image"))
     _train(RegistrySink(reg, 1), epochs=20, steps_per_epoch=10, eval_every=5, r1_final=0.6905, phase=0.0)
     _train(RegistrySink(reg, 2), epochs=12, steps_per_epoch=10, eval_every=4, r1_final=0.872, phase=1.0)

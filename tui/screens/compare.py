@@ -2,41 +2,59 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import Footer, Header
+from textual.widgets import Header
 
 from ctxsim.registry import queries
+from ctxsim.report import compare as reference_numbers
 from ctxsim.tui.data import SeriesCache
 from ctxsim.tui.format import paper_key, pct
 from ctxsim.tui.messages import CompareLoaded, RegistryStatus
 from ctxsim.tui.screens.base import DashScreen
 from ctxsim.tui.widgets.compare_table import CompareTable
 from ctxsim.tui.widgets.curve_plot import CurvePlot
+from ctxsim.tui.widgets.key_bar import KeyBar
 from ctxsim.tui.widgets.status_line import StatusLine
 
 COMPARE_KEYS = ("R@1", "epoch/loss")
 
 
+def fraction_axis(pts: list[tuple[float, float]], total: Optional[float]) -> list[tuple[float, float]]:
+    """Points with x as the percentage of training done (epoch / total epochs)."""
+    if not total:
+        total = max((p[0] for p in pts), default=0) or 1
+    return [(100.0 * x / total, y) for x, y in pts]
+
+
 class CompareScreen(DashScreen):
+    VIEW_NAME = "Compare"
+    HELP = ("The marked runs side by side with the paper's number and its provenance. The plots put "
+            "runs of different lengths on one axis by the fraction of training done (a: by epoch); "
+            "the paper's numbers are horizontal lines, its curves dashed.")
     BINDINGS = [Binding("escape,backspace", "app.pop_screen", "Back"),
-                Binding("enter", "open", "Detail")]
+                Binding("enter", "open", "Detail", key_display="⏎"),
+                Binding("a", "axis", "x axis: % of training / epoch")]
 
     def __init__(self, job_ids: list[int], **kw) -> None:
         super().__init__(**kw)
         self.job_ids = list(job_ids)
         self.caches = {j: SeriesCache(j) for j in self.job_ids}
         self.runs: list[dict] = []
+        self.by_fraction = True
+        self._last: Optional[CompareLoaded] = None
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield CompareTable(id="compare")
         with Horizontal(id="compare-plots"):
-            yield CurvePlot("R@1 % vs epoch (paper dashed)", xlabel="epoch", id="cmp-r1")
-            yield CurvePlot("epoch loss vs epoch", xlabel="epoch", id="cmp-loss")
+            yield CurvePlot("R@1 %", xlabel="% of training", percent=True, id="cmp-r1")
+            yield CurvePlot("epoch loss", xlabel="% of training", log_y=None, id="cmp-loss")
         yield StatusLine()
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one(CompareTable).focus()
@@ -46,14 +64,16 @@ class CompareScreen(DashScreen):
         reg = self.dash.read_reg
         runs = queries.runs_table(reg, ids=self.job_ids, summary_keys=("R@1", "MAP@R", "epoch/loss"))
         runs.sort(key=lambda r: self.job_ids.index(r["id"]))
-        paper = queries.paper_numbers(reg)
+        paper = reference_numbers.paper_numbers(reg)
+        comparable = reference_numbers.comparability(reg, [r["id"] for r in runs])
         curves: dict[tuple, list] = {}
         series = {}
         for r in runs:
             r["paper"] = paper.get(paper_key(r))
+            r.update(comparable.get(r["id"], {}))  # "comparable", "deviations": greyed when not comparable
             key = (r["dataset"], r["loss"], r.get("resolution"))
             if key not in curves:
-                curves[key] = queries.paper_curve(reg, *key)
+                curves[key] = reference_numbers.paper_curve(reg, *key)
             cache = self.caches[r["id"]]
             cache.update(reg, {k: v for k, v in r["summaries"].items() if k in COMPARE_KEYS})
             series[r["id"]] = {k: list(v) for k, v in cache.points.items()}
@@ -61,12 +81,41 @@ class CompareScreen(DashScreen):
 
     def on_compare_loaded(self, msg: CompareLoaded) -> None:
         self.runs = msg.runs
+        self._last = msg
         self.query_one(CompareTable).show(msg.runs)
-        r1 = {f"#{j}": [(s, pct(v)) for s, v in pts.get("R@1", [])] for j, pts in msg.series.items()}
-        loss = {f"#{j}": pts.get("epoch/loss", []) for j, pts in msg.series.items()}
-        ref = {f"paper {d}/{lo}/{res or '-'}": c for (d, lo, res), c in msg.paper_curves.items() if c}
-        self.query_one("#cmp-r1", CurvePlot).set_series(r1, ref)
-        self.query_one("#cmp-loss", CurvePlot).set_series(loss)
+        self._plot()
+
+    def _plot(self) -> None:
+        msg = self._last
+        if msg is None:
+            return
+        total = {r["id"]: r.get("total_epochs") for r in msg.runs}
+
+        def x(pts, t):  # noqa: ANN001, ANN202
+            return fraction_axis(pts, t) if self.by_fraction else list(pts)
+
+        r1 = {f"#{j}": x([(s, pct(v)) for s, v in pts.get("R@1", [])], total.get(j)) for j, pts in msg.series.items()}
+        loss = {f"#{j}": x(pts.get("epoch/loss", []), total.get(j)) for j, pts in msg.series.items()}
+        ref = {f"paper {d}/{lo}/{res or '-'}": x(c, None) for (d, lo, res), c in msg.paper_curves.items() if c}
+        lines = {}
+        for r in msg.runs:
+            if r.get("paper") and r["paper"].get("value") is not None:
+                lines[f"paper {r['dataset']}/{r['loss']}"] = r["paper"]["value"]
+        label = "% of training" if self.by_fraction else "epoch"
+        for plot_id, data, refs in (("#cmp-r1", r1, ref), ("#cmp-loss", loss, {})):
+            plot = self.query_one(plot_id, CurvePlot)
+            plot.xlabel = label
+            if plot_id == "#cmp-r1":
+                plot.set_series(data, refs, lines)
+            else:
+                plot.set_series(data, refs)
+
+    def action_axis(self) -> None:
+        self.by_fraction = not self.by_fraction
+        for plot in self.query(CurvePlot):
+            plot._signature = None  # the same data on another axis: draw again
+        self._plot()
+        self.status.set_notice("x axis: % of training" if self.by_fraction else "x axis: epoch")
 
     def after_load(self, msg: RegistryStatus) -> None:
         missing = sorted(set(self.job_ids) - {r["id"] for r in self.runs})

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import Header, Static, TabbedContent, TabPane, Tabs
 
-from ctxsim.registry import queries
-from ctxsim.tui.data import LogFollower, SeriesCache, checkpoint_files
-from ctxsim.tui.format import is_stale, paper_key, series_groups
+from ctxsim.registry import history, queries
+from ctxsim.report import compare as reference_numbers
+from ctxsim.runner.logs import LogFollower
+from ctxsim.tui.data import SeriesCache, checkpoint_files
+from ctxsim.tui.format import fmt_duration, is_stale, overrides_of, paper_key, series_groups
 from ctxsim.tui.messages import DetailLoaded, LogLines, RegistryStatus
 from ctxsim.tui.screens.base import DashScreen
 from ctxsim.tui.widgets.checkpoint_list import CheckpointList, EventList
 from ctxsim.tui.widgets.config_view import ConfigView
 from ctxsim.tui.widgets.curve_plot import CurvePlot
+from ctxsim.tui.widgets.key_bar import KeyBar
 from ctxsim.tui.widgets.log_tail import LogTail
 from ctxsim.tui.widgets.run_header import RunHeader
 from ctxsim.tui.widgets.status_line import StatusLine
@@ -24,20 +28,36 @@ from ctxsim.tui.widgets.status_line import StatusLine
 TABS = ("curves", "config", "log", "files")
 
 
+EVENTS_PAGE = 200  # events shown at first and added by each page back
+EVENTS_FOLLOW_MAX = 10_000  # events read per poll while following (all new ones in practice)
+
+
 class DetailScreen(DashScreen):
+    VIEW_NAME = "Run detail"
+    HELP = ("One run: loss (log scale when it spans decades) and retrieval curves with the paper's "
+            "number and curve, its config, its log (followed live), checkpoints, events and every "
+            "attempt's outcome. The tab keys work wherever the focus is.")
     BINDINGS = [
         Binding("escape,backspace", "app.pop_screen", "Back"),
-        Binding("1", "tab('curves')", "Curves"),
-        Binding("2", "tab('config')", "Config"),
-        Binding("3", "tab('log')", "Log"),
-        Binding("4", "tab('files')", "Files"),
-        Binding("x", "cancel", "Cancel job"),
-        Binding("r", "retry", "Retry"),
+        Binding("1", "tab('curves')", "Curves", priority=True),
+        Binding("2", "tab('config')", "Config", priority=True),
+        Binding("3", "tab('log')", "Log", priority=True),
+        Binding("4", "tab('files')", "Files", priority=True),
+        Binding("L", "log_scale", "Loss axis log/linear", show=False),
+        Binding("b", "older_events", "Older events", show=False),
+        Binding("y", "copy", "Copy run command", show=False),
+        Binding("e", "clone", "Clone into new-run form", show=False),
+        Binding("x", "cancel", "Cancel job", show=False),
+        Binding("r", "retry", "Retry", show=False),
     ]
 
-    def __init__(self, job_id: int, **kw) -> None:
+    def __init__(self, job_id: int, tab: Optional[str] = None, **kw) -> None:
         super().__init__(**kw)
         self.job_id = job_id
+        self.initial_tab = tab if tab in TABS else "curves"
+        self.events: dict[int, dict] = {}  # read thread: every event held, by id
+        self._older_wanted = False
+        self.attempts: list[dict] = []
         self.cache = SeriesCache(job_id)
         self.follower: Optional[LogFollower] = None
         self._paper: Optional[dict] = None
@@ -48,21 +68,22 @@ class DetailScreen(DashScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield RunHeader(id="run-header")
-        with TabbedContent(initial="curves"):
+        with TabbedContent(initial=self.initial_tab):
             with TabPane("Curves [1]", id="curves"):
                 with Horizontal():
-                    yield CurvePlot("loss (total and terms) vs step", xlabel="step", id="loss-plot")
-                    yield CurvePlot("retrieval % vs epoch", xlabel="epoch", id="eval-plot")
+                    yield CurvePlot("loss (total and terms) vs step", xlabel="step", log_y=None, id="loss-plot")
+                    yield CurvePlot("retrieval % vs epoch", xlabel="epoch", percent=True, id="eval-plot")
             with TabPane("Config [2]", id="config"):
                 yield ConfigView(id="config-view")
             with TabPane("Log [3]", id="log"):
                 yield LogTail(id="log-tail")
             with TabPane("Checkpoints & events [4]", id="files"):
                 with Vertical():
+                    yield Static("", id="attempts")
                     yield CheckpointList(id="checkpoints")
                     yield EventList(id="events")
         yield StatusLine()
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.poll()
@@ -75,11 +96,13 @@ class DetailScreen(DashScreen):
             self.post_message(DetailLoaded(self.job_id, None, 0, None, [], [], []))
             return
         if not self._paper_loaded:
-            self._paper = queries.paper_numbers(reg).get(paper_key(d))
-            self._paper_curve = queries.paper_curve(reg, d["dataset"], d["loss"], d.get("resolution"))
+            self._paper = reference_numbers.paper_numbers(reg).get(paper_key(d))
+            self._paper_curve = reference_numbers.paper_curve(reg, d["dataset"], d["loss"], d.get("resolution"))
             self._paper_loaded = True
         n = self.cache.update(reg, d["summaries"])
-        events = queries.job_events(reg, self.job_id, limit=200)
+        self.attempts = history.job_attempts(reg, [self.job_id]).get(self.job_id, [])
+        d["prior_elapsed_s"] = history.prior_elapsed_s(self.attempts, d.get("started_at"))
+        events = self._read_events(reg)
         files = checkpoint_files(d.get("run_dir"))
         snapshot = {k: list(v) for k, v in self.cache.points.items()}  # the UI never sees a growing list
         self.post_message(DetailLoaded(self.job_id, d, n, self._paper, self._paper_curve, events, files, snapshot))
@@ -90,6 +113,20 @@ class DetailScreen(DashScreen):
         lines, reset = self.follower.read()
         if lines or reset:
             self.post_message(LogLines(self.job_id, lines, reset))
+
+    def _read_events(self, reg) -> list[dict]:  # noqa: ANN001
+        """Newest first: the newest page at first, then every newer event each poll (no gaps), and
+        one more page of older ones when asked (``b``)."""
+        if not self.events:
+            page = history.job_events_page(reg, self.job_id, EVENTS_PAGE)
+        else:
+            page = history.job_events_page(reg, self.job_id, EVENTS_FOLLOW_MAX, after_id=max(self.events))
+        if self._older_wanted and self.events:
+            self._older_wanted = False
+            page += history.job_events_page(reg, self.job_id, EVENTS_PAGE, before_id=min(self.events))
+        for e in page:
+            self.events[e["id"]] = e
+        return [self.events[i] for i in sorted(self.events, reverse=True)]
 
     # --- UI -----------------------------------------------------------------------------------
     def on_detail_loaded(self, msg: DetailLoaded) -> None:
@@ -106,10 +143,12 @@ class DetailScreen(DashScreen):
             {k.removeprefix("train/"): points[k] for k in loss_keys if k != "epoch/loss"})
         evals = {k: [(s, 100.0 * v) for s, v in points[k]] for k in eval_keys}
         ref = {"paper R@1": msg.paper_curve} if msg.paper_curve else {}
-        self.query_one("#eval-plot", CurvePlot).set_series(evals, ref)
+        lines = {"paper": msg.paper["value"]} if msg.paper and msg.paper.get("value") is not None else {}
+        self.query_one("#eval-plot", CurvePlot).set_series(evals, ref, lines)
         self.query_one(ConfigView).show(msg.detail.get("config_json"))
         self.query_one(CheckpointList).show(msg.checkpoints)
         self.query_one(EventList).show(msg.events)
+        self.query_one("#attempts", Static).update(attempts_text(self.attempts))
         log = self.query_one(LogTail)
         if not log.lines and not msg.detail.get("run_dir"):
             log.feed(["(this job has no run folder yet)"], reset=True)
@@ -133,10 +172,63 @@ class DetailScreen(DashScreen):
         self.status.set_info(" · ".join(parts))
 
     def action_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = tab
+        """Switches tab wherever the focus is: focus inside the pane being hidden would move to a
+        sibling there and TabbedContent would switch back to it, so the tab bar takes it first."""
+        tc = self.query_one(TabbedContent)
+        tabs = tc.query_one(Tabs)
+        if self.focused is not None and self.focused is not tabs and tc in self.focused.ancestors:
+            tabs.focus()
+        tc.active = tab
 
     def action_cancel(self) -> None:
-        self.dash.confirm_cancel(self.job_id)
+        self.dash.confirm_cancel(self.job_id, self.detail["status"] if self.detail else None)
 
     def action_retry(self) -> None:
-        self.dash.retry(self.job_id)
+        self.dash.retry(self.job_id, self.detail["status"] if self.detail else None)
+
+    def action_log_scale(self) -> None:
+        plot = self.query_one("#loss-plot", CurvePlot)
+        plot.set_log_y(not plot.log_y)
+        self.status.set_notice(f"loss axis {'log' if plot.log_y else 'linear'}")
+
+    def action_older_events(self) -> None:
+        self._older_wanted = True
+        self.action_tab("files")
+        self.poll()
+
+    def action_copy(self) -> None:
+        if self.detail:
+            self.dash.copy_run_command(self._job_for_commands())
+
+    def action_clone(self) -> None:
+        if self.detail:
+            self.dash.clone_into_form(self._job_for_commands())
+
+    def _job_for_commands(self) -> dict:
+        """The job with its overrides of the recipe (for ``y`` and ``e``)."""
+        job = dict(self.detail or {})
+        try:
+            from ctxsim.train.recipes import recipe
+
+            base = recipe(job["dataset"], job["loss"], job.get("resolution") or 256).to_dict()
+            job["overrides"] = overrides_of(json.loads(job.get("config_json") or "{}"), base)
+        except Exception:  # noqa: BLE001 - no recipe for this job: the command without overrides
+            job["overrides"] = []
+        return job
+
+
+def attempts_text(attempts: list[dict]) -> str:
+    """One line per attempt: how long it ran and how it ended (every failure reason kept)."""
+    if not attempts:
+        return "no attempt yet"
+    lines = []
+    n = 0
+    for a in attempts:
+        took = fmt_duration((a["end"] - a["start"]).total_seconds()) if a["start"] and a["end"] else ""
+        what = a["outcome"] or "running"
+        if a["start"]:
+            n += 1
+        label = f"attempt {n}" if a["start"] else ("while queued" if n == 0 else f"after attempt {n}")
+        msg = (a["message"] or "").splitlines()[0] if a["message"] else ""
+        lines.append(f"{label}: {what}" + (f" after {took}" if took else "") + (f" · {msg}" if msg else ""))
+    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""The main screen: all runs, filterable and sortable, live."""
+"""The main screen: all runs, filterable and sortable, live; warnings first on the status line."""
 
 from __future__ import annotations
 
@@ -7,38 +7,50 @@ from datetime import timedelta
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Header, Input, Select
+from textual.widgets import Header, Input, Select
 
-from ctxsim.registry import queries
-from ctxsim.tui.format import RUN_COLUMNS, run_row
+from ctxsim.registry import history, queries
+from ctxsim.report import compare as reference_numbers
+from ctxsim.tui.format import RUN_COLUMNS, metric_drop, overrides_of, run_row
 from ctxsim.tui.messages import RegistryStatus, RunsLoaded
 from ctxsim.tui.screens.base import DashScreen
 from ctxsim.tui.widgets.filter_bar import FilterBar
+from ctxsim.tui.widgets.key_bar import KeyBar
 from ctxsim.tui.widgets.runs_table import RunsTable
 from ctxsim.tui.widgets.status_line import StatusLine
 from ctxsim.tui.widgets.workers_table import worker_state
 
-SUMMARY_KEYS = ("R@1", "MAP@R", "train/loss")
+SUMMARY_KEYS = ("R@1", "MAP@R", "train/loss", "train/images_per_s")
+DROP_POINTS = 10.0  # a running job whose R@1 falls this many points below its best raises a notice
 PAPER_RELOAD_EVERY = 30  # polls between reloads of the (rarely changing) reference numbers
-FULL_RELOAD_EVERY = 30  # polls between full re-reads of every job (the rest are incremental)
+FULL_RELOAD_EVERY = 30  # every job is re-read (rolling, a slice per poll) within this many polls
 UPDATED_AT_MARGIN = timedelta(seconds=5)  # writers' clocks may disagree a little
 
 
 class RunsScreen(DashScreen):
+    VIEW_NAME = "Runs"
+    HELP = ("Every job in the registry, live. The ID column stays on the left; status, epoch, best R@1, "
+            "Δ paper and ETA are always shown, other columns appear as the terminal widens. Warnings "
+            "(dead workers, jobs without heartbeat) come first on the status line.")
     BINDINGS = [
-        Binding("enter", "open", "Detail", show=True, priority=False),
-        Binding("space", "mark", "Mark"),
+        Binding("slash", "search", "Search"),
+        Binding("enter", "open", "Detail", key_display="⏎"),
+        Binding("space", "mark", "Mark", key_display="␣"),
         Binding("c", "compare", "Compare"),
+        Binding("s", "sort_next", "Sort"),
         Binding("w", "app.queue", "Queue"),
         Binding("n", "app.new_run", "New run"),
-        Binding("x", "cancel", "Cancel job"),
-        Binding("r", "retry", "Retry"),
-        Binding("plus,equals_sign", "priority(1)", "Prio +", show=False),
-        Binding("minus", "priority(-1)", "Prio -", show=False),
-        Binding("s", "sort_next", "Sort"),
-        Binding("S", "sort_reverse", "Reverse", show=False),
-        Binding("slash", "search", "Search"),
-        Binding("f", "filter", "Filter", show=False),
+        Binding("l", "log", "Log (follow)", show=False),
+        Binding("d", "diff", "Diff configs of 2 marked", show=False),
+        Binding("y", "copy", "Copy run command", show=False),
+        Binding("e", "clone", "Clone into new-run form", show=False),
+        Binding("x", "cancel", "Cancel job", show=False),
+        Binding("r", "retry", "Retry", show=False),
+        Binding("plus,equals_sign", "priority(1)", "Priority +1", show=False),
+        Binding("minus", "priority(-1)", "Priority -1", show=False),
+        Binding("S", "sort_reverse", "Reverse sort", show=False),
+        Binding("f", "filter", "Filter by status", show=False),
+        Binding("o", "overrides", "Show/hide overrides column", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
@@ -47,12 +59,19 @@ class RunsScreen(DashScreen):
         self._paper: dict = {}
         self._paper_loaded = False
         self._polls = 0
-        self._notes: list[str] = []
+        self._warnings: list[str] = []
+        self._counts: dict[str, int] = {}
+        self._workers_alive = 0
+        self._last_status: dict[int, str] = {}  # UI thread: for finish/fail notices
+        self._dropped: set[int] = set()  # jobs whose metric drop was already announced
         # incremental state, touched only by the (single) read thread
         self._jobs: dict[int, dict] = {}
         self._rows: dict = {}
         self._updated_at = None
         self._metric_id = None
+        self._configs: dict[int, dict] = {}
+        self._overrides: dict[int, list[str]] = {}
+        self._recipes: dict[tuple, dict] = {}
 
     def compose(self) -> ComposeResult:
         from ctxsim.train.recipes import DATASETS, LOSS_NAMES
@@ -61,7 +80,7 @@ class RunsScreen(DashScreen):
         yield FilterBar(DATASETS, LOSS_NAMES)
         yield RunsTable(id="runs")
         yield StatusLine()
-        yield Footer()
+        yield KeyBar()
 
     @property
     def table(self) -> RunsTable:
@@ -75,21 +94,28 @@ class RunsScreen(DashScreen):
     # --- reading (thread) ---------------------------------------------------------------------
     def load(self) -> None:
         """Incremental: only jobs whose row changed (jobs.updated_at) or that got new metric points
-        (metrics.id) are re-read, plus new ones; running jobs are re-formatted for the clock; a
-        full re-read every FULL_RELOAD_EVERY polls (and the first time) catches anything else."""
+        (metrics.id) are re-read, plus new ones; running jobs are re-formatted for the clock. What
+        a marker could miss (a writer's clock far behind) is caught by a rolling re-read: each poll
+        also re-reads every FULL_RELOAD_EVERY-th job, so every job is re-read within that many
+        polls at a small, even cost (a full re-read at once made every 30th poll ~10x slower)."""
         reg = self.dash.read_reg
         reload_paper = not self._paper_loaded or self._polls % PAPER_RELOAD_EVERY == 0 \
             or self.dash.baselines_changed
         if reload_paper:
             self.dash.baselines_changed = False
-            self._paper = queries.paper_numbers(reg)
+            paper = reference_numbers.paper_numbers(reg)
+            reload_paper = paper != self._paper or not self._paper_loaded  # re-format only on a change
+            self._paper = paper
             self._paper_loaded = True
-        full = not self._jobs or self._polls % FULL_RELOAD_EVERY == 0
+        full = not self._jobs
+        turn = self._polls % FULL_RELOAD_EVERY
         self._polls += 1
         if full:
             ch = queries.runs_changes(reg)
             self._jobs = {j["id"]: j for j in queries.runs_table(reg, summary_keys=SUMMARY_KEYS)}
             fetched = set(self._jobs)
+            for gone in set(self._rows) - fetched:
+                del self._rows[gone]
         else:
             since = self._updated_at - UPDATED_AT_MARGIN if self._updated_at is not None else None
             ch = queries.runs_changes(reg, since, self._metric_id)
@@ -97,11 +123,13 @@ class RunsScreen(DashScreen):
             for gone in set(self._jobs) - ids:
                 del self._jobs[gone]
                 self._rows.pop(gone, None)
-            fetched = (ids - set(self._jobs)) | (ch["changed"] & ids)
+            rolling = set(sorted(ids)[turn::FULL_RELOAD_EVERY])
+            fetched = (ids - set(self._jobs)) | (ch["changed"] & ids) | rolling
             if fetched:
                 for j in queries.runs_table(reg, ids=fetched, summary_keys=SUMMARY_KEYS):
                     self._jobs[j["id"]] = j
         self._updated_at, self._metric_id = ch["updated_at"], ch["metric_id"]
+        self._add_history(reg, fetched, full)
         now = self.dash.clock()
         stale = self.dash.stale_after_s
         redo = set(self._jobs) if (full or reload_paper) else (fetched | ch["running"]) & set(self._jobs)
@@ -111,34 +139,96 @@ class RunsScreen(DashScreen):
         self.post_message(RunsLoaded(list(self._rows.values()), 0.0, self._notes_for(workers, now),
                                      None if (full or reload_paper) else redo))
 
+    def _add_history(self, reg, fetched: set[int], full: bool) -> None:  # noqa: ANN001
+        """Configs (searched as key=value; read once per job), overrides of the recipe, and the
+        time of earlier attempts (re-read for the jobs that changed)."""
+        new = [j for j in fetched if j not in self._configs]
+        if new:
+            self._configs.update(history.job_configs(reg, None if full and not self._configs else new))
+        attempts = history.job_attempts(reg, None if full else fetched) if fetched else {}
+        for jid in fetched:
+            j = self._jobs.get(jid)
+            if j is None:
+                continue
+            j["config"] = self._configs.get(jid, {})
+            j["prior_elapsed_s"] = history.prior_elapsed_s(attempts.get(jid, []), j.get("started_at"))
+            j["overrides"] = self._overrides_of(jid, j)
+
+    def _overrides_of(self, jid: int, job: dict) -> list[str]:
+        if jid in self._overrides:
+            return self._overrides[jid]
+        key = (job["dataset"], job["loss"], job.get("resolution") or 256)
+        if key not in self._recipes:
+            try:
+                from ctxsim.train.recipes import recipe
+
+                self._recipes[key] = recipe(*key).to_dict()
+            except Exception:  # noqa: BLE001 - an unknown recipe (old registry): no overrides shown
+                self._recipes[key] = {}
+        diff = overrides_of(job.get("config") or {}, self._recipes[key])
+        self._overrides[jid] = diff
+        return diff
+
     def _notes_for(self, workers: list, now) -> list[str]:  # noqa: ANN001
+        """Warnings (first on the status line, never cut): dead workers, running jobs without heartbeat."""
         stale = self.dash.stale_after_s
-        counts = Counter(j["status"] for j in self._jobs.values())
-        notes = [f"{len(self._jobs)} runs"] + [f"{counts[s]} {s}" for s in (
-            "running", "queued", "done", "failed", "cancelled") if counts[s]]
-        n_stale = sum(r.stale for r in self._rows.values())
-        if n_stale:
-            notes.append(f"{n_stale} running without heartbeat")
-        alive = [w for w in workers if worker_state(w, now, stale) == "alive"]
-        notes.append(f"{len(alive)} worker{'s' if len(alive) != 1 else ''} alive")
+        self._counts = dict(Counter(j["status"] for j in self._jobs.values()))
+        warnings = []
         for w in workers:
             if worker_state(w, now, stale) == "dead":
-                notes.append(f"worker {w['id']} dead (no heartbeat)")
-        return notes
+                warnings.append(f"worker {w['id']} dead (no heartbeat)")
+        n_stale = sum(r.stale for r in self._rows.values())
+        if n_stale:
+            warnings.append(f"{n_stale} running without heartbeat")
+        self._workers_alive = sum(worker_state(w, now, stale) == "alive" for w in workers)
+        return warnings
 
     # --- UI -----------------------------------------------------------------------------------
     def on_runs_loaded(self, msg: RunsLoaded) -> None:
         self.table.set_rows(msg.rows, msg.changed)
-        self._notes = msg.notes
+        self._warnings = msg.notes
+        self.status.set_warnings(self._warnings)
+        self._announce(msg.rows)
+
+    def _announce(self, rows) -> None:  # noqa: ANN001
+        """Bell + notice when a job finishes or fails; a notice when a running job's R@1 drops."""
+        first = not self._last_status
+        news = []
+        for r in rows:
+            before = self._last_status.get(r.id)
+            self._last_status[r.id] = r.status
+            if not first and before == "running" and r.status in ("done", "failed"):
+                news.append((f"job {r.id} {r.status}", r.status == "done"))
+        for jid, job in list(self._jobs.items()):
+            drop = metric_drop(job, "R@1", DROP_POINTS) if jid not in self._dropped else None
+            if drop:
+                self._dropped.add(jid)
+                news.append((f"job {jid}: R@1 fell from {drop[0]:.1f} to {drop[1]:.1f}", False))
+        for text, ok in news:
+            if text.endswith(("done", "failed")):
+                self.dash.bell_and_notice(text, ok)
+            else:
+                self.status.set_notice(f"⚠ {text}")
+
+    def info_text(self, elapsed_ms=None) -> str:  # noqa: ANN001
+        c = self._counts
+        total = sum(c.values())
+        shown = self.table.shown_count
+        parts = [f"{shown} of {total} runs shown" if shown != total else f"{total} runs"]
+        parts += [f"{c[s]} {s}" for s in ("running", "queued", "failed", "done", "cancelled") if c.get(s)]
+        parts.append(f"{self._workers_alive} worker{'s' if self._workers_alive != 1 else ''} alive")
+        parts.append(self.dash.label)
+        if self.dash.show_timings and elapsed_ms is not None:
+            parts.append(f"read {elapsed_ms:.0f} ms")
+        return " · ".join(parts)
 
     def after_load(self, msg: RegistryStatus) -> None:
-        parts = [self.dash.label] + self._notes
-        if self.dash.show_timings and msg.elapsed_ms is not None:
-            parts.append(f"read {msg.elapsed_ms:.0f} ms")
-        self.status.set_info(" · ".join(parts))
+        self._last_ms = msg.elapsed_ms
+        self.status.set_info(self.info_text(msg.elapsed_ms))
 
     def on_filter_bar_changed(self, msg: FilterBar.Changed) -> None:
         self.table.set_filter(msg.filter)
+        self.status.set_info(self.info_text(getattr(self, "_last_ms", None)))
 
     def on_runs_table_opened(self, msg: RunsTable.Opened) -> None:
         self.dash.open_detail(msg.job_id)
@@ -148,39 +238,70 @@ class RunsScreen(DashScreen):
         if jid is not None:
             self.dash.open_detail(jid)
 
+    def action_log(self) -> None:
+        jid = self.table.current_id()
+        if jid is not None:
+            self.dash.open_detail(jid, tab="log")
+
     def action_mark(self) -> None:
         jid = self.table.toggle_mark()
         if jid is not None:
-            self.status.set_notice(f"{len(self.table.marked)} marked for compare (c)")
+            self.status.set_notice(f"{len(self.table.marked)} marked (c compare, d diff)")
 
     def action_compare(self) -> None:
         ids = sorted(self.table.marked) or ([self.table.current_id()] if self.table.current_id() else [])
         if ids:
             self.dash.open_compare(ids)
 
-    def action_cancel(self) -> None:
+    def action_diff(self) -> None:
+        ids = sorted(self.table.marked)
+        if len(ids) != 2:
+            self.status.set_notice("mark exactly two runs (space) to diff their configs")
+            return
+        self.dash.open_diff(ids[0], ids[1])
+
+    def _job(self):  # noqa: ANN202
         jid = self.table.current_id()
-        if jid is not None:
-            self.dash.confirm_cancel(jid)
+        return self._jobs.get(jid) if jid is not None else None
+
+    def action_copy(self) -> None:
+        job = self._job()
+        if job is not None:
+            self.dash.copy_run_command(job)
+
+    def action_clone(self) -> None:
+        job = self._job()
+        if job is not None:
+            self.dash.clone_into_form(job)
+
+    def action_cancel(self) -> None:
+        row = self.table.current_row()
+        if row is not None:
+            self.dash.confirm_cancel(row.id, row.status)
 
     def action_retry(self) -> None:
-        jid = self.table.current_id()
-        if jid is not None:
-            self.dash.retry(jid)
+        row = self.table.current_row()
+        if row is not None:
+            self.dash.retry(row.id, row.status)
 
     def action_priority(self, delta: int) -> None:
-        jid = self.table.current_id()
-        if jid is not None:
-            self.dash.reprioritise(jid, delta)
+        row = self.table.current_row()
+        if row is not None:
+            self.dash.reprioritise(row.id, delta, row.status)
 
     def action_sort_next(self) -> None:
-        keys = [k for k, _ in RUN_COLUMNS]
-        nxt = keys[(keys.index(self.table.sort_key) + 1) % len(keys)]
+        keys = self.table.shown_columns
+        cur = self.table.sort_key
+        nxt = keys[(keys.index(cur) + 1) % len(keys)] if cur in keys else keys[0]
         self.table.sort_by(nxt)
         self.status.set_notice(f"sorted by {dict(RUN_COLUMNS)[nxt]}")
 
     def action_sort_reverse(self) -> None:
         self.table.sort_by(self.table.sort_key, reverse=not self.table.sort_reverse)
+
+    def action_overrides(self) -> None:
+        shown = self.table.toggle_column("overrides")
+        self.status.set_notice("overrides column shown" if shown else "overrides column hidden")
 
     def action_search(self) -> None:
         self.query_one("#search", Input).focus()

@@ -24,7 +24,7 @@ def compare_cells(run: dict[str, Any]) -> list[Any]:
     ref = run.get("paper")
     delta = best - ref["value"] if best is not None and ref else None
     spec = f"{run['dataset']}/{run['loss']}" + (f"/{run['resolution']}" if run.get("resolution") else "")
-    return [
+    cells = [
         str(run["id"]), spec, run["status"],
         f"{best:.1f} @{r1['best_step']}" if r1 else "",
         f"{pct(r1['last']):.1f}" if r1 else "",
@@ -34,6 +34,10 @@ def compare_cells(run: dict[str, Any]) -> list[Any]:
         ref["kind"] if ref else Text("no paper number", style="dim"),
         ref["source"] if ref else "",
     ]
+    if run.get("comparable") is False:  # not the recipe on the reference split (ctxsim.report.compare)
+        cells[7] = "n/c" if delta is not None else cells[7]
+        cells = [Text(c.plain if isinstance(c, Text) else str(c), style="dim") for c in cells]
+    return cells
 
 
 class CompareTable(KeyedTable):

@@ -18,8 +18,8 @@ class FilterBar(Horizontal):
 
     DEFAULT_CSS = """
     FilterBar { height: 3; }
-    FilterBar Select { width: 20; }
-    FilterBar #search { width: 1fr; }
+    FilterBar Select { width: 1fr; max-width: 20; min-width: 13; }
+    FilterBar #search { width: 2fr; min-width: 16; }
     """
 
     class Changed(Message):
@@ -33,10 +33,10 @@ class FilterBar(Horizontal):
         self._losses = list(losses)
 
     def compose(self) -> ComposeResult:
-        yield Select([(s, s) for s in (*JOB_STATUSES, "stale")], prompt="any status", id="f-status")
-        yield Select([(d, d) for d in self._datasets], prompt="any dataset", id="f-dataset")
-        yield Select([(x, x) for x in self._losses], prompt="any loss", id="f-loss")
-        yield Input(placeholder="/ search id, name, tag…", id="search")
+        yield Select([(s, s) for s in (*JOB_STATUSES, "stale")], prompt="status", id="f-status")
+        yield Select([(d, d) for d in self._datasets], prompt="dataset", id="f-dataset")
+        yield Select([(x, x) for x in self._losses], prompt="loss", id="f-loss")
+        yield Input(placeholder="/ search: name, tag, lr=1e-4…", id="search")
 
     def current(self) -> RunFilter:
         def val(sel_id: str):

@@ -6,8 +6,9 @@ from typing import Any, Optional, Sequence
 
 from rich.cells import cell_len
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import DataTable
-from textual.widgets.data_table import RowDoesNotExist
+from textual.widgets.data_table import ColumnKey, RowDoesNotExist, RowKey
 
 
 class KeyedTable(DataTable):
@@ -33,9 +34,36 @@ class KeyedTable(DataTable):
         self.cells_updated = 0  # counters for tests and the benchmark
         self.rebuilds = 0
 
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("g,home", "first_row", "First row", show=False),
+        Binding("G,end", "last_row", "Last row", show=False),
+    ]
+
     def on_mount(self) -> None:
         for key, label in zip(self._col_keys, self._col_labels):
             self.add_column(label, key=key)
+
+    def action_first_row(self) -> None:
+        if self._order:
+            self.move_cursor(row=0, animate=False)
+
+    def action_last_row(self) -> None:
+        if self._order:
+            self.move_cursor(row=len(self._order) - 1, animate=False)
+
+    def set_columns(self, columns: Sequence[tuple[str, str]]) -> bool:
+        """Shows these columns instead (the rows are rebuilt by the next ``sync``); False if unchanged."""
+        keys = [k for k, _ in columns]
+        if keys == self._col_keys:
+            return False
+        self._col_keys, self._col_labels = keys, [label for _, label in columns]
+        self.clear(columns=True)
+        for key, label in columns:
+            self.add_column(label, key=key)
+        self._order, self._cells = [], {}
+        return True
 
     @property
     def row_keys(self) -> list[str]:
@@ -55,27 +83,66 @@ class KeyedTable(DataTable):
         self.move_cursor(row=idx, animate=False)
         return True
 
-    def _update(self, key: str, i: int, value: Any) -> None:
-        # DataTable re-measures the whole column when asked to fit a cell: ask only when the new
-        # value is wider than the column (rare), never on every live update
+    def _update(self, key: str, i: int, value: Any) -> bool:
+        """Writes one cell; True when it was written in place (only its row's render caches dropped)."""
         col = self.columns.get(self._col_keys[i])  # type: ignore[call-overload]
         width = cell_len(value.plain if isinstance(value, Text) else str(value))
-        self.update_cell(key, self._col_keys[i], value,
-                         update_width=col is not None and width > col.content_width)
         self.cells_updated += 1
+        wider = col is not None and width > col.content_width
+        if not wider and self._quiet_ok:
+            row = self._data.get(RowKey(key))
+            if row is not None and ColumnKey(self._col_keys[i]) in row:
+                row[ColumnKey(self._col_keys[i])] = value
+                return True
+        # DataTable re-measures the whole column when asked to fit a cell: ask only when the new
+        # value is wider than the column (rare), never on every live update
+        self.update_cell(key, self._col_keys[i], value, update_width=wider)
+        return False
+
+    # DataTable's update_cell bumps a counter that is part of every render cache key, so one live
+    # cell re-renders every visible cell (cost grows with the terminal, ~10x a refresh on a big
+    # one). In place, only the changed cells' cached renders (and their rows' lines) are dropped.
+    @property
+    def _quiet_ok(self) -> bool:
+        return all(hasattr(self, a) for a in ("_data", "_row_locations", "_row_render_cache", "_cell_render_cache",
+                                              "_row_renderable_cache", "_line_cache"))
+
+    def _drop_caches(self, cells: set[tuple[str, str]]) -> None:
+        """Drops the cached renders of these (row key, column key) cells and of their rows' lines."""
+        try:
+            pairs = {(RowKey(r), ColumnKey(c)) for r, c in cells}
+            rows = {r for r, _c in pairs}
+            idx = {self._row_locations.get(r) for r in rows}
+            for cache, hit in ((self._cell_render_cache, lambda k: (k[0], k[1]) in pairs),
+                               (self._row_render_cache, lambda k: k[0] in rows),
+                               (self._row_renderable_cache, lambda k: k[1] in idx)):
+                for k in [k for k in cache.keys() if hit(k)]:
+                    cache.discard(k)
+            for k in list(self._line_cache.keys()):  # the painted lines of those rows
+                try:
+                    if self._get_offsets(k[0])[0] in rows:
+                        self._line_cache.discard(k)
+                except LookupError:
+                    continue
+        except Exception:  # noqa: BLE001 - another Textual's internals: fall back to a full re-render
+            self._clear_caches()
+        self.refresh()
 
     def sync(self, rows: Sequence[tuple[str, Sequence[Any]]], only: Optional[set[str]] = None) -> None:
         """``only``: the keys whose cells may have changed (the others are not compared)."""
         keys = [k for k, _ in rows]
         if keys == self._order:
+            quiet: set[tuple[str, str]] = set()
             for key, cells in rows:
                 if only is not None and key not in only:
                     continue
                 old = self._cells[key]
                 for i, (a, b) in enumerate(zip(old, cells)):
-                    if a != b:
-                        self._update(key, i, b)
+                    if a != b and self._update(key, i, b):
+                        quiet.add((key, self._col_keys[i]))
                 self._cells[key] = list(cells)
+            if quiet:
+                self._drop_caches(quiet)
             return
         here = self.current_key()
         here_idx = self.cursor_row

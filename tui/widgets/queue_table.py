@@ -13,7 +13,7 @@ from ctxsim.tui.widgets.keyed_table import KeyedTable
 class QueueTable(KeyedTable):
     def __init__(self, **kw) -> None:
         super().__init__((("id", "ID"), ("name", "Name"), ("run", "Dataset/loss/res"), ("status", "Status"),
-                          ("priority", "Priority"), ("attempts", "Attempts"), ("worker", "Worker"),
+                          ("seed", "Seed"), ("priority", "Priority"), ("attempts", "Attempts"), ("worker", "Worker"),
                           ("gpus", "GPUs")), **kw)
 
     def show(self, jobs: list[dict[str, Any]]) -> None:
@@ -22,6 +22,7 @@ class QueueTable(KeyedTable):
             run = f"{j['dataset']}/{j['loss']}" + (f"/{j['resolution']}" if j.get("resolution") else "")
             rows.append((str(j["id"]), [str(j["id"]), j.get("name") or "", run,
                                         Text(j["status"], style=STATUS_STYLE.get(j["status"], "")),
+                                        "" if j.get("seed") is None else str(j["seed"]),
                                         str(j.get("priority") or 0),
                                         f"{j.get('attempts') or 0}/{j.get('max_attempts') or 0}",
                                         j.get("worker_id") or "", j.get("gpus") or ""]))

@@ -1,4 +1,5 @@
-"""Two lines on top of the run detail: what the run is and where it stands."""
+"""One line on top of the run detail: what the run is and where it stands (most important first,
+cut with an ellipsis on a narrow terminal, never wrapped)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from typing import Any, Optional
 from rich.text import Text
 from textual.widgets import Static
 
-from ctxsim.tui.format import STATUS_STYLE, elapsed_s, fmt_delta, fmt_duration, fmt_float, pct
+from ctxsim.tui.format import STATUS_STYLE, elapsed_s, eta_s, fmt_delta, fmt_duration, fmt_float, pct
 
 
 class RunHeader(Static):
     DEFAULT_CSS = """
-    RunHeader { height: auto; padding: 0 1; background: $boost; }
+    RunHeader { height: 1; padding: 0 1; background: $boost; }
     """
 
     def show(self, d: Optional[dict[str, Any]], paper: Optional[dict[str, Any]], now: datetime,
@@ -21,38 +22,41 @@ class RunHeader(Static):
         if d is None:
             self.update("this job no longer exists")
             return
-        t = Text()
+        t = Text(no_wrap=True, overflow="ellipsis")
+        sep = " · "
         t.append(f"#{d['id']} ", style="bold")
         if d.get("name"):
-            t.append(f"{d['name']}  ")
-        t.append(f"{d['dataset']} · {d['loss']}" + (f" · {d['resolution']}" if d.get("resolution") else ""))
-        t.append("  ")
+            t.append(f"{d['name']} ")
         status = "running?" if stale else d["status"]
-        t.append(status, style=STATUS_STYLE["stale" if stale else d["status"]])
+        t.append(status, style=STATUS_STYLE.get("stale" if stale else d["status"], ""))
         total = d.get("total_epochs")
-        t.append(f"  epoch {d.get('epoch') or 0}" + (f"/{total}" if total else ""))
-        el = elapsed_s(d, now)
-        if el is not None:
-            t.append(f"  {fmt_duration(el)}")
-        if d.get("gpus"):
-            t.append(f"  GPU {d['gpus']}")
-        if d.get("worker_id"):
-            t.append(f"  on {d['worker_id']}", style="dim")
-        t.append("\n")
+        t.append(f" {d.get('epoch') or 0}" + (f"/{total}" if total else ""))
+        eta = None if stale else eta_s(d, now)
+        if eta is not None:
+            t.append(f" ETA {fmt_duration(eta)}", style="bold")
+        if d.get("error") and d["status"] in ("failed", "cancelled"):
+            t.append(sep)
+            t.append(d["error"].splitlines()[0], style="red")
         summ = d.get("summaries") or {}
-        if "train/loss" in summ:
-            t.append(f"loss {fmt_float(summ['train/loss']['last'])} @step {summ['train/loss']['last_step']}  ")
         r1 = summ.get("R@1")
         if r1:
             best = pct(r1["best"])
-            t.append(f"best R@1 {best:.1f} @epoch {r1['best_step']}  last {pct(r1['last']):.1f}  ")
+            t.append(f"{sep}R@1 {best:.1f}")
             if paper:
-                t.append(f"paper {paper['value']:.1f} ({paper['kind']}) Δ ")
+                t.append(" Δ ")
                 t.append_text(fmt_delta(best - paper["value"]))
-                t.append("  ")
         if "MAP@R" in summ:
-            t.append(f"MAP@R {pct(summ['MAP@R']['last']):.1f}  ")
-        t.append(f"{points} points", style="dim")
-        if d.get("error"):
-            t.append("\n" + d["error"].splitlines()[0], style="red")
+            t.append(f"{sep}MAP@R {pct(summ['MAP@R']['last']):.1f}")
+        if "train/loss" in summ:
+            t.append(f"{sep}loss {fmt_float(summ['train/loss']['last'])}")
+        ips = summ.get("train/images_per_s")
+        if ips and d["status"] == "running" and ips.get("last") is not None:
+            t.append(f"{sep}{ips['last']:.0f} img/s")
+        el = elapsed_s(d, now)
+        if el is not None:
+            t.append(f"{sep}{fmt_duration(el)}")
+        t.append(f"{sep}{d['dataset']}/{d['loss']}" + (f"/{d['resolution']}" if d.get("resolution") else ""))
+        if d.get("gpus") or d.get("worker_id"):
+            t.append(f"{sep}{d.get('worker_id') or ''}" + (f" GPU {d['gpus']}" if d.get("gpus") else ""), style="dim")
+        t.append(f"{sep}{points} points", style="dim")
         self.update(t)

@@ -1,0 +1,125 @@
+"""One home for the names ctxsim accepts: datasets, architectures, losses, their aliases, and the
+style of each job status. Torch-free and cheap to import (the CLI's ``--help`` and the dashboard
+read it); every other module imports these tables instead of keeping its own copy.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ctxsim.errors import ConfigError
+
+# ---- datasets -------------------------------------------------------------------------------------
+PAPER_DATASETS = ("cub", "cars", "sop", "inat", "inshop")
+SMALL_DATASETS = ("fashion-mnist", "digits", "synthetic")
+DATASETS = PAPER_DATASETS + SMALL_DATASETS
+# which benchmarks each resolution family's recipes cover (docs/reference-implementation.md, recipes)
+PAPER_DATASETS_BY_RESOLUTION: dict[int, tuple[str, ...]] = {224: ("cub", "cars", "sop"), 256: PAPER_DATASETS}
+RESOLUTIONS = (224, 256)
+
+# ---- models ---------------------------------------------------------------------------------------
+ARCHS = ("resnet50", "tiny", "tiny_spatial")
+
+# ---- losses ---------------------------------------------------------------------------------------
+LOSSES = (
+    "hybrid", "contrastive", "triplet", "multisimilarity", "ms_miner", "proxy_anchor", "proxy_nca",
+    "roadmap", "smoothap", "fastap", "ntxent", "normsoftmax",
+)
+PROXY_LOSSES = ("proxy_anchor", "proxy_nca", "normsoftmax")
+
+
+def compact(name: str) -> str:
+    """A spelling reduced to its letters and digits, lower-case ("MS+miner" -> "msminer")."""
+    return re.sub(r"[\s_\-+.]", "", name.strip().lower())
+
+
+# The one alias table for losses: compact spelling -> canonical name. Canonical names match
+# through their compact form too, so "proxy-anchor", "ProxyAnchor" and "proxy_anchor" are one loss.
+LOSS_ALIASES: dict[str, str] = {
+    **{compact(loss): loss for loss in LOSSES},
+    "contextual": "hybrid", "contextualloss": "hybrid",
+    "ms": "multisimilarity", "multisim": "multisimilarity",
+    "msminer": "ms_miner", "multisimilarityminer": "ms_miner",
+    "normalizedsoftmax": "normsoftmax",
+    "supap": "roadmap",
+}
+
+# compact spelling -> canonical dataset name
+DATASET_ALIASES: dict[str, str] = {
+    **{compact(d): d for d in DATASETS},
+    "cub200": "cub", "cub2002011": "cub",
+    "cars196": "cars", "car196": "cars", "stanfordcars": "cars",
+    "stanfordonlineproducts": "sop", "onlineproducts": "sop",
+    "inaturalist": "inat", "inat2021": "inat", "inat2021mini": "inat",
+    "deepfashioninshop": "inshop",
+    "fmnist": "fashion-mnist",
+}
+
+
+def canonical_loss(name: str) -> str:
+    """ctxsim's name of a loss spelling ("MS+miner" -> "ms_miner"), or ConfigError listing the choices."""
+    key = LOSS_ALIASES.get(compact(name)) if isinstance(name, str) else None
+    if key is None:
+        raise ConfigError(f"unknown loss {name!r}; choose from: {', '.join(LOSSES)}")
+    return key
+
+
+def canonical_dataset(name: str) -> str:
+    """ctxsim's name of a dataset spelling ("Cars196" -> "cars"), or ConfigError listing the choices."""
+    key = DATASET_ALIASES.get(compact(name)) if isinstance(name, str) else None
+    if key is None:
+        raise ConfigError(f"unknown dataset {name!r}; choose from: {', '.join(DATASETS)}")
+    return key
+
+
+# ---- job statuses ---------------------------------------------------------------------------------
+# rich style of each job status, shared by `ctxsim ls` and the dashboard ("stale": a running job
+# whose heartbeat has expired)
+JOB_STATUS_STYLE: dict[str, str] = {
+    "queued": "cyan",
+    "running": "bold green",
+    "done": "blue",
+    "failed": "bold red",
+    "cancelled": "dim",
+    "stale": "bold yellow",
+}
+
+
+# ---- metric direction -----------------------------------------------------------------------------
+# Whether a larger or a smaller value of a metric key is better: declared here once, read by the
+# metric sink (each key's stored "best"), `ctxsim show` and the dashboard. Keys not listed follow
+# metric_direction()'s rule. None: neither (a schedule such as the learning rate; "best" is meaningless).
+METRIC_DIRECTION: dict[str, str | None] = {
+    "train/loss": "lower",
+    "epoch/loss": "lower",
+    "train/lr": None,
+    "train/images_per_s": "higher",
+    "MAP@R": "higher",
+    "RP": "higher",
+    "mAP": "higher",
+}
+
+
+def metric_direction(key: str) -> str | None:
+    """"higher" or "lower" (which value of ``key`` is better) or None for a key with no direction.
+
+    METRIC_DIRECTION first; else the rule: rates, recall and precision (R@K, MAP@R, *per_s, *rate)
+    are higher-is-better; losses and times (*loss*, *time*, *_s) lower; other ``train/`` and
+    ``epoch/`` keys are terms of the loss (lower); anything else is taken as a score (higher)."""
+    if key in METRIC_DIRECTION:
+        return METRIC_DIRECTION[key]
+    k = key.lower()
+    if any(w in k for w in ("per_s", "rate", "recall", "precision", "acc", "throughput")):
+        return "higher"
+    if re.match(r"^(train_)?(r@\d+|map@r|rp|map)(@epoch\d+)?$", k):
+        return "higher"
+    if any(w in k for w in ("loss", "time", "seconds", "latency", "error")) or k.endswith("_s"):
+        return "lower"
+    if k.startswith(("train/", "epoch/")):
+        return "lower"
+    return "higher"
+
+
+def lower_is_better(key: str) -> bool:
+    """True when the smallest value of ``key`` is its best (metric_direction(key) == "lower")."""
+    return metric_direction(key) == "lower"

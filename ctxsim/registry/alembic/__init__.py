@@ -1,0 +1,1 @@
+"""The registry's Alembic environment (``env.py``, ``versions/``), driven by ctxsim.registry.migrations."""

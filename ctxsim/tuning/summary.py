@@ -1,0 +1,70 @@
+"""A study in words and numbers: its trials with their jobs, the best value and parameters, and
+parameter importances (optuna.importance, fANOVA by default)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from ctxsim.errors import one_line
+from ctxsim.registry import jobs
+from ctxsim.registry.db import Registry
+from ctxsim.tuning.study import load_existing, storage
+
+
+def _num(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def study_summary(reg: Registry, name: str) -> dict[str, Any]:
+    """{study, direction, settings, trials: [...], best: {...} | None, importances: {...}, note}."""
+    study = load_existing(reg, name)
+    trials = study.get_trials(deepcopy=False)
+    job_ids = [int(t.user_attrs["job_id"]) for t in trials if "job_id" in t.user_attrs]
+    states = jobs.job_states(reg, job_ids)
+    rows = []
+    for t in trials:
+        jid = t.user_attrs.get("job_id")
+        st = states.get(int(jid)) if jid is not None else None
+        last_step = max(t.intermediate_values) if t.intermediate_values else None
+        rows.append({
+            "number": t.number, "state": t.state.name.lower(), "value": _num(t.value), "params": dict(t.params),
+            "job_id": jid, "job_status": st[0] if st else None,
+            "last_report": [last_step, _num(t.intermediate_values[last_step])] if last_step is not None else None,
+            "seconds": t.duration.total_seconds() if t.duration is not None else None,
+        })
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = None
+    if complete:
+        b = study.best_trial
+        best = {"number": b.number, "value": b.value, "params": dict(b.params), "job_id": b.user_attrs.get("job_id")}
+    importances: dict[str, float] = {}
+    note = None
+    if len(complete) >= 2:
+        try:
+            importances = {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+        except (RuntimeError, ValueError) as e:  # e.g. every trial sampled the same value
+            note = f"importances unavailable: {one_line(e)}"
+    else:
+        note = "importances need at least 2 complete trials"
+    attrs = study.user_attrs
+    return {
+        "study": study.study_name, "direction": study.direction.name.lower(),
+        "settings": {k: attrs.get(k) for k in ("dataset", "loss", "objective", "space")},
+        "counts": {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail", "running")},
+        "trials": rows, "best": best, "importances": importances, "note": note,
+    }
+
+
+def list_studies(reg: Registry) -> list[dict[str, Any]]:
+    """Every study in the registry database with its trial count and best value so far."""
+    out = []
+    for s in optuna.get_all_study_summaries(storage(reg), include_best_trial=True):
+        bt = s.best_trial
+        out.append({"study": s.study_name, "trials": s.n_trials, "best_value": bt.value if bt else None,
+                    "best_params": dict(bt.params) if bt else {}, "objective": s.user_attrs.get("objective"),
+                    "dataset": s.user_attrs.get("dataset"), "loss": s.user_attrs.get("loss")})
+    return sorted(out, key=lambda d: d["study"])

@@ -1,0 +1,154 @@
+"""The registry lock speaks: a write waiting for another process's SQLite lock says so on stderr
+after a second and gives up after --lock-timeout with exit 3; read commands (ls, show, compare, tui)
+never wait for the write lock, never create a registry, and read a file without write permission.
+
+Real processes: one holds the lock (sqlite3, as a user's shell or another tool would), the command
+under test runs as `python -m ctxsim.cli.main`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from ctxsim.errors import NoRegistryError
+from ctxsim.registry import jobs
+from ctxsim.registry.db import open_registry
+from ctxsim.runner.probe import probe_config
+
+HOLDER = r"""
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute(sys.argv[2])
+print("held", flush=True)
+sys.stdin.read()  # until the test closes our stdin
+c.execute("ROLLBACK")
+"""
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "experiments.db"
+    reg = open_registry(path)
+    jobs.enqueue(reg, probe_config(label="lock"))
+    reg.dispose()
+    return path
+
+
+class Holder:
+    """Another process holding the SQLite lock of ``path`` (``BEGIN EXCLUSIVE`` or ``BEGIN IMMEDIATE``)."""
+
+    def __init__(self, path, begin: str = "BEGIN EXCLUSIVE") -> None:
+        self.p = subprocess.Popen([sys.executable, "-c", HOLDER, str(path), begin], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        assert self.p.stdout.readline().strip() == "held"
+
+    def __enter__(self) -> "Holder":
+        return self
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        self.p.stdin.close()
+        self.p.wait(timeout=30)
+
+
+def _env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("CTXSIM_DB", "CTXSIM_LOCK_TIMEOUT")}
+    env.update(extra)
+    return env
+
+
+def ctxsim(*args: str, cwd=None, env=None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ctxsim.cli.main", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env or _env(), timeout=timeout)
+
+
+def test_a_waiting_write_says_so_and_gives_up_after_the_lock_timeout(db):
+    with Holder(db):
+        p = subprocess.Popen([sys.executable, "-m", "ctxsim.cli.main", "--lock-timeout", "6", "priority", "1", "5",
+                              "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+        lines: list[tuple[float, str]] = []
+
+        def read() -> None:
+            for line in p.stderr:
+                lines.append((time.monotonic(), line.strip()))
+
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        rc = p.wait(timeout=60)
+        ended = time.monotonic()
+        t.join(timeout=10)
+    assert rc == 3, lines
+    waiting = [(at, ln) for at, ln in lines if ln.startswith("waiting:")]
+    assert len(waiting) == 1, lines
+    at, msg = waiting[0]
+    assert "is locked by another process" in msg and str(db) in msg and "up to 6 s" in msg
+    # said within the first 3 s of a 6 s wait (so at least 3 s before giving up), not at the end
+    assert ended - at >= 3.0, (ended - at, lines)
+    errors = [ln for _, ln in lines if ln.startswith("error:")]
+    assert len(errors) == 1 and "locked by another process after 6 s" in errors[0] and "--lock-timeout" in errors[0]
+    assert len(lines) == 2, lines  # the waiting line and the error line, no traceback
+
+
+def test_the_lock_timeout_comes_from_the_environment_too(db):
+    with Holder(db):
+        r = ctxsim("cancel", "1", "--db", str(db), env=_env(CTXSIM_LOCK_TIMEOUT="1.5"))
+    assert r.returncode == 3 and "after 1.5 s" in r.stderr, r.stderr
+    r = ctxsim("ls", "--db", str(db), env=_env(CTXSIM_LOCK_TIMEOUT="soon"))
+    assert r.returncode == 2 and "--lock-timeout" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("begin", ["BEGIN IMMEDIATE", "BEGIN EXCLUSIVE"])
+def test_read_commands_answer_while_a_writer_holds_the_lock(db, begin):
+    with Holder(db, begin):
+        for args in (["ls", "--format", "tsv"], ["show", "1"], ["compare", "--status", "queued"], ["logs", "1"]):
+            r = ctxsim("--lock-timeout", "20", *args, "--db", str(db))
+            assert "waiting:" not in r.stderr and "locked" not in r.stderr, (args, r.stderr)
+            assert r.returncode in (0, 4), (args, r.stderr)  # logs: 4, the queued job has no log yet
+        r = ctxsim("--lock-timeout", "20", "ls", "--format", "tsv", "--db", str(db))
+        assert r.returncode == 0 and r.stdout.splitlines()[1].split("\t")[:2] == ["1", "queued"]
+
+
+def test_read_commands_never_create_a_registry(tmp_path):
+    for args in (["ls"], ["show", "1"], ["compare"], ["tui"], ["logs", "1"]):
+        r = ctxsim(*args, cwd=tmp_path)
+        assert r.returncode == 3, (args, r.stderr)
+        assert r.stderr.strip().splitlines() == [
+            "error: no registry at ./experiments.db: start one with `ctxsim run ...` or `ctxsim sweep ...`, "
+            "or pass --db (or set CTXSIM_DB)"], (args, r.stderr)
+        assert list(tmp_path.iterdir()) == [], args
+    with pytest.raises(NoRegistryError, match="no registry at"):
+        open_registry(tmp_path / "sub" / "none.db", readonly=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_commands_work_on_a_read_only_file(db):
+    os.chmod(db, 0o444)
+    try:
+        r = ctxsim("ls", "--format", "tsv", "--db", str(db))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[1].split("\t")[:2] == ["1", "queued"]
+        assert ctxsim("show", "1", "--db", str(db)).returncode == 0
+        r = ctxsim("cancel", "1", "--db", str(db))  # a write is still refused in one line
+        assert r.returncode == 3 and "read-only" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    finally:
+        os.chmod(db, 0o644)
+
+
+def test_a_read_only_handle_cannot_write(db):
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    reg = open_registry(db, readonly=True)
+    try:
+        with pytest.raises(OperationalError, match="readonly|read-only|read only"):
+            with reg.begin() as s:
+                s.execute(text("UPDATE jobs SET priority = 9"))
+        with reg.begin() as s:
+            assert s.execute(text("SELECT count(*) FROM jobs")).scalar() == 1
+    finally:
+        reg.dispose()
