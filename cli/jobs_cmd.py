@@ -514,6 +514,7 @@ def rm(
     job_id: Annotated[int, typer.Argument(help="Job id.")],
     force: Annotated[bool, typer.Option("--force", help="Also remove a running job (its worker stops it).")] = False,
     purge: Annotated[bool, typer.Option("--purge", help="Also delete its run directory.")] = False,
+    wait: Annotated[float, typer.Option("--wait", min=0, help="With --force: seconds to wait for a running job to stop cleanly (cancel, checkpoint) before removing it.")] = 60.0,
     json_: JsonOpt = False,
     db: Optional[str] = DbOption,
 ) -> None:
@@ -522,7 +523,7 @@ def rm(
     from ctxsim.registry import jobs
 
     with _errors(reg):
-        run_dir = jobs.rm(reg, job_id, force=force, purge=purge)
+        run_dir = jobs.rm(reg, job_id, force=force, purge=purge, stop_timeout_s=wait)
     if json_:
         print_json({"id": job_id, "removed": True, "run_dir": run_dir, "purged": bool(purge)})
     else:

@@ -109,6 +109,21 @@ def _ctrl_c_stops() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, old)
 
 
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Iterator[threading.Event]:
+    """Ctrl-C during a registry write (one transaction, perhaps waiting for the lock) is remembered
+    and acted on once the write is over, so the caller can undo it instead of leaving it half-done."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    old = signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def metrics_table(metrics: dict[str, float], title: Optional[str] = "metrics"):
     """A rich table of retrieval metrics (values in percent)."""
     from rich.table import Table
@@ -180,12 +195,22 @@ def run(
         candidate = run_folder(jobs.default_runs_root(reg), jobs.config_fields(cfg))
         if not _finished(candidate):
             rd = candidate  # new, or an unfinished run of this config: resume it
+    created = resumed = False
     try:
-        # after Ctrl-C the same command continues the same job (its id, history and curves)
-        jid = jobs.resume_stopped(reg, cfg, rd) if rd is not None and not detach else None
-        if jid is None:
-            jid = jobs.enqueue(reg, cfg, name=name, tags=list(tag or []), n_gpus=len(gpu_ids),
-                               executor="local" if detach else "foreground", run_dir=rd)
+        with _ctrl_c_deferred() as interrupted:
+            # after Ctrl-C the same command continues the same job (its id, history and curves)
+            jid = jobs.resume_stopped(reg, cfg, rd) if rd is not None and not detach else None
+            resumed = jid is not None
+            if jid is None:
+                [(jid, created)] = jobs.enqueue_many(reg, [cfg], name=name, tags=list(tag or []), n_gpus=len(gpu_ids),
+                                                     executor="local" if detach else "foreground",
+                                                     run_dirs=[rd] if rd is not None else None)
+        if interrupted.is_set():  # Ctrl-C while the write waited (e.g. for the lock): undo it, never half-done
+            if created:
+                jobs.rm(reg, jid)
+            elif resumed:
+                jobs.cancel(reg, jid)
+            fail("interrupted: nothing was queued", EXIT_INTERRUPTED)
     except CtxsimError as e:
         fail_on(e)
     if detach:

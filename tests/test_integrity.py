@@ -101,6 +101,43 @@ def test_rm_force_stops_a_running_foreground_job_cleanly(tmp_path):
     reg.dispose()
 
 
+def test_a_foreground_job_removed_without_waiting_ends_in_one_line(tmp_path):
+    from ctxsim.runner.job import run_job_foreground
+
+    reg = open_registry(tmp_path / "reg.db")
+    jid = jobs.enqueue(reg, probe_config(epochs=1, steps_per_epoch=100000, sleep_s=0.01), executor="foreground")
+    outcome: dict = {}
+    stepped = threading.Event()
+
+    class Steps:
+        def emit(self, event):
+            if event.kind == "step":
+                stepped.set()
+
+        def close(self):
+            pass
+
+    def work():
+        try:
+            outcome["result"] = run_job_foreground(reg, jid, extra_sink=Steps(), heartbeat_s=0.05)
+        except BaseException as e:  # noqa: BLE001
+            outcome["error"] = e
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    assert stepped.wait(60)
+    jobs.rm(reg, jid, force=True, stop_timeout_s=0)  # no wait: its process finds the job gone
+    t.join(60)
+    assert not t.is_alive()
+    err = outcome.get("error")
+    if err is None:  # it noticed at a heartbeat, before any write failed
+        assert outcome["result"]["stopped"] is True
+    else:
+        assert isinstance(err, jobs.JobNotFoundError), repr(err)
+        assert one_line(err) == f"job {jid} was removed while it ran (ctxsim rm): stopped"
+    reg.dispose()
+
+
 # ---- Ctrl-C and resume: one job, one history ------------------------------------------------------
 def test_ctrl_c_then_the_same_command_resumes_the_same_job(tmp_path):
     db = str(tmp_path / "reg.db")
@@ -218,7 +255,53 @@ def test_skipped_images_are_counted_in_the_result_and_the_done_event(tmp_path):
         jid = jobs.enqueue(reg, cfg, executor="foreground", run_dir=tmp_path / "run")
         result = run_job_foreground(reg, jid, device="cpu")
         assert result.skipped_images >= 1
-        (done,) = job_event_payloads(reg, [jid], EventKind.DONE)[jid]
+        (done,) = [p for p in job_event_payloads(reg, [jid], EventKind.DONE)[jid] if p and "metrics" in p]
         assert done["skipped_images"] == result.skipped_images
+    finally:
+        reg.dispose()
+
+
+# ---- Ctrl-C while a write waits for the lock --------------------------------------------------------
+HOLDER = r"""
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN EXCLUSIVE")
+print("held", flush=True)
+sys.stdin.read()  # until the test closes our stdin
+c.execute("ROLLBACK")
+"""
+
+
+def test_ctrl_c_while_waiting_for_the_lock_queues_nothing(tmp_path):
+    db = tmp_path / "reg.db"
+    reg = open_registry(db)
+    jobs.enqueue(reg, probe_config(label="before"))
+    reg.dispose()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        env = {k: v for k, v in ENV.items() if k not in ("CTXSIM_DB", "CTXSIM_LOCK_TIMEOUT")}
+        p = subprocess.Popen([sys.executable, "-m", "ctxsim.cli.main", "run", "-d", "synthetic", "-l", "hybrid",
+                              "--detach", "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env)
+        seen = []
+        for line in p.stderr:  # wait for the command to say that it waits for the lock
+            seen.append(line)
+            if line.startswith("waiting:"):
+                break
+        assert seen and seen[-1].startswith("waiting:"), seen
+        p.send_signal(signal.SIGINT)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    rest = p.stderr.read()
+    p.wait(timeout=60)
+    assert p.returncode == 130, seen + [rest]
+    assert "Traceback" not in rest and "nothing was queued" in rest
+    assert p.stdout.read().strip() == ""  # no job id printed
+    reg = open_registry(db)
+    try:
+        assert _count(reg, Job) == 1
     finally:
         reg.dispose()

@@ -94,7 +94,7 @@ def test_ls_show_cancel_retry_rm_and_exit_codes(db):
     r = cli("retry", str(b), "--json", db=db)
     assert r.exit_code == 0 and json.loads(r.stdout)["state"] == "queued"
     assert cli("cancel", "999", db=db).exit_code == 4
-    r = cli("rm", str(a), "--force", "--json", db=db)
+    r = cli("rm", str(a), "--force", "--wait", "0", "--json", db=db)  # no process owns it: no wait
     assert r.exit_code == 0 and json.loads(r.stdout)["removed"] is True
     assert [row["id"] for row in json.loads(cli("ls", "--json", db=db).stdout)] == [b]
 

@@ -152,3 +152,26 @@ def test_a_read_only_handle_cannot_write(db):
             assert s.execute(text("SELECT count(*) FROM jobs")).scalar() == 1
     finally:
         reg.dispose()
+
+
+@pytest.mark.postgres
+def test_read_only_open_on_postgresql_creates_nothing():
+    from registry_helpers import pg_schema_url
+
+    pg = os.environ.get("CTXSIM_TEST_PG_URL")
+    if not pg:
+        pytest.skip("CTXSIM_TEST_PG_URL is not set (run: eval \"$(bash .ci/start-postgres.sh)\")")
+    from sqlalchemy import create_engine, inspect
+
+    with pg_schema_url(pg) as url:
+        with pytest.raises(NoRegistryError, match="no registry at postgresql"):
+            open_registry(url, readonly=True)
+        eng = create_engine(url)
+        try:
+            assert inspect(eng).get_table_names() == []  # nothing created by the attempt
+        finally:
+            eng.dispose()
+        open_registry(url).dispose()
+        reg = open_registry(url, readonly=True)
+        assert reg.readonly
+        reg.dispose()

@@ -65,7 +65,8 @@ def test_serve_on_a_busy_port_is_one_line_and_exit_2(db):
         port = busy.getsockname()[1]
         r = _ctxsim("tui", "--serve", "--port", str(port), "--db", str(db))
     assert r.returncode == 2, r.stderr
-    assert r.stderr.strip().splitlines() == [f"error: port {port} on 127.0.0.1 is already in use; pick another with --port"]
+    assert r.stderr.strip().splitlines() == [
+        f"error: port {port} on 127.0.0.1 is already in use; pick another with --port"]
     assert "serving" not in r.stdout + r.stderr
 
 

@@ -104,6 +104,8 @@ def test_cli_toy_writes_png_separates_circles_and_records(tmp_path):
     assert ctx["final"]["R@1"] >= R1_THRESHOLD, ctx["final"]
     assert ctx["final"]["R@1"] >= ctx["initial"]["R@1"] + MIN_GAIN
     assert runs["contrastive"]["final"]["R@1"] > res["chance_R@1"]
+    # the default is a quick look, and the output says which setting reproduces the notebook's finding
+    assert "does not reproduce" in res["verdict"] and "--steps 20000" in res["verdict"]
     # recorded like any run
     reg = open_registry(db)
     try:
@@ -135,3 +137,19 @@ def test_toy_job_kind_runs_through_the_runner_entry(tmp_path):
     assert sink.of("eval") and "R@1" in sink.of("eval")[-1].data["metrics"]
     assert (tmp_path / "run" / "embeddings.png").stat().st_size > 0
     assert (tmp_path / "run" / "events.jsonl").exists()
+
+
+def test_toy_verdict_names_the_setting_that_reproduces_the_notebook():
+    """Below the notebook's 20,000 steps the verdict says so and names --steps 20000; at 20,000 it
+    says whether the contextual loss came out ahead (the notebook's finding) or not."""
+    from ctxsim.reference.toy import NOTEBOOK_STEPS, ToyRun, toy_config, toy_verdict
+
+    def runs(steps, r1_con, r1_ctx):
+        return [ToyRun(toy_config("contrastive", steps=steps), final={"R@1": r1_con}),
+                ToyRun(toy_config("contextual", steps=steps), final={"R@1": r1_ctx})]
+
+    short = toy_verdict(runs(2000, 0.918, 0.848))
+    assert "contrastive ahead" in short and "does not reproduce" in short and "--steps 20000" in short
+    assert "does not reproduce" in toy_verdict(runs(2000, 0.8, 0.9))  # even when ahead: not the setting
+    assert "is reproduced" in toy_verdict(runs(NOTEBOOK_STEPS, 0.956, 0.972))
+    assert "NOT reproduced" in toy_verdict(runs(NOTEBOOK_STEPS, 0.97, 0.95))

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import optuna
@@ -25,6 +24,7 @@ from ctxsim.cli.main import app
 from ctxsim.errors import ConfigError
 from ctxsim.registry.db import open_registry
 from ctxsim.registry.models import Job, JobEvent, Tag
+from ctxsim.registry.queries import metric_series
 from ctxsim.train.config import RunConfig
 from ctxsim.train.configure import configure
 from ctxsim.tuning import Tuner, build_spec, parse_param, parse_space, study_summary
@@ -33,9 +33,7 @@ from registry_helpers import pg_schema_url
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-HAS_VAL = "val_classes" in {f.name for f in fields(RunConfig)}
-NO_VAL = "config key val_classes missing (the validation split of issue 16 has not landed): trials select on it only"
-VAL_SETS = ["val_classes=2"]
+VAL_SETS = ["val_classes=2"]  # trials select on validation classes only
 # synthetic: 8 training classes (2 of them validation) x 8 images; 30 short epochs, each evaluated
 SYNTH = ["data.num_classes=8", "data.images_per_class=8", "data.test_classes=4", "data.image_size=16",
          "batch_size=16", "samples_per_class=4", "sampler.num_batches=2", "eval_every=1", "device=cpu"]
@@ -43,8 +41,6 @@ SPACE = ["lr=loguniform(1e-4,1e-2)"]
 
 
 def tuning_base(epochs: int = 30) -> RunConfig:
-    if not HAS_VAL:
-        pytest.skip(NO_VAL)
     return configure("synthetic", "contrastive", 256, sets=SYNTH + VAL_SETS, epochs=epochs, seed=0)
 
 
@@ -178,7 +174,6 @@ def check_study(url: str, n: int) -> dict[int, Job]:
 
 
 def _six_trials_two_workers_then_continue(url: str, tmp_path: Path) -> None:
-    tuning_base()
     procs = [start_worker(url, tmp_path / f"worker{i}.log") for i in range(2)]
     try:
         run_study(url, 6)
@@ -222,8 +217,15 @@ def test_local_trials_prune_and_show(tmp_path):
     with reg.Session() as s:
         status = {t.number: s.get(Job, t.user_attrs["job_id"]).status for t in study.get_trials()}
     assert status == {0: "done", 1: "cancelled", 2: "done"}
+    for t in study.get_trials():  # a trial's value is its job's last validation MAP@R (select=last)
+        pts = metric_series(reg, t.user_attrs["job_id"], ["val/MAP@R"])["val/MAP@R"]
+        assert t.intermediate_values == dict(pts)
+        if t.state == TrialState.COMPLETE:
+            assert t.value == pts[-1][1] and len(pts) == 4
+        else:
+            assert len(pts) < 4  # stopped after its first evaluation
     d = study_summary(reg, "loc")
-    assert d["best"]["value"] == max(t.value for t in study.get_trials() if t.value is not None)
+    assert d["best"]["value"] == max(t.value for t in study.get_trials() if t.state == TrialState.COMPLETE)
     assert [r["state"] for r in d["trials"]] == ["complete", "pruned", "complete"]
     res = CliRunner().invoke(app, ["tune", "show", "loc", "--json", "--db", url])
     assert res.exit_code == 0, res.output

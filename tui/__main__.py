@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -11,9 +12,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--poll", type=float, default=2.0, help="seconds between refreshes")
     p.add_argument("--stale-after", type=float, default=60.0, help="heartbeat age (s) shown as lost")
     a = p.parse_args(argv)
+    from ctxsim.errors import CtxsimError, one_line
     from ctxsim.tui.app import CtxsimApp
 
-    CtxsimApp(db=a.db, poll_interval=a.poll, stale_after_s=a.stale_after).run()
+    try:
+        app = CtxsimApp(db=a.db, poll_interval=a.poll, stale_after_s=a.stale_after)
+    except CtxsimError as e:  # a missing or unusable registry: one line, not a traceback
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
+    app.run()
 
 
 if __name__ == "__main__":

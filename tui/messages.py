@@ -23,9 +23,11 @@ class RunsLoaded(Message):
     row was re-formatted (None: all of them)."""
 
     def __init__(self, rows: list[RunRow], elapsed_ms: float, notes: list[str],
-                 changed: Optional[set[int]] = None) -> None:
+                 changed: Optional[set[int]] = None,
+                 drops: Optional[dict[int, tuple[float, float]]] = None) -> None:
         super().__init__()
         self.rows = rows
+        self.drops = drops or {}  # running job id -> (best, last) R@1 % after a sharp fall
         self.changed = changed
         self.elapsed_ms = elapsed_ms
         self.notes = notes

@@ -36,6 +36,7 @@ class DataBundle:
     in_channels: int
     root: Optional[str] = None
     info: dict = field(default_factory=dict)
+    val: Optional["DataBundle"] = None  # class-disjoint validation split (ctxsim.data.val_split), if any
 
 
 def shipped_split(filename: str) -> Path:
@@ -206,6 +207,21 @@ class ImageListDataset(Dataset):
                 self._bad.add(1)
                 log.warning("skipping unreadable image %s: %s", self.path(i), _reason(e))
         raise DataError(f"no readable image in {self.base}")
+
+
+def check_image(path: str) -> Optional[str]:
+    """None if the image at ``path`` decodes, else "missing" or the decoder's one-line complaint
+    (``ctxsim data verify`` and the preflight's sample of images)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+        return None
+    except FileNotFoundError:
+        return "missing"
+    except Exception as e:
+        return one_line(e)
 
 
 def _reason(e: BaseException) -> str:

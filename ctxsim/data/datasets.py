@@ -21,6 +21,7 @@ import numpy as np
 from ctxsim.data.common import (
     DataBundle,
     ImageListDataset,
+    check_image,
     contiguous,
     read_comma_split,
     read_space_split,
@@ -127,8 +128,6 @@ def quick_check(name: str, root=None, sample: int = 16, decode: bool = True):
     ``sample`` images per split spread over the list (present, and decoded when ``decode``; the full
     check is ``ctxsim data verify``). Returns the train split's (labels, super-labels) as
     ``build_benchmark`` makes them; DataError (one line) on the first problem."""
-    from ctxsim.data.prepare import _check_image  # the verify code's own decode check
-
     lay = LAYOUTS[name]
     ddir = dataset_dir(name, root)
     train = None
@@ -139,7 +138,7 @@ def quick_check(name: str, root=None, sample: int = 16, decode: bool = True):
         step = max(1, len(paths) // max(1, sample))
         for rel in paths[::step][:sample]:
             f = ddir / rel
-            problem = "missing" if not f.is_file() else (_check_image(str(f)) if decode else None)
+            problem = "missing" if not f.is_file() else (check_image(str(f)) if decode else None)
             if problem:
                 raise DataError(f"{name}: image {f} of the {split} split is {problem if problem == 'missing' else 'unreadable: ' + problem}"
                                 f" (check the data with: ctxsim data verify {name} --root {root or default_root()})")

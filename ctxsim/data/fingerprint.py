@@ -74,6 +74,10 @@ def data_fingerprint(data, dataset: str, val_classes: Any = None) -> dict[str, A
                 continue
             entry["file"] = path.name
             entry["sha256"] = sha256_file(path)
+    if getattr(data, "val", None) is not None:  # the held-out training classes (ctxsim.data.val_split)
+        from ctxsim.data.val_split import describe_split
+
+        splits["val"] = {**_split(data.val.query), **(describe_split(data) or {})}
     return {"version": FINGERPRINT_VERSION, "dataset": dataset, "splits": splits, "val_classes": val_classes}
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from ctxsim.data.common import sha256_file, shipped_split
+from ctxsim.data.common import check_image, sha256_file, shipped_split
 from ctxsim.data.datasets import LAYOUTS, read_split
 from ctxsim.errors import DataError, one_line
 
@@ -400,17 +400,7 @@ class VerifyReport:
                 "checked_images": self.checked_images, "problems": self.problems}
 
 
-def _check_image(path: str) -> Optional[str]:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-        return None
-    except FileNotFoundError:
-        return "missing"
-    except Exception as e:
-        return one_line(e)
+_check_image = check_image  # the decode check verify maps over the images (also used by the preflight)
 
 
 def verify(name: str, root: os.PathLike, reference: bool = True, decode: bool = True, workers: int = 0,

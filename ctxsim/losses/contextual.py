@@ -214,6 +214,33 @@ def _contextual_autograd(S: torch.Tensor, k: int, eps: float, ab: int, slope: fl
     return 0.5 * (J_raw + J_raw.T)  # §1.2 step 10
 
 
+class _CenterGrad(torch.autograd.Function):
+    """Identity on a (B, B) similarity matrix whose backward subtracts the mean of the incoming
+    gradient over the off-diagonal entries (the diagonal, 1 by construction, is left as it is).
+
+    The contextual similarity depends only on ranks, so its value is unchanged when every similarity
+    shifts together; its straight-through gradient is not, and has a net upward component that raises
+    all similarities at once (the embedding collapse measured on fashion-mnist). Centring removes that
+    component, making the gradient shift-invariant like the value (``ctx_center_grad``; not in the
+    reference code)."""
+
+    @staticmethod
+    def forward(ctx, S: torch.Tensor) -> torch.Tensor:
+        return S.clone()
+
+    @staticmethod
+    def backward(ctx, G: torch.Tensor):
+        B = G.shape[0]
+        off = ~torch.eye(B, dtype=torch.bool, device=G.device)
+        mean = G[off].mean() if B > 1 else G.new_zeros(())
+        return torch.where(off, G - mean, G)
+
+
+def center_grad(S: torch.Tensor) -> torch.Tensor:
+    """``S`` unchanged, with the mean of its gradient over off-diagonal entries removed in backward."""
+    return _CenterGrad.apply(S)
+
+
 def contextual_term(J: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     """L_ctx = [sum_{i!=j} W (1-J)^2 + (1-W) J^2] / B^2 (reference-implementation §1.3, divided by B^2)."""
     B = J.shape[0]
@@ -260,8 +287,11 @@ class ContextualLoss(MetricLoss):
     def __init__(self, convention: str = "256", lam: float | None = None, gamma: float | None = None,
                  eps: float | None = None, k: int | None = None, pos_margin: float | None = None,
                  neg_margin: float | None = None, reg_sim: float | None = None, ablation: int | str = 0,
-                 slope: float = 10.0, temperature: float = 0.01, gather: bool = False) -> None:
+                 slope: float = 10.0, temperature: float = 0.01, gather: bool = False,
+                 ctx_center_grad: bool = False) -> None:
         super().__init__()
+        # off (the reference's loss): True centres the contextual term's gradient on S (_CenterGrad)
+        self.ctx_center_grad = bool(ctx_center_grad)
         self.gather = bool(gather)
         self.convention = resolve_convention(convention)
         d = CONVENTION_DEFAULTS[self.convention]
@@ -293,7 +323,8 @@ class ContextualLoss(MetricLoss):
         with fp32(embeddings.device):
             S = similarity(normalize(embeddings))
             W = label_matrix(labels)
-            J = contextual_similarity(S, self.k, self.eps, ablation=self.ablation, slope=self.slope,
+            S_ctx = center_grad(S) if self.ctx_center_grad else S
+            J = contextual_similarity(S_ctx, self.k, self.eps, ablation=self.ablation, slope=self.slope,
                                       temperature=self.temperature)
             ctx = contextual_term(J, W)
             con = margin_contrastive(S, W, self.pos_margin, self.neg_margin)
@@ -315,7 +346,7 @@ class ContextualLoss(MetricLoss):
         return {"convention": self.convention, "lam": self.lam, "gamma": self.gamma, "eps": self.eps,
                 "k": self.k, "pos_margin": self.pos_margin, "neg_margin": self.neg_margin,
                 "reg_sim": self.reg_sim, "ablation": self.ablation, "ablation_name": ABLATIONS[self.ablation],
-                "gather": self.gather}
+                "gather": self.gather, **({"ctx_center_grad": True} if self.ctx_center_grad else {})}
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.hparams().items())

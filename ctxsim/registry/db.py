@@ -1,8 +1,12 @@
 """Engine setup for the registry: SQLite (WAL, busy timeout, BEGIN IMMEDIATE) or any SQLAlchemy URL.
 
 ``open_registry()`` is the one entry point; it resolves ``--db``/``CTXSIM_DB``/``experiments.db``
-and creates or upgrades the schema (``ctxsim.registry.migrations``, Alembic). ``read_registry()``
-gives readers a handle that cannot write or take the write lock.
+and creates or upgrades the schema (``ctxsim.registry.migrations``, Alembic); with ``readonly`` it
+opens an existing SQLite file ``mode=ro`` (no write lock, no file created, a read-only file works).
+Every wait for another process's lock is bounded by the lock timeout (``--lock-timeout``,
+``CTXSIM_LOCK_TIMEOUT``, 30 s) and reported through ``lock_wait_notifier`` after a second.
+``read_registry()`` gives readers of a writable registry a handle that cannot write or take the
+write lock.
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ def lock_timeout_s(value: float | str | None = None) -> float:
     except (TypeError, ValueError):
         t = float("nan")
     if not (t >= 0 and t < 1e6):
-        raise ConfigError(f"lock timeout must be a number of seconds >= 0 (--lock-timeout, CTXSIM_LOCK_TIMEOUT), got {raw!r}")
+        raise ConfigError("lock timeout must be a number of seconds >= 0 "
+                          f"(--lock-timeout, CTXSIM_LOCK_TIMEOUT), got {raw!r}")
     return t
 
 
@@ -271,10 +276,13 @@ def _sqlite_file(u) -> Optional[Path]:  # noqa: ANN001
     return Path(u.database)
 
 
-def _no_registry(path: Path) -> NoRegistryError:
-    shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
-    if not shown.startswith(("/", ".")):
-        shown = "./" + shown
+def _no_registry(path: Path | str) -> NoRegistryError:
+    if isinstance(path, Path):
+        shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
+        if not shown.startswith(("/", ".")):
+            shown = "./" + shown
+    else:
+        shown = path
     return NoRegistryError(f"no registry at {shown}: start one with `ctxsim run ...` or `ctxsim sweep ...`, "
                            "or pass --db (or set CTXSIM_DB)")
 
@@ -287,8 +295,8 @@ def _schema_current(reg: Registry) -> bool:
     with reg.engine.connect() as conn:
         tables, version, rev = migrations._state(conn)
     migrations._check(reg, tables, version, rev)
-    if "meta" not in tables and reg.sqlite_path is not None:
-        raise _no_registry(reg.sqlite_path)
+    if "meta" not in tables:
+        raise _no_registry(reg.sqlite_path or redact(reg.url))
     return migrations._current(version, rev)
 
 
@@ -298,6 +306,9 @@ def _open_readonly(resolved: str, path: Optional[Path], timeout_s: float) -> Reg
         reg = open_registry(resolved, create=False, lock_timeout=timeout_s)
         try:
             _schema_current(reg)
+        except RegistryError:
+            reg.dispose()
+            raise
         except DBAPIError as e:
             reg.dispose()
             raise RegistryError(f"cannot open registry {redact(resolved)}: {one_line(e.orig or e)}") from None

@@ -503,6 +503,18 @@ def wait_stopped(reg: Registry, job_id: int, timeout_s: float, poll_s: float = 0
         time.sleep(min(poll_s, left))
 
 
+STALE_OWNER_S = 30.0  # a running job whose heartbeat is older than this has no live process to wait for
+
+
+def _has_live_owner(reg: Registry, job_id: int) -> bool:
+    """Whether job ``job_id`` is running with a recent heartbeat (a process that can stop cleanly)."""
+    with reg.Session() as s:
+        row = s.execute(select(JOBS.c.status, JOBS.c.heartbeat_at).where(JOBS.c.id == job_id)).first()
+    if row is None or row.status != "running" or row.heartbeat_at is None:
+        return False
+    return (utcnow() - row.heartbeat_at).total_seconds() < STALE_OWNER_S
+
+
 def rm(reg: Registry, job_id: int, force: bool = False, purge: bool = False,
        stop_timeout_s: float = STOP_BOUND_S) -> Optional[str]:
     """Deletes a job's rows (metrics, summaries, events, tags too); running jobs need ``force``.
@@ -512,7 +524,7 @@ def rm(reg: Registry, job_id: int, force: bool = False, purge: bool = False,
     still running after the bound finds its job gone at its next heartbeat and stops then.
     ``purge`` also deletes its run directory, which is returned.
     """
-    if force and job_states(reg, [job_id]).get(job_id, ("",))[0] == "running":
+    if force and stop_timeout_s > 0 and _has_live_owner(reg, job_id):
         try:
             cancel(reg, job_id)
         except JobStateError:  # it ended meanwhile

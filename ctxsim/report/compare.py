@@ -110,11 +110,14 @@ def selected_on_test(done: Optional[dict[str, Any]], config_items: Optional[dict
     """True when the run reported its best checkpoint, picked by its score on the test set.
 
     From the ``done`` event (selected="best", selected_on="test"); without one, from the run's
-    config (``select="best"``: ctxsim evaluates on the test split, as the reference does, §9.6).
+    config (``select="best"``: ctxsim evaluates on the test split, as the reference does, §9.6,
+    unless ``val_classes`` gave it a validation split to select on).
     """
     if done and done.get("selected"):
         return done.get("selected") == "best" and done.get("selected_on") == "test"
-    return (config_items or {}).get("select") == json.dumps("best")
+    items = config_items or {}
+    has_val = items.get("val_classes") not in (None, "null", "0", "0.0")
+    return items.get("select") == json.dumps("best") and not has_val
 
 
 # --- reference numbers keyed by ctxsim loss name (the dashboard's reads) ------------------------

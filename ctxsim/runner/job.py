@@ -236,6 +236,8 @@ def run_job_foreground(
         raise
     except BaseException as e:
         _safe_close(sink)
+        if _removed(reg, job_id):  # `ctxsim rm --force --wait 0` while it ran: its writes failed, say why
+            raise jobs.JobNotFoundError(f"job {job_id} was removed while it ran (ctxsim rm): stopped") from None
         jobs.finish(reg, job_id, "failed", exit_code=EXIT_FAILED, error=_one_line(e), **fin)
         raise
     finally:
@@ -247,6 +249,13 @@ def run_job_foreground(
     else:
         jobs.finish(reg, job_id, "done", exit_code=EXIT_DONE, **fin)
     return result
+
+
+def _removed(reg: Registry, job_id: int) -> bool:
+    try:
+        return job_id not in jobs.job_states(reg, [job_id])
+    except Exception:  # the registry itself failed: not a removal
+        return False
 
 
 class _ForegroundLog:

@@ -75,7 +75,8 @@ def deterministic_mode(enabled: bool, device: torch.device):
 
 # ---- the parts of a run -------------------------------------------------------------------------
 def build_run_data(cfg: RunConfig, **extra: Any):
-    """The DataBundle of a config (its dataset, root, resolution, transforms options)."""
+    """The DataBundle of a config (its dataset, root, resolution, transforms options), with its
+    validation classes carved out of the training classes when ``val_classes`` is set."""
     from ctxsim.data import build_data
 
     kw = dict(cfg.data_kw)
@@ -88,7 +89,12 @@ def build_run_data(cfg: RunConfig, **extra: Any):
         kw.setdefault("draft", cfg.jpeg_draft)
         if cfg.rrc_ratio is not None:
             kw.setdefault("rrc_ratio", list(cfg.rrc_ratio))
-    return build_data(cfg.dataset, root=cfg.root, resolution=cfg.resolution, **kw)
+    data = build_data(cfg.dataset, root=cfg.root, resolution=cfg.resolution, **kw)
+    if cfg.val_classes:  # class-disjoint validation classes out of the training classes
+        from ctxsim.data.val_split import split_validation
+
+        data = split_validation(data, cfg.val_classes)
+    return data
 
 
 def build_run_model(cfg: RunConfig, in_channels: int):

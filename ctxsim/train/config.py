@@ -34,7 +34,7 @@ _UNHASHED = ("name", "tags", "num_workers", "root")
 # Keys added after runs were recorded: left out of config_hash while at these values, so a config
 # that does not use them hashes as it did before they existed.
 _HASHED_UNLESS_DEFAULT = {"profile": "fixed", "jpeg_draft": True, "bottleneck_fp32": False, "rrc_ratio": None,
-                          "full_map": False}
+                          "full_map": False, "val_classes": None}
 
 
 @dataclass
@@ -110,7 +110,12 @@ class RunConfig:
     eval_every: int = 5  # epochs; the last epoch is always evaluated; 0 = last only
     eval_batch_size: int = 128
     ks: Optional[list[int]] = None  # None: the dataset's standard K list
-    select: str = "last"  # "best" picks the best select_metric over evals (on the test split)
+    select: str = "last"  # "best" picks the best select_metric over evals (on val_classes if set, else on test)
+    # class-disjoint validation split carved from the training classes: a count (2) or a fraction of the
+    # training classes (0.4); the last N training classes in class-id order (ctxsim.data.val_split).
+    # Set: evaluations during training are on it, and the test split is evaluated once, at the end,
+    # on the selected model. None or 0: no validation split.
+    val_classes: Optional[float] = None
     select_metric: str = "R@1"
     full_map: bool = False  # also report mAP over the full ranking (224 CUB/Cars)
     # reproducibility and hardware
@@ -167,6 +172,7 @@ class RunConfig:
             raise ConfigError(f"xform_scale must be in (0, 1], got {self.xform_scale}")
         if "convention" in self.loss_kw and str(self.loss_kw["convention"]) != self.convention:
             raise ConfigError("set the hybrid weighting with convention=224|256, not loss.convention")
+        _check_val_classes(self.val_classes)
         if self.ks is not None and (not self.ks or any(k <= 0 for k in self.ks)):
             raise ConfigError("ks must be a non-empty list of positive integers")
         if self.rrc_ratio is not None and (len(self.rrc_ratio) != 2 or not 0 < self.rrc_ratio[0] <= self.rrc_ratio[1]):
@@ -261,6 +267,20 @@ def _unknown_key_message(key: str, known: list[str]) -> str:
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; known keys: {', '.join(sorted(known))}"
     return f"unknown config key '{key}'{hint}"
+
+
+def _check_val_classes(value: Any) -> None:
+    """val_classes: None/0, a whole class count >= 1, or a fraction in (0, 1) (counts against the
+    dataset's classes are checked when the data is built: ctxsim.data.val_split)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (float("inf"),):
+        raise ConfigError(f"val_classes must be a class count (e.g. 2) or a fraction of the training classes "
+                          f"(e.g. 0.4), got {value!r}")
+    if value < 0:
+        raise ConfigError(f"val_classes must be >= 0 (0 = no validation split), got {value:g}")
+    if value >= 1 and float(value) != int(value):
+        raise ConfigError(f"val_classes {value:g} is neither a whole class count nor a fraction below 1")
 
 
 def _choice(key: str, value: Any, allowed: tuple) -> None:

@@ -93,6 +93,7 @@ def _fit(cfg: RunConfig, sink: EventSink, run_dir: Optional[Path], resume: bool,
         ck = run.save("running" if run.epoch < cfg.epochs else "done")
     if run.epoch >= cfg.epochs and not run.history:
         run.run_eval()  # e.g. resumed from a checkpoint written before the final evaluation
+    run.run_final_test()  # with val_classes: the test split, once, on the selected model
     result = run.result("done", ck)
     run.emit("done", metrics=result.metrics, selected=cfg.select, best_epoch=result.best_epoch,
              selected_on=result.selected_on, epochs=run.epoch, steps=run.step, seconds=result.seconds,

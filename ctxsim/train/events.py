@@ -6,7 +6,8 @@ Event kinds and their ``data`` fields:
   (the data fingerprint, ctxsim.data.fingerprint)
 - ``step``: epoch, step (global, 1-based), loss, terms (dict name -> float), lr, images_per_s
 - ``epoch``: epoch (1-based, completed), loss (mean over the epoch), seconds
-- ``eval``: epoch, metrics (dict, e.g. {"R@1": .., "MAP@R": .., "RP": ..}), split ("test")
+- ``eval``: epoch, metrics (dict, e.g. {"R@1": .., "MAP@R": .., "RP": ..}), split ("test", or "val" for the
+  validation classes of ``val_classes``: the test split is then evaluated once, at the end)
 - ``checkpoint``: epoch, path
 - ``done``: metrics (final), selected ("last" | "best"), best_epoch, selected_on ("test" | "val" | None), per_query
   (path of the run folder's per_query.npz, or None: ctxsim.eval.per_query)
@@ -17,7 +18,7 @@ Event kinds and their ``data`` fields:
 
 Metric keys derived from events (the registry stores them with these names):
 ``train/loss`` and ``train/<term>``, ``train/lr``, ``train/images_per_s`` at step = global step;
-``epoch/loss`` at step = epoch; eval metrics under their own names ("R@1", "MAP@R", "RP") at step = epoch.
+``epoch/loss`` at step = epoch; eval metrics under their own names ("R@1", "MAP@R", "RP") at step = epoch; validation ones as "val/R@1", ...
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def metric_points(event: Event) -> list[tuple[str, int, float]]:
     if event.kind == "epoch":
         return [("epoch/loss", int(d["epoch"]), float(d["loss"]))]
     if event.kind == "eval":
-        return [(k, int(d["epoch"]), float(v)) for k, v in d["metrics"].items()]
+        prefix = "val/" if d.get("split") == "val" else ""  # validation split (val_classes): "val/R@1", ...
+        return [(prefix + k, int(d["epoch"]), float(v)) for k, v in d["metrics"].items()]
     return []
 
 

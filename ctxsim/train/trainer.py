@@ -43,8 +43,9 @@ RESUMABLE_CHANGES = ("epochs", "device", "name", "tags", "num_workers", "root")
 
 @dataclass
 class FitResult:
-    """What a run ended with. ``metrics`` are those of the selected model; ``selected_on`` is "test"
-    when a best-of-evaluations model was chosen on the test split (no validation split exists)."""
+    """What a run ended with. ``metrics`` are those of the selected model (on the test split);
+    ``selected_on`` is "test" when a best-of-evaluations model was chosen on the test split (no
+    validation split), "val" when on the ``val_classes`` split (then tested once, at the end)."""
 
     status: str  # "done" | "stopped"
     metrics: dict[str, float]
@@ -127,6 +128,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"epoch": None, "value": None, "metrics": None}
         self.best_model: Optional[dict[str, torch.Tensor]] = None
+        self.test_metrics: Optional[dict[str, float]] = None  # with val_classes: the one test evaluation
 
     def emit(self, kind: str, **data: Any) -> None:
         self.sink.emit(Event(kind, data))
@@ -308,6 +310,11 @@ class Trainer:
         return e == self.cfg.epochs or (every > 0 and e % every == 0)
 
     def run_eval(self) -> dict[str, float]:
+        """Evaluates the model now: on the validation split when the run has one (the test split is
+        then evaluated once, by ``run_final_test``), else on the test split; tracks the best."""
+        val = getattr(self.data, "val", None)
+        if val is not None:
+            return self._run_val_eval(val)
         metrics, per_query = evaluate_model(self.model, self.data, self.cfg, self.device,
                                             num_workers=loader_workers(self.cfg.num_workers), per_query=True)
         per_query.epoch = self.epoch
@@ -325,6 +332,43 @@ class Trainer:
             self._save_per_query(per_query)
         return metrics
 
+    def _run_val_eval(self, val) -> dict[str, float]:
+        metrics = evaluate_model(self.model, val, self.cfg, self.device, num_workers=loader_workers(self.cfg.num_workers))
+        self.history.append({"epoch": self.epoch, "metrics": metrics, "split": "val"})
+        self.emit("eval", epoch=self.epoch, metrics=metrics, split="val")
+        key = self.cfg.select_metric
+        if key not in metrics:
+            raise ConfigError(f"select_metric {key} is not among the metrics {', '.join(metrics)}")
+        if self.best["value"] is None or metrics[key] > self.best["value"]:
+            self.best = {"epoch": self.epoch, "value": metrics[key], "metrics": dict(metrics)}
+            if self.cfg.select == "best":
+                self.best_model = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        return metrics
+
+    def run_final_test(self) -> Optional[dict[str, float]]:
+        """With a validation split: the test split, evaluated once, at the end, on the selected model
+        (the best validation epoch's with select=best, else the last); None without one."""
+        if getattr(self.data, "val", None) is None or not self.history:
+            return None
+        use_best = self.cfg.select == "best" and self.best_model is not None
+        current = None
+        if use_best:
+            current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(self.best_model)
+        try:
+            metrics, per_query = evaluate_model(self.model, self.data, self.cfg, self.device,
+                                                num_workers=loader_workers(self.cfg.num_workers), per_query=True)
+        finally:
+            if current is not None:
+                self.model.load_state_dict(current)
+        epoch = int(self.best["epoch"]) if use_best else self.epoch
+        per_query.epoch = epoch
+        self._save_per_query(per_query)
+        self.test_metrics = dict(metrics)
+        self.history.append({"epoch": epoch, "metrics": dict(metrics), "split": "test"})
+        self.emit("eval", epoch=epoch, metrics=metrics, split="test")
+        return metrics
+
     def _save_per_query(self, per_query) -> None:
         """Keeps the per-query results of the evaluation the run's result is selected from."""
         if self.run_dir is not None:
@@ -339,6 +383,14 @@ class Trainer:
     def selection(self) -> tuple[dict[str, float], Optional[int], Optional[str]]:
         if not self.history:
             return {}, None, None
+        if getattr(self.data, "val", None) is not None:  # selected on validation; test metrics once tested
+            vals = [h for h in self.history if h.get("split") == "val"]
+            best = self.cfg.select == "best" and self.best["metrics"] is not None
+            epoch = self.best["epoch"] if best else (vals[-1]["epoch"] if vals else None)
+            if self.test_metrics is not None:
+                return dict(self.test_metrics), epoch, "val" if best else None
+            chosen = self.best["metrics"] if best else (vals[-1]["metrics"] if vals else {})
+            return {f"val/{k}": v for k, v in chosen.items()}, epoch, "val" if best else None
         if self.cfg.select == "best" and self.best["metrics"] is not None:
             return dict(self.best["metrics"]), self.best["epoch"], "test"
         last = self.history[-1]

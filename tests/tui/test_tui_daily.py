@@ -101,6 +101,16 @@ async def test_wide_terminal_reveals_columns_and_overrides_on_demand(make_app):
         assert "overrides" not in scr.table.shown_columns
 
 
+def test_key_bar_keeps_help_search_quit_when_narrow():
+    from ctxsim.tui.widgets.key_bar import fit_keys
+
+    items = [("?", "Help", "help", None), ("/", "Search", "search", None), ("⏎", "Detail", "open", None),
+             ("c", "Compare", "compare", None), ("w", "Queue", "app.queue", None), ("q", "Quit", "back", None)]
+    assert [i[1] for i in fit_keys(items, 40)] == ["Help", "Search", "Detail", "Quit"]
+    assert [i[1] for i in fit_keys(items, 10)] == ["Help", "Search", "Quit"]
+    assert fit_keys(items, 200) == items
+
+
 # --- 2. help and keys -----------------------------------------------------------------------------
 @sync
 async def test_help_key_palette_and_escape(make_app):
@@ -159,6 +169,13 @@ def test_missing_registry_is_one_line_not_a_new_registry(tmp_path):
         CtxsimApp(db=f"sqlite:///{target}")
     assert str(target) in str(ei.value) and "\n" not in str(ei.value)
     assert not (tmp_path / "no").exists()
+    # what `ctxsim tui --serve` runs per browser says it in one line too
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "ctxsim.tui", "--db", str(target)], capture_output=True, text=True,
+                       stdin=subprocess.DEVNULL, timeout=60)
+    assert r.returncode == 4 and r.stderr.strip() == f"error: {ei.value}" and not (tmp_path / "no").exists()
 
 
 @sync

@@ -136,8 +136,9 @@ class RunsScreen(DashScreen):
         for jid in redo:
             self._rows[jid] = run_row(self._jobs[jid], self._paper, now, stale)
         workers = queries.workers_table(reg)
+        drops = {jid: d for jid in redo if (d := metric_drop(self._jobs[jid], "R@1", DROP_POINTS))}
         self.post_message(RunsLoaded(list(self._rows.values()), 0.0, self._notes_for(workers, now),
-                                     None if (full or reload_paper) else redo))
+                                     None if (full or reload_paper) else redo, drops))
 
     def _add_history(self, reg, fetched: set[int], full: bool) -> None:  # noqa: ANN001
         """Configs (searched as key=value; read once per job), overrides of the recipe, and the
@@ -188,9 +189,9 @@ class RunsScreen(DashScreen):
         self.table.set_rows(msg.rows, msg.changed)
         self._warnings = msg.notes
         self.status.set_warnings(self._warnings)
-        self._announce(msg.rows)
+        self._announce(msg.rows, msg.drops)
 
-    def _announce(self, rows) -> None:  # noqa: ANN001
+    def _announce(self, rows, drops: dict) -> None:  # noqa: ANN001
         """Bell + notice when a job finishes or fails; a notice when a running job's R@1 drops."""
         first = not self._last_status
         news = []
@@ -199,9 +200,8 @@ class RunsScreen(DashScreen):
             self._last_status[r.id] = r.status
             if not first and before == "running" and r.status in ("done", "failed"):
                 news.append((f"job {r.id} {r.status}", r.status == "done"))
-        for jid, job in list(self._jobs.items()):
-            drop = metric_drop(job, "R@1", DROP_POINTS) if jid not in self._dropped else None
-            if drop:
+        for jid, drop in sorted(drops.items()):
+            if jid not in self._dropped:
                 self._dropped.add(jid)
                 news.append((f"job {jid}: R@1 fell from {drop[0]:.1f} to {drop[1]:.1f}", False))
         for text, ok in news:
