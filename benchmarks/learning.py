@@ -37,6 +37,9 @@ DEFAULT_VARIANTS: dict[str, tuple[str, list[str]]] = {
     "hybrid (val-chosen lam 0.2, gamma 0.5)": ("hybrid", ["loss.lam=0.2", "loss.gamma=0.5"]),
     "contrastive (val-chosen lr 1e-3)": ("contrastive", ["lr=1e-3"]),
     "multisimilarity (val-chosen lr 1e-3)": ("multisimilarity", ["lr=1e-3"]),
+    # the two directions of the rising-loss diagnosis, also scored on validation first (README)
+    "hybrid (bn_mode=none)": ("hybrid", ["model.bn_mode=none"]),
+    "hybrid (centred ctx gradient)": ("hybrid", ["loss.ctx_center_grad=true"]),
 }
 
 

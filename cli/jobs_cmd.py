@@ -119,6 +119,30 @@ def build_ablation_grid(datasets: str, losses: Optional[str], resolutions: str, 
     return out
 
 
+def preflight_grid(cfgs: list, host: bool = True) -> None:
+    """``ctxsim.train.preflight`` for every config of a grid, before any job row exists: the config
+    checks for each, the host checks (data, device, sampler) once per config that differs in more than
+    its seed. Raises the first ConfigError / DataError (exit 2), naming the config when there are several."""
+    import json as _json
+
+    from ctxsim.errors import ConfigError, DataError, one_line
+    from ctxsim.train.preflight import check_config, check_host
+
+    seen: set[str] = set()
+    for c in cfgs:
+        try:
+            check_config(c)
+            key = _json.dumps({k: v for k, v in c.to_dict().items() if k not in ("seed", "name", "tags")},
+                              sort_keys=True, default=str)
+            if host and key not in seen:
+                check_host(c)
+                seen.add(key)
+        except (ConfigError, DataError) as e:
+            if len(cfgs) == 1:
+                raise
+            raise type(e)(f"{c.summary()}: {one_line(e)}") from None
+
+
 def sweep(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Datasets, comma-separated (cub,cars).")],
     loss: Annotated[Optional[str], typer.Option("--loss", "-l", help="Losses, comma-separated (hybrid,contrastive).")] = None,
@@ -136,11 +160,14 @@ def sweep(
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Tag (repeatable).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Queue even if an identical config is queued or running.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the grid without queueing anything.")] = False,
+    no_check: Annotated[bool, typer.Option("--no-check", help="Skip the checks that depend on this machine (data, device) for workers elsewhere; they run them before training. The config checks still run.")] = False,
     executor: Annotated[str, typer.Option("--executor", help="Who runs the jobs: local (ctxsim worker) or slurm (ctxsim worker --executor slurm).")] = "local",
     json_: JsonOpt = False,
     db: Optional[str] = DbOption,
 ) -> None:
-    """Queue a grid of runs (datasets x losses x resolutions x seeds x --set values) for workers."""
+    """Queue a grid of runs (datasets x losses x resolutions x seeds x --set values) for workers.
+    Every config is checked first (docs/architecture.md §4.2): one that could never start is one
+    line and exit 2, and nothing is queued."""
     if executor not in ("local", "slurm"):
         fail(f"--executor must be local or slurm, got {executor!r}", EXIT_USAGE)
     with _errors():
@@ -152,6 +179,7 @@ def sweep(
                 fail("--loss is required (or --ablation for the contextual-similarity ablation grid)", EXIT_USAGE)
             grid = build_grid(dataset, loss, resolution, seeds, list(set_ or []), epochs, root, profile)
         cfgs = [c for c, _ in grid]
+        preflight_grid(cfgs, host=not no_check)  # every config, before anything is queued
         if gpus_per_job is None:
             from ctxsim.runner.gpus import detect_gpus
 

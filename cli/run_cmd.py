@@ -111,13 +111,21 @@ def _ctrl_c_stops() -> Iterator[threading.Event]:
 
 @contextlib.contextmanager
 def _ctrl_c_deferred() -> Iterator[threading.Event]:
-    """Ctrl-C during a registry write (one transaction, perhaps waiting for the lock) is remembered
-    and acted on once the write is over, so the caller can undo it instead of leaving it half-done."""
+    """Ctrl-C during a registry write (one transaction) is remembered and acted on once the write is
+    over, so the caller can undo it instead of leaving it half-done; while the write still waits for
+    another process's lock (nothing written yet) the wait ends at once with KeyboardInterrupt."""
+    from ctxsim.registry.db import interrupt_lock_wait
+
     flag = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
-    old = signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
+
+    def handler(signum, frame):  # noqa: ANN001
+        flag.set()
+        interrupt_lock_wait()
+
+    old = signal.signal(signal.SIGINT, handler)
     try:
         yield flag
     finally:
@@ -211,6 +219,8 @@ def run(
             elif resumed:
                 jobs.cancel(reg, jid)
             fail("interrupted: nothing was queued", EXIT_INTERRUPTED)
+    except KeyboardInterrupt:  # while waiting for the registry lock, before anything was written
+        fail("interrupted while waiting for the registry lock: nothing was queued", EXIT_INTERRUPTED)
     except CtxsimError as e:
         fail_on(e)
     if detach:

@@ -17,6 +17,14 @@ DATASETS = PAPER_DATASETS + SMALL_DATASETS
 PAPER_DATASETS_BY_RESOLUTION: dict[int, tuple[str, ...]] = {224: ("cub", "cars", "sop"), 256: PAPER_DATASETS}
 RESOLUTIONS = (224, 256)
 
+# The methods (as ctxsim losses) of each paper results table, in the table's order: the 224 family's
+# tuned baselines (train.py) and the 256 family's main.py --loss choices (docs/reference-implementation.md §2.2-2.3).
+PAPER_TABLE_LOSSES: dict[int, tuple[str, ...]] = {
+    224: ("contrastive", "triplet", "ms_miner", "proxy_anchor", "proxy_nca", "roadmap", "hybrid"),
+    256: ("contrastive", "triplet", "multisimilarity", "ntxent", "fastap", "smoothap", "roadmap",
+          "proxy_nca", "normsoftmax", "hybrid"),
+}
+
 # ---- models ---------------------------------------------------------------------------------------
 ARCHS = ("resnet50", "tiny", "tiny_spatial")
 

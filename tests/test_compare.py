@@ -231,8 +231,9 @@ def test_cli_errors_and_empty(seeded, tmp_path):
     assert json.loads(_cli(reg, "--loss", "Triplet", "--json").stdout)[0]["dataset"] == "sop"
     r = CliRunner().invoke(app, ["compare", "--status", "finished", "--db", reg.url])
     assert r.exit_code == 2 and "unknown status" in r.stderr
+    # a read command never creates a registry: a missing file is one line and exit 3, nothing written
     r = CliRunner().invoke(app, ["compare", "--json", "--db", str(tmp_path / "empty.db")])
-    assert r.exit_code == 0 and json.loads(r.stdout) == [] and "no runs" in r.stderr
+    assert r.exit_code == 3 and "no registry at" in r.stderr and not (tmp_path / "empty.db").exists()
     # --status running brings in the running job only
     out = json.loads(_cli(reg, "--status", "running", "--json").stdout)
     assert [r["n"] for r in out] == [1, 1]

@@ -11,8 +11,8 @@ from conftest import require
 pytestmark = pytest.mark.timeout(600)
 
 # Conservative margins from benchmarks/learning.py (recipe fashion-mnist/hybrid, arch tiny_spatial, seeds
-# 0-2): MAP@R on the unseen classes 0.492-0.501 vs raw pixels 0.471 (+0.02..+0.03) and vs the untrained
-# network 0.46 (+0.03..+0.04). digits: training-class MAP@R +0.035 (seeds 0-2); unseen classes ~ untrained.
+# 0-2, measured again for issue 16: 0.5012, 0.4961, 0.4923): MAP@R on the unseen classes vs raw pixels
+# 0.471 (+0.02..+0.03) and vs the untrained network 0.46 (+0.03..+0.04). digits: training-class MAP@R +0.035 (seeds 0-2); unseen classes ~ untrained.
 PIXEL_MARGIN = 0.01
 LEARN_MARGIN = 0.015
 
@@ -65,6 +65,39 @@ def test_fashion_mnist_hybrid_beats_raw_pixels_and_the_untrained_network():
     assert m > raw["MAP@R"] + PIXEL_MARGIN, (res.metrics, raw)
     assert m > untrained["MAP@R"] + LEARN_MARGIN, (res.metrics, untrained)
     assert res.metrics["R@1"] > raw["R@1"], (res.metrics, raw)
+
+
+def _fifths(sink, key: str) -> list[float]:
+    """Mean of a step quantity ("loss" or a loss term) over each fifth of the run's steps."""
+    steps = [e.data for e in sink.events if e.kind == "step"]
+    vals = [d["loss"] if key == "loss" else d["terms"][key] for d in steps]
+    n = len(vals) // 5
+    return [sum(vals[i * n:(i + 1) * n]) / n for i in range(5)]
+
+
+@pytest.mark.slow
+def test_fashion_mnist_rising_loss_diagnosis():
+    """Issue 16's diagnosis, pinned (seed 0, recipe otherwise; measured values in the comments, seeds 0-2):
+    the default hybrid run collapses (regulariser (mean cos - 0.25)^2 -> 0.53, mean cosine 0.98) and its
+    loss rises (0.264 -> 0.360); centring the contextual gradient removes the collapse (reg <= 0.04) but not
+    the rise; BatchNorm batch statistics (bn_mode=none) make the loss fall (0.245 -> 0.211). Neither is the
+    default: both score below it on the unseen classes (README "Learning on small data")."""
+    require(_fashion_available(), "fashion-mnist files are missing (apt-get install dataset-fashion-mnist)")
+    from ctxsim.train import fit
+    from ctxsim.train.configure import configure
+    from ctxsim.train.events import ListSink
+
+    def run(*sets):
+        sink = ListSink()
+        fit(configure("fashion-mnist", "hybrid", 256, sets=["device=cpu", "num_workers=0", *sets], seed=0), sink=sink)
+        return sink
+
+    default = run()
+    assert _fifths(default, "reg")[-1] > 0.4 and _fifths(default, "loss")[-1] > _fifths(default, "loss")[0]
+    centred = run("loss.ctx_center_grad=true")
+    assert max(_fifths(centred, "reg")) < 0.1
+    bn_batch = _fifths(run("model.bn_mode=none"), "loss")
+    assert bn_batch[-1] < bn_batch[0] - 0.01, bn_batch  # the loss falls
 
 
 @pytest.mark.slow

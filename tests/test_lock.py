@@ -175,3 +175,45 @@ def test_read_only_open_on_postgresql_creates_nothing():
         reg = open_registry(url, readonly=True)
         assert reg.readonly
         reg.dispose()
+
+
+@pytest.mark.parametrize("args", [
+    ["priority", "1", "5"],
+    ["run", "--dataset", "synthetic", "--loss", "contrastive", "--epochs", "1", "--detach"],
+], ids=["priority", "run-detach"])
+def test_ctrl_c_during_a_lock_wait_is_honoured_at_once(db, args):
+    """The write waits for the lock in Python (short busy timeouts, retried), so SIGINT ends it within
+    a fraction of a second, long before the lock frees or the 60 s timeout; nothing is written."""
+    import signal
+
+    with Holder(db):
+        p = subprocess.Popen([sys.executable, "-m", "ctxsim.cli.main", "--lock-timeout", "60", *args,
+                              "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=_env(), cwd=db.parent)
+        lines = []
+        for line in p.stderr:  # the waiting line: the command is now blocked on the lock
+            lines.append(line.strip())
+            if line.startswith("waiting:"):
+                break
+        assert lines and lines[-1].startswith("waiting:"), (lines, p.wait(timeout=60))
+        sent = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        rc = p.wait(timeout=60)
+        took = time.monotonic() - sent
+        rest = p.stderr.read()
+        out = p.stdout.read()
+    assert rc == 130, (rc, lines, rest)
+    assert took < 10, took  # the lock is held for the whole test; the timeout is 60 s
+    assert "Traceback" not in rest and len(rest.strip().splitlines()) <= 1, rest
+    if args[0] == "run":
+        assert rest.strip() == "error: interrupted while waiting for the registry lock: nothing was queued", rest
+    assert out == ""  # no job id printed
+    reg = open_registry(db, readonly=True)
+    try:
+        from ctxsim.registry.queries import runs_table
+
+        rows = runs_table(reg)
+    finally:
+        reg.dispose()
+    assert [(r["id"], r["status"]) for r in rows] == [(1, "queued")]  # nothing queued
+    assert jobs.set_priority(open_registry(db), 1, 0) == 0  # the priority was never changed

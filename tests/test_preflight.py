@@ -142,3 +142,46 @@ def test_library_preflight_raises_one_line_errors(tmp_path, fake_cub):
         preflight(configure("cub", "hybrid", 256, root=str(tmp_path / "none")))
     ok = configure("cub", "hybrid", 256, root=str(fake_cub), sets=["batch_size=8", "sampler.num_batches=2"])
     preflight(ok, device="cpu")
+
+
+# ---- sweep: the same checks for every config of the grid, before anything is queued ----------------
+def _sweep(tmp_path, *args):
+    db = str(tmp_path / "reg.db")
+    open_registry(db).dispose()
+    r = runner.invoke(app, ["sweep", *args, "--db", db, "--gpus-per-job", "0"])
+    return r, _job_rows(db)
+
+
+def test_sweep_refuses_the_whole_grid_when_one_config_cannot_start(tmp_path):
+    r, rows = _sweep(tmp_path, "-d", "synthetic,cub", "-l", "hybrid", "--seeds", "2", "--epochs", "1",
+                     "--root", str(tmp_path / "nonexistent"))
+    assert r.exit_code == 2, r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cub/hybrid/256 seed=0:" in lines[0] and "does not exist" in lines[0], r.output
+    assert rows == 0  # the synthetic configs, which could start, were not queued either
+
+
+def test_sweep_checks_each_seed_and_the_config_checks_survive_no_check(tmp_path):
+    r, rows = _sweep(tmp_path, "-d", "synthetic", "-l", "hybrid", "--seeds", "0,-3", "--no-check")
+    assert r.exit_code == 2 and "seed=-3: seed must be an integer from 0" in r.output, r.output
+    assert rows == 0
+    r, rows = _sweep(tmp_path, "-d", "synthetic", "-l", "hybrid", "--set", "lr=1e-4,nan")
+    assert r.exit_code == 2 and "lr must be a finite number" in r.output and rows == 0, r.output
+
+
+def test_sweep_no_check_skips_the_host_checks(tmp_path):
+    args = ("-d", "cub", "-l", "hybrid,contrastive", "--root", str(tmp_path / "elsewhere"))
+    r, rows = _sweep(tmp_path, *args)
+    assert r.exit_code == 2 and rows == 0, r.output
+    r, rows = _sweep(tmp_path, *args, "--no-check")
+    assert r.exit_code == 0, r.output
+    assert rows == 2
+
+
+def test_sweep_checks_the_sampler_against_the_data(tmp_path, fake_cub):
+    r, rows = _sweep(tmp_path, "-d", "cub", "-l", "hybrid", "--root", str(fake_cub))
+    assert r.exit_code == 2 and "cannot fill" in r.output and rows == 0, r.output
+    r, rows = _sweep(tmp_path, "-d", "cub", "-l", "hybrid", "--root", str(fake_cub), "--seeds", "2",
+                     "--set", "batch_size=8", "--set", "sampler.num_batches=2")
+    assert r.exit_code == 0, r.output
+    assert rows == 2

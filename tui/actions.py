@@ -25,10 +25,16 @@ def parse_overrides(text: str) -> list[str]:
 
 
 def build_config(dataset: str, loss: str, resolution: int, overrides: str = ""):
-    """The recipe for dataset/loss/resolution with ``key=value`` overrides, validated (ConfigError)."""
+    """The recipe for dataset/loss/resolution with ``key=value`` overrides, validated and checked as
+    ``ctxsim run`` checks it (``check_config``: seed range, finite numbers, weights vs arch, the loss's
+    options); ConfigError with one line. The host checks (data, device) are the worker's: the
+    dashboard may run on another machine than the workers."""
     from ctxsim.train.configure import configure
+    from ctxsim.train.preflight import check_config
 
-    return configure(dataset, loss, int(resolution), sets=parse_overrides(overrides))
+    cfg = configure(dataset, loss, int(resolution), sets=parse_overrides(overrides))
+    check_config(cfg)
+    return cfg
 
 
 def enqueue_run(reg: Registry, dataset: str, loss: str, resolution: int, overrides: str = "",

@@ -31,6 +31,7 @@ from ctxsim.baselines.store import (
     import_baselines,
     load_shipped,
     parse_baselines,
+    shipped_current,
     read_baseline_file,
 )
 
@@ -52,6 +53,16 @@ def list_baselines(
 
     ensure_baselines(reg)
     rows = baselines_table(reg, dataset=dataset, resolution=resolution, metric=metric, kinds=kinds)
+    if not shipped_current(reg):
+        # a read-only handle never loads them: read this version's shipped numbers from the package
+        shipped = [
+            dict(b.to_dict(), id=None) for b in load_shipped()
+            if (not dataset or b.dataset == dataset)
+            and (not resolution or b.resolution in (resolution, None))
+            and (not metric or b.metric == metric)
+            and (kinds is None or b.kind in tuple(kinds))
+        ]
+        rows = [r for r in rows if r["origin"] != "shipped"] + shipped
     if method:
         rows = [r for r in rows if method_matches(r["method"], method)]
     for r in rows:

@@ -240,6 +240,17 @@ def _model(row: BaselineRow):
     return Baseline(**row.to_dict())
 
 
+def shipped_current(reg) -> bool:
+    """Whether the registry holds the shipped numbers of this version (a read-only handle may not)."""
+    from sqlalchemy import select
+
+    from ctxsim.registry.models import Meta
+
+    sha = hashlib.sha256(shipped_text().encode("utf-8")).hexdigest()[:16]
+    with reg.Session() as s:
+        return s.scalar(select(Meta.value).where(Meta.key == META_KEY)) == sha
+
+
 def ensure_baselines(reg) -> int:
     """Loads the shipped numbers into the registry on first use (or when the shipped file changed).
 

@@ -4,7 +4,8 @@
 and creates or upgrades the schema (``ctxsim.registry.migrations``, Alembic); with ``readonly`` it
 opens an existing SQLite file ``mode=ro`` (no write lock, no file created, a read-only file works).
 Every wait for another process's lock is bounded by the lock timeout (``--lock-timeout``,
-``CTXSIM_LOCK_TIMEOUT``, 30 s) and reported through ``lock_wait_notifier`` after a second.
+``CTXSIM_LOCK_TIMEOUT``, 30 s) and reported through ``lock_wait_notifier`` after a second. A write
+waits in Python (``_poll_lock``: short SQLite busy timeouts, retried), so Ctrl-C ends the wait at once.
 ``read_registry()`` gives readers of a writable registry a handle that cannot write or take the
 write lock.
 """
@@ -36,6 +37,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_BUSY_TIMEOUT_MS = 1000  # a read blocked longer than this reports "locked" instead of waiting
 DEFAULT_LOCK_TIMEOUT_S = SQLITE_BUSY_TIMEOUT_MS / 1000  # --lock-timeout / CTXSIM_LOCK_TIMEOUT
 LOCK_NOTICE_S = 1.0  # a wait for the SQLite lock longer than this is reported (lock_wait_notifier)
+LOCK_POLL_MS = 100  # a write waits for the lock in tries this long, so Ctrl-C is seen between them
 T = TypeVar("T")
 
 # Called once per blocked statement after LOCK_NOTICE_S of waiting for another process's SQLite
@@ -72,6 +74,65 @@ def _lock_wait(url: str, timeout_s: float) -> Iterator[None]:
         yield
     finally:
         timer.cancel()
+
+_waiting = threading.local()
+
+
+def waiting_for_lock() -> bool:
+    """True while this thread waits for another process's SQLite lock (nothing written yet)."""
+    return getattr(_waiting, "depth", 0) > 0
+
+
+def interrupt_lock_wait() -> bool:
+    """For a SIGINT handler that defers Ctrl-C (so a write is never left half-done): ends this
+    thread's wait for the lock with KeyboardInterrupt at its next try (within LOCK_POLL_MS), before
+    any transaction began. False when no wait is under way (or it ends first: the write goes on)."""
+    if not waiting_for_lock():
+        return False
+    _waiting.interrupted = True
+    return True
+
+
+def _is_locked(exc: BaseException) -> bool:
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
+def _poll_lock(dbapi_conn, attempt: Callable[[], T], url: str, timeout_s: float) -> T:  # noqa: ANN001
+    """``attempt()`` (a statement that may wait for another process's lock, e.g. BEGIN IMMEDIATE)
+    under a busy timeout of LOCK_POLL_MS, retried until ``timeout_s``: the wait happens here in
+    Python, not inside SQLite's C busy handler, so a KeyboardInterrupt is raised between tries
+    instead of when the lock frees. After LOCK_NOTICE_S ``lock_wait_notifier`` hears of it, once.
+    The last "database is locked" error is re-raised at the deadline (``retry_db`` words it)."""
+    deadline = time.monotonic() + timeout_s
+    notice_at = time.monotonic() + LOCK_NOTICE_S
+    notify = lock_wait_notifier if timeout_s > LOCK_NOTICE_S else None
+    cur = dbapi_conn.cursor()
+    _waiting.depth = getattr(_waiting, "depth", 0) + 1
+    _waiting.interrupted = False
+    try:
+        while True:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            cur.execute(f"PRAGMA busy_timeout={max(0, min(LOCK_POLL_MS, left_ms))}")
+            try:
+                return attempt()
+            except Exception as e:
+                if not _is_locked(e) or time.monotonic() >= deadline:
+                    raise
+            if _waiting.interrupted:  # interrupt_lock_wait(): Ctrl-C, nothing begun
+                raise KeyboardInterrupt
+            if notify is not None and time.monotonic() >= notice_at:
+                said, notify = notify, None
+                said(url, timeout_s)
+    finally:
+        _waiting.depth -= 1
+        _waiting.interrupted = False
+        try:
+            cur.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")  # later statements: the full wait
+            cur.close()
+        except sqlite3.ProgrammingError:
+            pass  # closed by the pool after a KeyboardInterrupt: nothing to restore
+
 
 # Errors worth retrying: SQLite lock contention, PostgreSQL serialization failures / deadlocks.
 _RETRYABLE_TEXT = ("database is locked", "database table is locked", "database is busy",
@@ -116,8 +177,8 @@ def _sqlite_setup(engine: Engine, url: str, timeout_s: float) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
-        with _lock_wait(url, timeout_s):  # switching to WAL waits for a lock held in rollback mode
-            cur.execute("PRAGMA journal_mode=WAL")
+        # switching to WAL waits for a lock held in rollback mode
+        _poll_lock(dbapi_conn, lambda: cur.execute("PRAGMA journal_mode=WAL"), url, timeout_s)
         cur.execute("PRAGMA synchronous=NORMAL")
         # dashboards re-read the same pages: a 32 MB page cache and memory-mapped reads (lazy)
         cur.execute("PRAGMA cache_size=-32000")
@@ -127,8 +188,9 @@ def _sqlite_setup(engine: Engine, url: str, timeout_s: float) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # noqa: ANN001
-        with _lock_wait(url, timeout_s):  # the write lock: the one wait another process can cause
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # the write lock: the one wait another process can cause, waited for in Python (Ctrl-C)
+        _poll_lock(conn.connection.dbapi_connection, lambda: conn.exec_driver_sql("BEGIN IMMEDIATE"), url,
+                   timeout_s)
 
 
 def is_retryable(exc: BaseException) -> bool:

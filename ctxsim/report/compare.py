@@ -17,7 +17,6 @@ import statistics
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from sqlalchemy import select
 
 from ctxsim.names import DATASETS
 from ctxsim.baselines import FINAL_KIND_PRIORITY, display_method, list_baselines, loss_for_method
@@ -130,21 +129,16 @@ def paper_numbers(reg) -> dict[tuple[str, str, Optional[int], str], dict[str, An
     methods are left out); of several rows for one key, the kind first in
     ``ctxsim.baselines.FINAL_KIND_PRIORITY`` wins. Values are percentages, as stored.
     """
-    from ctxsim.registry.models import Baseline
-
     rank = {k: i for i, k in enumerate(FINAL_KIND_PRIORITY)}
     out: dict[tuple[str, str, Optional[int], str], dict[str, Any]] = {}
-    q = select(Baseline).where(Baseline.kind.in_(list(FINAL_KIND_PRIORITY))).order_by(Baseline.id)
-    with reg.Session() as s:
-        for b in s.scalars(q):
-            loss = loss_for_method(b.method)
-            if loss is None:
-                continue
-            key = (b.dataset, loss, b.resolution, b.metric)
-            old = out.get(key)
-            if old is None or rank[b.kind] < rank[old["kind"]]:
-                out[key] = {"value": b.value, "kind": b.kind, "source": b.source,
-                            "method": b.method, "origin": b.origin}
+    for b in list_baselines(reg, kinds=FINAL_KIND_PRIORITY):
+        loss = b["loss"]
+        if loss is None:
+            continue
+        key = (b["dataset"], loss, b["resolution"], b["metric"])
+        old = out.get(key)
+        if old is None or rank[b["kind"]] < rank[old["kind"]]:
+            out[key] = {k: b[k] for k in ("value", "kind", "source", "method", "origin")}
     return out
 
 
@@ -160,20 +154,12 @@ def paper_curve(
 ) -> list[tuple[int, float]]:
     """The reference learning curve (Baseline kind reference_log_curve, metric "R@1@epoch{E}") of a
     dataset/loss/resolution as (epoch, percent) sorted by epoch; empty when none is stored."""
-    from ctxsim.registry.models import Baseline
-
     prefix = f"{metric}@epoch"
-    q = select(Baseline.method, Baseline.metric, Baseline.value).where(
-        Baseline.kind == "reference_log_curve", Baseline.dataset == dataset,
-        Baseline.metric.like(prefix + "%"),
-    )
-    q = q.where(Baseline.resolution.is_(None) if resolution is None else Baseline.resolution == resolution)
     pts = {}
-    with reg.Session() as s:
-        for method, m, v in s.execute(q):
-            tail = m[len(prefix):]
-            if tail.isdigit() and loss_for_method(method) == loss:
-                pts[int(tail)] = float(v)
+    for b in list_baselines(reg, dataset=dataset, kinds=("reference_log_curve",)):
+        tail = b["metric"][len(prefix):] if b["metric"].startswith(prefix) else ""
+        if b["resolution"] == resolution and tail.isdigit() and b["loss"] == loss:
+            pts[int(tail)] = float(b["value"])
     return sorted(pts.items())
 
 
@@ -201,7 +187,7 @@ def _pick_reference(
     return min(
         cands,
         key=lambda r: (
-            r["resolution"] is None, kinds.index(r["kind"]), r["origin"] != "imported", -r["id"]
+            r["resolution"] is None, kinds.index(r["kind"]), r["origin"] != "imported", -(r["id"] or 0)
         ),
     )
 

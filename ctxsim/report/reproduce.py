@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
 from ctxsim.errors import ConfigError
-from ctxsim.names import PAPER_DATASETS_BY_RESOLUTION, canonical_dataset, canonical_loss
+from ctxsim.names import PAPER_DATASETS_BY_RESOLUTION, PAPER_TABLE_LOSSES, canonical_dataset, canonical_loss
 from ctxsim.report.compare import NO_FINGERPRINT, gather_runs
 
 ACTIVE = ("queued", "running")
@@ -38,10 +38,9 @@ class PaperTable:
 # choices (§2.2; appendix Table 4, with iNat and In-Shop).
 TABLES: dict[int, PaperTable] = {
     224: PaperTable(224, "Tables 2/3 (224×224, 224x224/train.py)", PAPER_DATASETS_BY_RESOLUTION[224],
-                    ("contrastive", "triplet", "ms_miner", "proxy_anchor", "proxy_nca", "roadmap", "hybrid")),
+                    PAPER_TABLE_LOSSES[224]),
     256: PaperTable(256, "appendix Table 4 (256×256, main.py)", PAPER_DATASETS_BY_RESOLUTION[256],
-                    ("contrastive", "triplet", "multisimilarity", "ntxent", "fastap", "smoothap", "roadmap",
-                     "proxy_nca", "normsoftmax", "hybrid")),
+                    PAPER_TABLE_LOSSES[256]),
 }
 
 

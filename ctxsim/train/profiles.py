@@ -24,6 +24,8 @@ _KS_256 = {"cub": [1, 2, 4, 8], "cars": [1, 2, 4, 8], "sop": [1, 10, 100], "inat
            "inshop": [1, 10, 20, 30, 40, 50]}
 # reference-implementation.md §3.2: main.py writes RandomResizedCrop(ratio=(0.75, 1.33)), not (3/4, 4/3)
 _RATIO_AS_WRITTEN = [0.75, 1.33]
+# the 256 transforms that write the ratio out (iNat's loader keeps torchvision's default)
+_RATIO_DATASETS = tuple(d for d in PAPER_DATASETS if d != "inat")
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ SWITCHES: tuple[Switch, ...] = (
            "the 224 code casts the network output to float and applies the projector after autocast; "
            "computing it in half precision changes the loss slightly"),
     Switch("rrc_ratio", "rrc_ratio",
-           lambda d, l, r: list(_RATIO_AS_WRITTEN) if r == 256 and d in ("cub", "cars", "sop", "inshop") else None,
+           lambda d, l, r: list(_RATIO_AS_WRITTEN) if r == 256 and d in _RATIO_DATASETS else None,
            lambda d, l, r: None,
            "main.py writes the RandomResizedCrop aspect range as (0.75, 1.33), a hair narrower than "
            "torchvision's (3/4, 4/3) that ctxsim uses (None)"),

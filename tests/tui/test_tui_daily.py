@@ -312,6 +312,35 @@ async def test_elapsed_sums_attempts_and_every_failure_reason_stays(make_app):
 
 
 @sync
+async def test_detail_header_shows_the_skipped_image_count(make_app, seeded):
+    """--skip-bad-images: the done event's ``skipped_images`` is in the run's header when > 0."""
+    from ctxsim.tui.screens.detail import DetailScreen
+    from ctxsim.tui.screens.runs import RunsScreen
+    from ctxsim.tui.widgets.run_header import RunHeader
+
+    async def header(app, pilot, key: str) -> str:
+        scr = await settled(pilot, RunsScreen)
+        scr.table.move_to_key(key)
+        await pilot.press("enter")
+        det = await settled(pilot, DetailScreen)
+        text = str(det.query_one(RunHeader).render())
+        await pilot.press("escape")
+        return text
+
+    app = make_app()
+    async with app.run_test(size=LARGE) as pilot:
+        assert "skipped" not in await header(app, pilot, "1")  # done, nothing skipped
+    with seeded.begin() as s:
+        s.add(JobEvent(job_id=1, time=FIXED_NOW, kind="done", message="R@1=0.6500 skipped_images=3",
+                       payload={"metrics": {"R@1": 0.65}, "skipped_images": 3}))
+    app = make_app()
+    async with app.run_test(size=LARGE) as pilot:
+        text = await header(app, pilot, "1")
+        assert "3 images skipped" in text, text
+        assert "skipped" not in await header(app, pilot, "2")  # another job: not carried over
+
+
+@sync
 async def test_metric_drop_and_finish_ring_the_bell(make_app, seeded):
     from ctxsim.tui.screens.runs import RunsScreen
 
@@ -439,6 +468,36 @@ async def test_new_run_form_enter_does_not_submit_and_existing_config_is_named(m
         form.query_one("#open-existing").press()
         det = await settled(pilot, DetailScreen)
         assert det.job_id == first.id
+
+
+@sync
+async def test_new_run_form_runs_the_config_preflight_and_queues_nothing(make_app, seeded):
+    """The form makes `ctxsim run`'s host-independent checks (ctxsim.train.preflight.check_config):
+    a config that could never start is the check's one line in the form, and no job row."""
+    from sqlalchemy import func
+
+    from ctxsim.tui.screens.new_run import NewRunScreen
+    from ctxsim.tui.screens.runs import RunsScreen
+    from ctxsim.tui.widgets.new_run_form import NewRunForm
+
+    with seeded.Session() as s:
+        before = s.scalar(select(func.count()).select_from(Job))
+    app = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await settled(pilot, RunsScreen)
+        await pilot.press("n")
+        form = app.screen.query_one(NewRunForm)
+        form.query_one("#dataset").value = "digits"
+        for overrides, line in (("seed=-5", "seed must be an integer from 0 to 4294967295, got -5"),
+                                ("lr=nan", "lr must be a finite number, got nan"),
+                                ("loss.nosuch=3", "loss 'hybrid' has no option nosuch")):
+            form.set_overrides(overrides)
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: line in str(form.query_one("#error").render()))
+            text = str(form.query_one("#error").render())
+            assert "\n" not in text.strip() and isinstance(app.screen, NewRunScreen), text
+    with seeded.Session() as s:
+        assert s.scalar(select(func.count()).select_from(Job)) == before  # nothing queued
 
 
 # --- 5. logs and events ---------------------------------------------------------------------------

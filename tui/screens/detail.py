@@ -64,6 +64,7 @@ class DetailScreen(DashScreen):
         self._paper_curve: list = []
         self._paper_loaded = False
         self.detail: Optional[dict] = None
+        self._skipped: Optional[int] = None  # unreadable images the finished run skipped (done event)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -102,6 +103,7 @@ class DetailScreen(DashScreen):
         n = self.cache.update(reg, d["summaries"])
         self.attempts = history.job_attempts(reg, [self.job_id]).get(self.job_id, [])
         d["prior_elapsed_s"] = history.prior_elapsed_s(self.attempts, d.get("started_at"))
+        d["skipped_images"] = self._skipped_images(reg, d["status"])
         events = self._read_events(reg)
         files = checkpoint_files(d.get("run_dir"))
         snapshot = {k: list(v) for k, v in self.cache.points.items()}  # the UI never sees a growing list
@@ -113,6 +115,19 @@ class DetailScreen(DashScreen):
         lines, reset = self.follower.read()
         if lines or reset:
             self.post_message(LogLines(self.job_id, lines, reset))
+
+    def _skipped_images(self, reg, status: str) -> int:  # noqa: ANN001
+        """The done event's ``skipped_images`` (--skip-bad-images), read once the job is done."""
+        if status != "done":
+            self._skipped = None
+            return 0
+        if self._skipped is None:
+            from ctxsim.registry.models import EventKind
+
+            payloads = queries.job_event_payloads(reg, [self.job_id], EventKind.DONE).get(self.job_id) or []
+            last = payloads[-1] if payloads else None
+            self._skipped = int((last or {}).get("skipped_images") or 0)
+        return self._skipped
 
     def _read_events(self, reg) -> list[dict]:  # noqa: ANN001
         """Newest first: the newest page at first, then every newer event each poll (no gaps), and

@@ -1,4 +1,6 @@
-"""Modal: the new-run form; validates the config with the recipe, then enqueues it.
+"""Modal: the new-run form; validates the config with the recipe and the preflight's config checks
+(``ctxsim.train.preflight.check_config``, as ``ctxsim run``), then enqueues it; a config that could
+never start shows the check's one line in the form and queues nothing.
 
 A config that is already in the registry is not merged silently into that job: the form names the
 job and offers to open it or to queue the same run with a new seed.

@@ -45,6 +45,9 @@ class RunHeader(Static):
             if paper:
                 t.append(" Δ ")
                 t.append_text(fmt_delta(best - paper["value"]))
+        if d.get("skipped_images"):  # --skip-bad-images: the metrics were computed without them
+            t.append(sep)
+            t.append(f"{d['skipped_images']} images skipped", style="yellow")
         if "MAP@R" in summ:
             t.append(f"{sep}MAP@R {pct(summ['MAP@R']['last']):.1f}")
         if "train/loss" in summ:
