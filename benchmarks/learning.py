@@ -124,7 +124,8 @@ def paired_lines(per_query: dict[str, np.ndarray], variants: dict[str, tuple[str
         if name == ref:
             continue
         r = paired_bootstrap({"MAP@R": per_query[ref]}, {"MAP@R": per_query[name]})[0]
-        out.append(f"- vs {name}: {r.diff:+.4f} [{r.low:+.4f}, {r.high:+.4f}], p {r.p_value:.4f}")
+        p = f"p < {1 / r.n_resamples:.4f}" if r.p_value == 0 else f"p {r.p_value:.4f}"
+        out.append(f"- vs {name}: {r.diff:+.4f} [{r.low:+.4f}, {r.high:+.4f}], {p}")
     return out
 
 

@@ -1,9 +1,11 @@
 """The Slurm executor (ctxsim.runner.slurm) through submitit's LOCAL executor: options, state
 mapping, and four queued jobs run by ``ctxsim worker --executor slurm``: a tiny training job
-finishes; a probe job that runs until stopped is cancelled while running; a tiny training job is
-preempted (USR2, as Slurm signals before a time limit or a preemption), requeued in place and
-resumed from its mid-epoch checkpoint; and one whose task is SIGKILLed (a node failure) is
-resubmitted by the poller and resumes from its epoch checkpoint."""
+finishes; a probe job that runs until stopped is cancelled while running; a probe job is preempted
+(USR2, as Slurm signals before a time limit or a preemption), requeued in place and resumed from
+its epoch checkpoint; and one whose task is SIGKILLed (a node failure) is resubmitted by the poller
+and resumes from its epoch checkpoint. The probes wait at a gate file the test creates (after
+epoch 1), so every signal lands at a known point: no race against a job's end on a fast machine.
+(The training engine's own mid-epoch stop and resume: tests/test_train.py.)"""
 
 from __future__ import annotations
 
@@ -122,6 +124,26 @@ def _row(reg, jid) -> Job:
         return s.get(Job, jid)
 
 
+def _gone(pid: int) -> bool:
+    """The process ``pid`` has exited (a zombie nobody has reaped yet counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+    except OSError:  # no /proc
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+
+def _kinds(reg, jid) -> list[str]:
+    with reg.Session() as s:
+        return list(s.scalars(select(JobEvent.kind).where(JobEvent.job_id == jid)))
+
+
 def _wait(cond, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -132,6 +154,45 @@ def _wait(cond, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def test_probe_gate_holds_the_probe_until_opened_or_stopped(tmp_path):
+    """The gate the test below relies on: the probe runs no step past ``gate_step`` until the gate
+    file exists, and still stops at once when asked while it waits."""
+    import threading
+
+    from ctxsim.runner.probe import run_probe
+
+    class Steps:
+        def __init__(self) -> None:
+            self.steps: list[int] = []
+            self.at_gate = threading.Event()
+
+        def emit(self, event) -> None:
+            if event.kind == "step":
+                self.steps.append(event.data["step"])
+            if event.kind == "checkpoint":
+                self.at_gate.set()
+
+        def close(self) -> None:
+            pass
+
+    gate = tmp_path / "gate"
+    cfg = probe_config(epochs=2, steps_per_epoch=3, gate_file=gate, gate_step=3)
+    stop = threading.Event()
+    sink, out = Steps(), {}
+    t = threading.Thread(target=lambda: out.update(run_probe(cfg, sink, tmp_path / "a", stop.is_set)))
+    t.start()
+    assert sink.at_gate.wait(30)
+    stop.set()
+    t.join(30)
+    assert not t.is_alive() and out["stopped"] and sink.steps == [1, 2, 3]
+    gate.touch()  # open: the resumed probe runs epoch 2 through
+    sink = Steps()
+    assert run_probe(cfg, sink, tmp_path / "a", lambda: False) == {"epochs_run": [2], "stopped": False,
+                                                                   "start_epoch": 1}
+    assert sink.steps == [4, 5, 6]
+    assert "gate" not in probe_config()  # probes without one are unchanged
+
+
 @pytest.mark.slow
 def test_local_executor_runs_cancels_preempts_and_resubmits_jobs(tmp_path):
     url = str(tmp_path / "experiments.db")
@@ -139,8 +200,12 @@ def test_local_executor_runs_cancels_preempts_and_resubmits_jobs(tmp_path):
     # the job to cancel runs until it is stopped (a probe of a million steps): the cancel cannot
     # lose a race with the job's end, however fast the machine
     until_stopped = probe_config(epochs=1, steps_per_epoch=1_000_000, sleep_s=0.01, label="cancel")
-    ids = jobs.enqueue_many(reg, [_tiny(4, 0), until_stopped, _tiny(40, 2), _tiny(20, 3, epochs=2)],
-                            executor="slurm", runs_root=tmp_path / "runs")
+    # the jobs to preempt and to kill stop at a gate after epoch 1 (its checkpoint written) until the
+    # test opens it: they cannot end before the signal, nor run on before their first process is gone
+    preempt_gate, crash_gate = tmp_path / "preempt.gate", tmp_path / "crash.gate"
+    gated = [probe_config(epochs=2, steps_per_epoch=3, label=name, gate_file=gate, gate_step=3)
+             for name, gate in (("preempt", preempt_gate), ("crash", crash_gate))]
+    ids = jobs.enqueue_many(reg, [_tiny(4, 0), until_stopped, *gated], executor="slurm", runs_root=tmp_path / "runs")
     done_id, cancel_id, preempt_id, crash_id = (i for i, _ in ids)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     log = tmp_path / "worker.log"
@@ -149,16 +214,24 @@ def test_local_executor_runs_cancels_preempts_and_resubmits_jobs(tmp_path):
     with open(log, "ab") as fh:
         worker = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        # the compute-node task records itself on the job; wait for real training steps
+        # the compute-node task records itself on the job; the probe reports step 3 (flushed with
+        # epoch 1's checkpoint) and then waits at its gate
         _wait(lambda: _row(reg, preempt_id).last_step >= 3 and _row(reg, preempt_id).worker_pid, 180,
-              "the preempted job to train a few steps")
-        task_pid = _row(reg, preempt_id).worker_pid
-        os.kill(task_pid, signal.SIGUSR2)  # what Slurm sends before a time limit / on preemption
-        _wait(lambda: _row(reg, cancel_id).last_step >= 2, 180, "the cancelled job to start training")
+              "the preempted job to reach its gate")
+        # what Slurm sends before a time limit / on preemption
+        os.kill(_row(reg, preempt_id).worker_pid, signal.SIGUSR2)
+        # the task records the requeue once the stopped process has exited: only then may the job go on
+        _wait(lambda: "slurm_requeue" in _kinds(reg, preempt_id), 180, "the preempted job's requeue")
+        preempt_gate.touch()
+        _wait(lambda: _row(reg, cancel_id).last_step >= 2, 180, "the cancelled job to start")
         assert jobs.cancel(reg, cancel_id) == "cancel_requested"
-        _wait(lambda: (Path(_row(reg, crash_id).run_dir) / "checkpoint.pt").exists(), 180,
-              "the crashed job's first epoch checkpoint")
+        crash_dir = Path(_row(reg, crash_id).run_dir)
+        _wait(lambda: (crash_dir / "checkpoint.json").exists(), 180, "the crashed job's first epoch checkpoint")
+        job_pid = int((crash_dir / "probe_attempts.log").read_text().split()[0])
         os.kill(_row(reg, crash_id).worker_pid, signal.SIGKILL)  # the node task dies: no settling
+        # the orphaned job process stops itself when its task is gone; only then open the gate
+        _wait(lambda: _gone(job_pid), 60, "the killed task's job process to stop")
+        crash_gate.touch()
         rc = worker.wait(timeout=300)
     finally:
         if worker.poll() is None:
@@ -172,32 +245,31 @@ def test_local_executor_runs_cancels_preempts_and_resubmits_jobs(tmp_path):
         [(r.id, r.status, r.error) for r in rows.values()]
     assert all(r.slurm_id and r.executor == "slurm" and r.attempts == 1 for r in rows.values())
     crashed = _row(reg, crash_id)
-    assert (crashed.status, crashed.attempts, crashed.last_step) == ("done", 2, 40), crashed.error
+    assert (crashed.status, crashed.attempts, crashed.last_step) == ("done", 2, 6), crashed.error
     assert rows[cancel_id].error.startswith("cancelled by request")
     assert rows[cancel_id].last_step < 1_000_000
-    assert rows[done_id].last_step == 4 and rows[preempt_id].last_step == 40
+    assert rows[done_id].last_step == 4 and rows[preempt_id].last_step == 6
     with reg.Session() as s:
-        kinds = list(s.scalars(select(JobEvent.kind).where(JobEvent.job_id == preempt_id)))
         n_loss = s.scalar(select(func.count()).select_from(Metric)
                           .where(Metric.job_id == preempt_id, Metric.key == "train/loss"))
+    kinds = _kinds(reg, preempt_id)
     assert kinds.count("slurm_submitted") == 1  # requeued in place: the same Slurm job, the same attempt
     assert kinds.count("slurm_requeue") == 1 and kinds.count("slurm_start") == 2
-    assert n_loss == 40  # every step once: nothing lost, nothing duplicated
-    # the second start resumed from the checkpoint the preempted process wrote mid-epoch
-    events = read_events(Path(rows[preempt_id].run_dir) / "events.jsonl")
-    starts = [e.to_dict() for e in events if e.kind == "start"]
-    stopped = [e.to_dict() for e in events if e.kind == "stopped"]
-    assert len(starts) == 2 and len(stopped) == 1
-    assert starts[1]["resumed"] and starts[1]["step"] == stopped[0]["step"] > 0
-    assert 0 < stopped[0]["step"] < 40
+    assert n_loss == 6  # every step once: nothing lost, nothing duplicated
+    # the second start resumed from the checkpoint the preempted process wrote after epoch 1, and
+    # ran only the steps of epoch 2
+    events = [e.to_dict() for e in read_events(Path(rows[preempt_id].run_dir) / "events.jsonl")]
+    assert [e["start_epoch"] for e in events if e["kind"] == "start"] == [0, 1]
+    assert [e["step"] for e in events if e["kind"] == "step"] == [1, 2, 3, 4, 5, 6]
     # the killed task: the poller saw its Slurm job end unsettled, re-queued it (an attempt) and
     # submitted a new Slurm job, which resumed from the end of epoch 1
     with reg.Session() as s:
-        kinds = list(s.scalars(select(JobEvent.kind).where(JobEvent.job_id == crash_id)))
         n_loss = s.scalar(select(func.count()).select_from(Metric)
                           .where(Metric.job_id == crash_id, Metric.key == "train/loss"))
+    kinds = _kinds(reg, crash_id)
     assert kinds.count("slurm_submitted") == 2 and kinds.count("requeued") == 1
-    assert n_loss == 40
-    starts = [e.to_dict() for e in read_events(Path(crashed.run_dir) / "events.jsonl") if e.kind == "start"]
-    assert len(starts) == 2 and starts[1]["resumed"] and starts[1]["start_epoch"] == 1
+    assert n_loss == 6
+    events = [e.to_dict() for e in read_events(crash_dir / "events.jsonl")]
+    assert [e["start_epoch"] for e in events if e["kind"] == "start"] == [0, 1]
+    assert [e["step"] for e in events if e["kind"] == "step"] == [1, 2, 3, 4, 5, 6]
     reg.dispose()

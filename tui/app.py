@@ -183,6 +183,12 @@ class CtxsimApp(App):
 
         self.push_screen(CompareScreen(job_ids))
 
+    def open_paper_table(self, resolution: int = 224) -> None:
+        from ctxsim.tui.screens.paper_table import PaperTableScreen
+
+        if not isinstance(self.screen, PaperTableScreen):
+            self.push_screen(PaperTableScreen(resolution))
+
     def action_queue(self) -> None:
         from ctxsim.tui.screens.queue import QueueScreen
 

@@ -7,6 +7,11 @@ not results: it exists to test and benchmark the queue, the workers, cancel and 
 Config: ``{"kind": "probe", "epochs": E, "steps_per_epoch": S, "sleep_s": t, "fail": false,
 "spawn_child": false}`` (``spawn_child`` starts a long ``sleep`` in the job's process group, the way
 data-loader workers live there, to check that cancel and shutdown stop the whole group).
+
+An optional ``"gate": {"file": PATH, "after_step": S}`` holds the probe before any step past ``S``
+until ``PATH`` exists (it still stops at once when asked to): whoever drives the probe decides when
+it may go on, so a test can signal, kill or preempt it at a known point (after step ``S``; after its
+epoch checkpoint when ``S`` ends an epoch) with no race against the probe's end.
 """
 
 from __future__ import annotations
@@ -22,10 +27,24 @@ from ctxsim.train.events import Event, EventSink
 
 
 def probe_config(epochs: int = 2, steps_per_epoch: int = 5, sleep_s: float = 0.0, fail: bool = False,
-                 label: Any = None, spawn_child: bool = False) -> dict[str, Any]:
-    """A probe job config (``label`` keeps otherwise identical probes distinct for dedupe)."""
-    return {"kind": "probe", "epochs": epochs, "steps_per_epoch": steps_per_epoch, "sleep_s": sleep_s,
-            "fail": fail, "label": label, "spawn_child": spawn_child}
+                 label: Any = None, spawn_child: bool = False, gate_file: str | os.PathLike | None = None,
+                 gate_step: int = 0) -> dict[str, Any]:
+    """A probe job config (``label`` keeps otherwise identical probes distinct for dedupe). With
+    ``gate_file`` the probe runs no step past ``gate_step`` until that file exists (module docstring)."""
+    cfg: dict[str, Any] = {"kind": "probe", "epochs": epochs, "steps_per_epoch": steps_per_epoch,
+                           "sleep_s": sleep_s, "fail": fail, "label": label, "spawn_child": spawn_child}
+    if gate_file is not None:
+        cfg["gate"] = {"file": str(gate_file), "after_step": int(gate_step)}
+    return cfg
+
+
+def _wait_for_gate(path: Path, should_stop: Optional[Callable[[], bool]], poll_s: float = 0.02) -> bool:
+    """Blocks until ``path`` exists (True) or ``should_stop()`` says so (False)."""
+    while not path.exists():
+        if should_stop is not None and should_stop():
+            return False
+        time.sleep(poll_s)
+    return True
 
 
 def run_probe(cfg: dict[str, Any], sink: EventSink, run_dir: str | os.PathLike,
@@ -41,6 +60,7 @@ def run_probe(cfg: dict[str, Any], sink: EventSink, run_dir: str | os.PathLike,
         fh.write(f"{os.getpid()} start_epoch={start_epoch} child={child.pid if child else ''}\n")
     sink.emit(Event("start", {"config": cfg, "run_dir": str(run_dir), "epochs": epochs,
                               "steps_per_epoch": spe, "start_epoch": start_epoch}))
+    gate = cfg.get("gate") or None
     ran = []
     for epoch in range(start_epoch + 1, epochs + 1):
         total = 0.0
@@ -48,6 +68,10 @@ def run_probe(cfg: dict[str, Any], sink: EventSink, run_dir: str | os.PathLike,
             if should_stop is not None and should_stop():
                 return {"epochs_run": ran, "stopped": True, "start_epoch": start_epoch}
             step = (epoch - 1) * spe + i + 1
+            if gate is not None and step > int(gate.get("after_step", 0)):
+                if not _wait_for_gate(Path(gate["file"]), should_stop):
+                    return {"epochs_run": ran, "stopped": True, "start_epoch": start_epoch}
+                gate = None  # open: it stays open for the rest of this run
             loss = 1.0 / step
             total += loss
             sink.emit(Event("step", {"epoch": epoch, "step": step, "loss": loss, "terms": {"probe": loss / 2},

@@ -350,6 +350,8 @@ class Trainer:
         (the best validation epoch's with select=best, else the last); None without one."""
         if getattr(self.data, "val", None) is None or not self.history:
             return None
+        if not getattr(getattr(self, "info", None), "is_main", True):  # DistributedRun: rank 0 tests
+            return None
         use_best = self.cfg.select == "best" and self.best_model is not None
         current = None
         if use_best:

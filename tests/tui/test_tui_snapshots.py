@@ -134,3 +134,18 @@ def test_snapshot_new_run_form(make_app, snap_compare, size):
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=size, run_before=before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_snapshot_paper_table(make_app, seeded, snap_compare, size):
+    from test_tui_paper_table import open_from_compare, shown
+    from tui_seed import fill_paper_cells
+
+    fill_paper_cells(seeded)
+
+    async def before(pilot):
+        await open_from_compare(pilot, ("3",))
+        await pilot.press("t")
+        await shown(pilot, 224)
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=before)

@@ -104,3 +104,21 @@ def build_seeded_registry(path: str | Path) -> Registry:
         for jid, ep in ((1, 20), (2, 12), (3, 3), (6, 4)):
             s.get(Job, jid).epoch = ep
     return reg
+
+
+def fill_paper_cells(reg: Registry) -> None:
+    """A few cells of the 224 paper table: cub/hybrid three comparable seeds, cub/triplet queued,
+    cars/hybrid running, cars/triplet one seed, cars/contrastive a tiny (not comparable) run."""
+    from test_comparability import add_run, reference_fingerprint
+
+    from ctxsim.train.configure import configure
+    from ctxsim.train.recipes import recipe
+
+    for seed, r1 in ((0, 0.70), (1, 0.72), (2, 0.74)):
+        add_run(reg, recipe("cub", "hybrid", 224).with_overrides(seed=seed), r1,
+                fingerprint=reference_fingerprint("cub"))
+    add_run(reg, recipe("cub", "triplet", 224), 0.0, status="queued")
+    add_run(reg, recipe("cars", "hybrid", 224), 0.0, status="running")
+    add_run(reg, recipe("cars", "triplet", 224), 0.88, fingerprint=reference_fingerprint("cars"))
+    add_run(reg, configure("cars", "contrastive", 224, sets=["model.arch=tiny"]), 0.5,
+            fingerprint=reference_fingerprint("cars"))

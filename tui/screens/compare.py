@@ -37,7 +37,8 @@ class CompareScreen(DashScreen):
             "the paper's numbers are horizontal lines, its curves dashed.")
     BINDINGS = [Binding("escape,backspace", "app.pop_screen", "Back"),
                 Binding("enter", "open", "Detail", key_display="⏎"),
-                Binding("a", "axis", "x axis: % of training / epoch")]
+                Binding("a", "axis", "x axis: % of training / epoch"),
+                Binding("t", "paper_table", "Paper table (224/256)", show=False)]
 
     def __init__(self, job_ids: list[int], **kw) -> None:
         super().__init__(**kw)
@@ -123,6 +124,12 @@ class CompareScreen(DashScreen):
         if missing:
             parts.append("gone: " + ", ".join(map(str, missing)))
         self.status.set_info(" · ".join(parts))
+
+    def action_paper_table(self) -> None:
+        """t: the paper's table of the run under the cursor's resolution (224 when it has none)."""
+        k = self.query_one(CompareTable).current_key()
+        res = next((r.get("resolution") for r in self.runs if str(r["id"]) == k), None)
+        self.dash.open_paper_table(res if res in (224, 256) else 224)
 
     def action_open(self) -> None:
         k = self.query_one(CompareTable).current_key()
