@@ -111,7 +111,8 @@ def _enqueue_one(
         job.run_dir = str(run_folder(runs_root or default_runs_root(reg), f, job.id))
     for t in sorted(set(tags)):
         s.add(Tag(job_id=job.id, tag=t))
-    s.add(JobEvent(job_id=job.id, kind="queued", message=f"queued by {socket.gethostname()} pid {os.getpid()}"))
+    s.add(JobEvent(job_id=job.id, kind=EventKind.QUEUED, message=f"queued by {socket.gethostname()} pid {os.getpid()}",
+                   payload={"host": socket.gethostname(), "pid": os.getpid(), "run_dir": job.run_dir}))
     return job.id, True
 
 
@@ -160,8 +161,9 @@ def resume_stopped(reg: Registry, cfg: Any, run_dir: str | os.PathLike) -> Optio
         job.status, job.cancel_requested, job.error, job.exit_code = "queued", False, None, None
         job.finished_at = job.started_at = job.heartbeat_at = None
         job.worker_id = job.worker_host = job.worker_pid = job.gpus = None
-        s.add(JobEvent(job_id=job.id, kind="retry", message=f"resumed in the foreground by {socket.gethostname()} "
-                                                             f"pid {os.getpid()}"))
+        s.add(JobEvent(job_id=job.id, kind=EventKind.RETRY, message=f"resumed in the foreground by {socket.gethostname()} "
+                                                                f"pid {os.getpid()}",
+                       payload={"resumed_in_foreground": True, "host": socket.gethostname(), "pid": os.getpid()}))
         return job.id
 
     return reg.run(work, what="resume job")
@@ -250,8 +252,9 @@ def claim(
         row = s.execute(stmt, params).first()
         if row is None:
             return None
-        s.execute(_EVENT_INSERT, {"job_id": row.id, "kind": "claimed", "time": now, "message":
-                                  f"attempt {row.attempts} by {worker_id}" + (f" on GPUs {row.gpus}" if row.gpus else "")})
+        s.execute(_EVENT_INSERT, {"job_id": row.id, "kind": EventKind.CLAIMED, "time": now, "message":
+                                  f"attempt {row.attempts} by {worker_id}" + (f" on GPUs {row.gpus}" if row.gpus else ""),
+                                  "payload": {"attempt": row.attempts, "worker_id": worker_id, "gpus": row.gpus}})
         return _claimed(row)
 
     return reg.run(work, what="claim")
@@ -391,7 +394,8 @@ def _requeue_row(s: Session, job: Job, reason: str, refund_attempt: bool = False
     else:
         job.finished_at = utcnow()
         job.error = msg
-    s.add(JobEvent(job_id=job.id, kind="requeued" if status == "queued" else status, message=msg))
+    s.add(JobEvent(job_id=job.id, kind=EventKind.REQUEUED if status == "queued" else status, message=msg,
+                   payload={"status": status, "reason": msg}))
     return status
 
 
@@ -434,11 +438,12 @@ def cancel(reg: Registry, job_id: int) -> str:
         job = _get(s, job_id)
         if job.status == "queued":
             job.status, job.finished_at, job.error = "cancelled", utcnow(), "cancelled before it started"
-            s.add(JobEvent(job_id=job_id, kind="cancelled", message="cancelled while queued"))
+            s.add(JobEvent(job_id=job_id, kind=EventKind.CANCELLED, message="cancelled while queued",
+                           payload={"while": "queued"}))
             return "cancelled"
         if job.status == "running":
             job.cancel_requested = True
-            s.add(JobEvent(job_id=job_id, kind="cancel_requested", message=""))
+            s.add(JobEvent(job_id=job_id, kind=EventKind.CANCEL_REQUESTED, message="", payload={"while": "running"}))
             return "cancel_requested"
         raise JobStateError(f"job {job_id} is {job.status}: nothing to cancel")
 
@@ -462,7 +467,8 @@ def retry(reg: Registry, job_id: int, reset_attempts: bool = True) -> None:
             job.attempts = 0
         if job.executor == FOREGROUND:
             job.executor = "local"
-        s.add(JobEvent(job_id=job_id, kind="retry", message="attempts reset" if reset_attempts else "attempts kept"))
+        s.add(JobEvent(job_id=job_id, kind=EventKind.RETRY, message="attempts reset" if reset_attempts else "attempts kept",
+                       payload={"reset_attempts": bool(reset_attempts)}))
 
     reg.run(work, what=f"retry job {job_id}")
 

@@ -45,7 +45,7 @@ from sqlalchemy import update
 from ctxsim.errors import ConfigError, one_line
 from ctxsim.registry import jobs
 from ctxsim.registry.db import Registry, open_registry
-from ctxsim.registry.models import Job, JobEvent
+from ctxsim.registry.models import EventKind, Job, JobEvent
 from ctxsim.runner.job import EXIT_DONE, EXIT_FAILED
 from ctxsim.runner.torchrun import torchrun_argv
 from ctxsim.runner.skeleton import WorkerLoop, killpg
@@ -236,7 +236,7 @@ class SlurmTask:
         def work(s):
             row = s.execute(stmt).first()
             if row is not None:
-                s.add(JobEvent(job_id=self.job_id, kind="slurm_start",
+                s.add(JobEvent(job_id=self.job_id, kind=EventKind.SLURM_START,
                                message=f"attempt {self.attempt} on {host} pid {pid} (slurm {_slurm_job_id()})"))
             return None if row is None else row.run_dir
 
@@ -402,7 +402,7 @@ class SlurmWorker(WorkerLoop):
 
         def work(s):
             s.execute(stmt)
-            s.add(JobEvent(job_id=job.id, kind="slurm_submitted", message=f"attempt {job.attempt}: slurm job {sid}"))
+            s.add(JobEvent(job_id=job.id, kind=EventKind.SLURM_SUBMITTED, message=f"attempt {job.attempt}: slurm job {sid}"))
 
         self.reg.run(work, what=f"record slurm id of job {job.id}")
         self.active[job.id] = _Submitted(job, sjob)
