@@ -240,7 +240,7 @@ class RunConfig:
             if rest and head in free:
                 if "." in rest:
                     raise ConfigError(f"nested keys are not supported: {key}")
-                d[free[head]] = {**d[free[head]], rest: _parse_literal(raw)}
+                d[free[head]] = {**d[free[head]], rest: parse_literal(raw)}
             elif rest and head == "model":
                 hints = typing.get_type_hints(ModelSpec)
                 if rest not in hints:
@@ -301,7 +301,7 @@ def _from_dict(cls, d: dict[str, Any], prefix: str):
     return cls(**kw)
 
 
-def _parse_literal(raw: str) -> Any:
+def parse_literal(raw: str) -> Any:
     """Python/JSON-ish literal (numbers, true/false, null/none, lists); otherwise the string."""
     low = raw.lower()
     if low in ("true", "false"):
@@ -348,7 +348,7 @@ def _parse_typed(key: str, raw: str, tp: Any) -> Any:
     if tp is str:
         return raw
     if origin is list:
-        val = _parse_literal(raw) if raw.strip().startswith("[") else [p for p in raw.split(",") if p.strip()]
+        val = parse_literal(raw) if raw.strip().startswith("[") else [p for p in raw.split(",") if p.strip()]
         if not isinstance(val, (list, tuple)):
             val = [val]
         return [_parse_typed(key, str(v), args[0]) for v in val]

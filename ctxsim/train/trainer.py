@@ -320,29 +320,28 @@ class Trainer:
         per_query.epoch = self.epoch
         self.history.append({"epoch": self.epoch, "metrics": metrics})
         self.emit("eval", epoch=self.epoch, metrics=metrics, split="test")
+        is_best = self._track_best(metrics)
+        if is_best or self.cfg.select != "best":  # per_query.npz holds the selected evaluation
+            self._save_per_query(per_query)
+        return metrics
+
+    def _track_best(self, metrics: dict[str, float]) -> bool:
+        """Updates the best epoch (and, with select=best, keeps its weights); True when this one is it."""
         key = self.cfg.select_metric
         if key not in metrics:
             raise ConfigError(f"select_metric {key} is not among the metrics {', '.join(metrics)}")
-        if self.best["value"] is None or metrics[key] > self.best["value"]:
-            self.best = {"epoch": self.epoch, "value": metrics[key], "metrics": dict(metrics)}
-            if self.cfg.select == "best":
-                self.best_model = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-                self._save_per_query(per_query)
-        if self.cfg.select != "best":
-            self._save_per_query(per_query)
-        return metrics
+        if self.best["value"] is not None and not metrics[key] > self.best["value"]:
+            return False
+        self.best = {"epoch": self.epoch, "value": metrics[key], "metrics": dict(metrics)}
+        if self.cfg.select == "best":
+            self.best_model = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        return True
 
     def _run_val_eval(self, val) -> dict[str, float]:
         metrics = evaluate_model(self.model, val, self.cfg, self.device, num_workers=loader_workers(self.cfg.num_workers))
         self.history.append({"epoch": self.epoch, "metrics": metrics, "split": "val"})
         self.emit("eval", epoch=self.epoch, metrics=metrics, split="val")
-        key = self.cfg.select_metric
-        if key not in metrics:
-            raise ConfigError(f"select_metric {key} is not among the metrics {', '.join(metrics)}")
-        if self.best["value"] is None or metrics[key] > self.best["value"]:
-            self.best = {"epoch": self.epoch, "value": metrics[key], "metrics": dict(metrics)}
-            if self.cfg.select == "best":
-                self.best_model = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        self._track_best(metrics)
         return metrics
 
     def run_final_test(self) -> Optional[dict[str, float]]:

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import ast
 import math
 import re
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from optuna.distributions import (
 )
 
 from ctxsim.errors import ConfigError
+from ctxsim.train.config import parse_literal
 
 KINDS = ("uniform", "loguniform", "int", "logint", "choice")
 _ALIASES = {"categorical": "choice", "intuniform": "int", "randint": "int", "loguniformint": "logint",
@@ -62,16 +62,10 @@ def _number(raw: str, entry: str) -> float:
 
 def _choice_value(raw: str) -> Any:
     raw = raw.strip()
-    low = raw.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    try:
-        v = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
+    v = parse_literal(raw)
+    if v is raw:  # not a literal: a bare or quoted word
         return raw.strip("'\"")
-    return v if isinstance(v, (int, float, str)) else raw
+    return v if v is None or isinstance(v, (int, float, str)) else raw
 
 
 def parse_param(entry: str) -> Param:
