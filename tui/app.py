@@ -5,6 +5,10 @@
 Every read runs in a thread worker and posts a typed message back (tui/messages.py); a locked or
 unreachable database turns into a status line while the last data stays on screen. The clock is
 injected (``clock=``) so snapshots are reproducible.
+
+A registry the dashboard cannot write (a file without write permission, a read-only folder) is opened
+read-only: everything shows, the status line says "read-only registry", the write actions (new run,
+clone, cancel, retry, priority) are refused with a one-line notice, and no paper numbers are loaded.
 """
 
 from __future__ import annotations
@@ -72,8 +76,12 @@ class CtxsimApp(App):
     ) -> None:
         super().__init__()
         if registry is None:
+            from ctxsim.tui.writes import registry_is_readonly
+
             require_existing(db)
-        self.reg = registry if registry is not None else open_registry(db)
+            registry = open_registry(db, readonly=True) if registry_is_readonly(db) else open_registry(db)
+        self.reg = registry
+        self.readonly = bool(getattr(self.reg, "readonly", False))  # writes refused, see refuse_write
         self.ring_bell = bell_default() if bell is None else bell
         if gpu_probe is None:
             from ctxsim.tui.screens.queue import local_gpus
@@ -97,7 +105,7 @@ class CtxsimApp(App):
         from ctxsim.tui.screens.runs import RunsScreen
 
         self.push_screen(RunsScreen())
-        if self.load_baselines:
+        if self.load_baselines and not self.readonly:
             self.run_worker(self._ensure_baselines, thread=True, exit_on_error=False)
         if self.poll_interval:
             self.set_interval(self.poll_interval, self.action_refresh_now)
@@ -198,6 +206,9 @@ class CtxsimApp(App):
     def action_new_run(self, prefill: Optional[dict] = None) -> None:
         from ctxsim.tui.screens.new_run import NewRunScreen
 
+        if self.refuse_write("queue a new run"):
+            return
+
         def done(result) -> None:  # noqa: ANN001 - job id, ("open", id) or None
             if isinstance(result, tuple) and result[0] == "open":
                 self.open_detail(result[1])
@@ -208,11 +219,22 @@ class CtxsimApp(App):
         self.push_screen(NewRunScreen(prefill), done)
 
     # --- writes (thread workers) --------------------------------------------------------------
+    def refuse_write(self, what: str) -> bool:
+        """On a read-only registry: a one-line notice that ``what`` cannot be done, and True."""
+        if not self.readonly:
+            return False
+        from ctxsim.tui.writes import READONLY_NOTICE
+
+        self._notice(f"{READONLY_NOTICE}: cannot {what} (the file or its folder is not writable)", ok=True)
+        return True
+
     def _write(self, fn, *args) -> None:  # noqa: ANN001
         """Runs ``fn(registry, *args)`` in a thread; after WAIT_NOTICE_AFTER_S still waiting for the
         registry lock, the status line says so and Esc cancels it."""
         from ctxsim.tui.writes import WAIT_NOTICE_AFTER_S, CancellableWrites, WriteCancelled, ui_write_engine
 
+        if self.refuse_write("change the registry"):
+            return
         if self._write_engine is None:
             self._write_engine = ui_write_engine(self.reg)
         cancel, done = threading.Event(), threading.Event()
@@ -256,6 +278,8 @@ class CtxsimApp(App):
         from ctxsim.tui.actions import cancel_job
         from ctxsim.tui.screens.confirm import ConfirmScreen
 
+        if self.refuse_write(f"cancel job {job_id}"):
+            return
         if status is not None and status not in ("queued", "running"):
             self._notice(f"job {job_id} is {status}: only queued or running jobs can be cancelled", ok=False)
             return
@@ -269,6 +293,8 @@ class CtxsimApp(App):
     def retry(self, job_id: int, status: Optional[str] = None) -> None:
         from ctxsim.tui.actions import retry_job
 
+        if self.refuse_write(f"retry job {job_id}"):
+            return
         if status is not None and status not in ("failed", "cancelled"):
             self._notice(f"job {job_id} is {status}: only failed or cancelled jobs can be retried", ok=False)
             return
@@ -277,6 +303,8 @@ class CtxsimApp(App):
     def reprioritise(self, job_id: int, delta: int, status: Optional[str] = None) -> None:
         from ctxsim.tui.actions import change_priority
 
+        if self.refuse_write(f"change the priority of job {job_id}"):
+            return
         if status is not None and status != "queued":
             self._notice(f"job {job_id} is {status}: only queued jobs have a priority to change", ok=False)
             return

@@ -31,6 +31,16 @@ class DashScreen(Screen):
     def status(self) -> StatusLine:
         return self.query_one(StatusLine)
 
+    def set_warnings(self, warnings: list[str]) -> None:
+        """The status line's warnings, ending with "read-only registry" on a registry opened read-only."""
+        from ctxsim.tui.writes import READONLY_NOTICE
+
+        self.status.set_warnings([*warnings, READONLY_NOTICE] if getattr(self.dash, "readonly", False) else warnings)
+
+    def on_mount(self) -> None:
+        if getattr(self.dash, "readonly", False):
+            self.set_warnings([])
+
     def load(self) -> None:
         """Reads the registry and posts messages (runs in a thread; override)."""
 

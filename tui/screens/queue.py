@@ -114,7 +114,7 @@ class QueueScreen(DashScreen):
         self._summary = (f"{states.count('alive')} alive, {states.count('dead')} dead workers · "
                          f"{running} running · {queued} queued")
         dead = [w["id"] for w, s in zip(msg.workers, states) if s == "dead"]
-        self.status.set_warnings([f"worker {d} dead (no heartbeat)" for d in dead])
+        self.set_warnings([f"worker {d} dead (no heartbeat)" for d in dead])
 
     def after_load(self, msg: RegistryStatus) -> None:
         self.status.set_info(" · ".join([self._summary, self.dash.label]))

@@ -188,7 +188,7 @@ class RunsScreen(DashScreen):
     def on_runs_loaded(self, msg: RunsLoaded) -> None:
         self.table.set_rows(msg.rows, msg.changed)
         self._warnings = msg.notes
-        self.status.set_warnings(self._warnings)
+        self.set_warnings(self._warnings)
         self._announce(msg.rows, msg.drops)
 
     def _announce(self, rows, drops: dict) -> None:  # noqa: ANN001
