@@ -83,6 +83,19 @@ class KeyedTable(DataTable):
         self.move_cursor(row=idx, animate=False)
         return True
 
+    def _fit_widths(self) -> None:
+        """Sizes every column to its widest cell now. DataTable measures new rows lazily (on its next
+        idle), so a column set or rows rebuilt just before a repaint could be drawn at label width."""
+        for i, ck in enumerate(self._col_keys):
+            col = self.columns.get(ck)  # type: ignore[call-overload]
+            if col is None:
+                continue
+            widest = max((cell_len(c[i].plain if isinstance(c[i], Text) else str(c[i]))
+                          for c in self._cells.values() if i < len(c)), default=0)
+            if widest > col.content_width:
+                col.content_width = widest
+        self._require_update_dimensions = True
+
     def _update(self, key: str, i: int, value: Any) -> bool:
         """Writes one cell; True when it was written in place (only its row's render caches dropped)."""
         col = self.columns.get(self._col_keys[i])  # type: ignore[call-overload]
@@ -153,6 +166,7 @@ class KeyedTable(DataTable):
         self._cells = {k: list(c) for k, c in rows}
         for key, cells in rows:
             self.add_row(*cells, key=key)
+        self._fit_widths()
         if not keys:
             return
         if here is not None and here in self._cells:
