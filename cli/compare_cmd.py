@@ -172,23 +172,30 @@ def compare(
         if rows:
             sys.stdout.write(to_markdown(rows))
     elif rows:
-        from rich.table import Table
-
         from ctxsim.report.compare import NUMERIC_COLUMNS
 
         header, cells, notes = display_table(rows, compact=True)
-        t = Table(title="Runs vs reference numbers (percent)")
-        for h in header:
-            numeric = h in NUMERIC_COLUMNS
-            t.add_column(h, justify="right" if numeric else "left", no_wrap=numeric, overflow="fold")
-        for line in cells:
-            t.add_row(*line)
-        # piped output is not cut to 80 columns
-        out = _wide_console()
-        out.print(t)
-        for n in notes:
-            out.print(n, highlight=False, soft_wrap=True)
+        _print_table("Runs vs reference numbers (percent)", header, cells, notes,
+                     right=lambda h: h in NUMERIC_COLUMNS, keep_whole=True)
     sys.stdout.flush()
+
+
+def _print_table(title: str, header: list[str], lines: list[list[str]], notes: list[str], right,  # noqa: ANN001
+                 keep_whole: bool = False) -> None:
+    """A rich table and its footnotes: ``right(h)`` right-aligns a column (and, with ``keep_whole``, never
+    wraps it); piped output is not cut to 80 columns."""
+    from rich.table import Table
+
+    t = Table(title=title)
+    for h in header:
+        r = right(h)
+        t.add_column(h, justify="right" if r else "left", no_wrap=r and keep_whole, overflow="fold")
+    for line in lines:
+        t.add_row(*line)
+    out = _wide_console()
+    out.print(t)
+    for n in notes:
+        out.print(n, highlight=False, soft_wrap=True)
 
 
 def _csv_list(value: Optional[str]) -> Optional[list[str]]:
@@ -233,18 +240,9 @@ def _paper_table(table: int, datasets: Optional[str], losses: Optional[str], met
     elif fmt is Format.csv:
         fail("--table prints a table, markdown or JSON")
     else:
-        from rich.table import Table
-
         header, lines, notes = table_cells_text(data)
-        t = Table(title=f"Table {data['resolution']}: {data['title']}, {data['metric']} (percent)")
-        for h in header:
-            t.add_column(h, justify="left" if h == "Method" else "right", overflow="fold")
-        for line in lines:
-            t.add_row(*line)
-        out = _wide_console()
-        out.print(t)
-        for n in notes:
-            out.print(n, highlight=False, soft_wrap=True)
+        _print_table(f"Table {data['resolution']}: {data['title']}, {data['metric']} (percent)", header, lines,
+                     notes, right=lambda h: h != "Method")
     sys.stdout.flush()
 
 

@@ -42,7 +42,7 @@ def tui(
     # one clear line now rather than inside the full-screen app; an existing registry only (never
     # created here), opened without the write lock (the dashboard's reads use a read-only handle).
     # A file that cannot be written is opened read-only: the dashboard shows it and refuses its writes
-    from ctxsim.tui.writes import registry_is_readonly
+    from ctxsim.registry.db import registry_is_readonly
 
     reg = open_registry_or_exit(db, create=False, readonly=registry_is_readonly(db))
     if serve:

@@ -9,8 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +23,7 @@ from ctxsim.registry import jobs
 from ctxsim.registry.db import open_registry
 from ctxsim.registry.models import Job, JobEvent, Metric
 from ctxsim.runner.probe import probe_config
+from proc_helpers import ForegroundProbe, interrupt_after_first_step
 
 runner = CliRunner()
 FIXTURE_V2 = Path(__file__).parent / "fixtures" / "registry-v2.db"
@@ -64,37 +63,16 @@ def test_upgraded_registry_keeps_its_rows_and_stops_reusing_ids(tmp_path):
 
 # ---- rm --force of a running job ------------------------------------------------------------------
 def test_rm_force_stops_a_running_foreground_job_cleanly(tmp_path):
-    from ctxsim.runner.job import run_job_foreground
-
     db = str(tmp_path / "reg.db")
     reg = open_registry(db)
     jid = jobs.enqueue(reg, probe_config(epochs=1, steps_per_epoch=100000, sleep_s=0.01), executor="foreground")
-    outcome: dict = {}
-    stepped = threading.Event()
-
-    class Steps:
-        def emit(self, event):
-            if event.kind == "step":
-                stepped.set()
-
-        def close(self):
-            pass
-
-    def work():
-        try:
-            outcome["result"] = run_job_foreground(reg, jid, extra_sink=Steps(), heartbeat_s=0.05)
-        except BaseException as e:  # noqa: BLE001 - the test asserts there is none
-            outcome["error"] = e
-
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
-    assert stepped.wait(60), "the job never started"
+    job = ForegroundProbe(reg, jid)
+    assert job.stepped.wait(60), "the job never started"
     r = runner.invoke(app, ["rm", str(jid), "--force", "--db", db])
     assert r.exit_code == 0, r.output
-    t.join(60)
-    assert not t.is_alive()
-    assert "error" not in outcome, outcome.get("error")
-    assert outcome["result"]["stopped"] is True  # it stopped at a step boundary, then was removed
+    job.join()
+    assert "error" not in job.outcome, job.outcome.get("error")
+    assert job.outcome["result"]["stopped"] is True  # it stopped at a step boundary, then was removed
     with reg.Session() as s:
         assert s.get(Job, jid) is None
     assert jobs.enqueue(reg, probe_config(label="next")) == jid + 1
@@ -102,36 +80,15 @@ def test_rm_force_stops_a_running_foreground_job_cleanly(tmp_path):
 
 
 def test_a_foreground_job_removed_without_waiting_ends_in_one_line(tmp_path):
-    from ctxsim.runner.job import run_job_foreground
-
     reg = open_registry(tmp_path / "reg.db")
     jid = jobs.enqueue(reg, probe_config(epochs=1, steps_per_epoch=100000, sleep_s=0.01), executor="foreground")
-    outcome: dict = {}
-    stepped = threading.Event()
-
-    class Steps:
-        def emit(self, event):
-            if event.kind == "step":
-                stepped.set()
-
-        def close(self):
-            pass
-
-    def work():
-        try:
-            outcome["result"] = run_job_foreground(reg, jid, extra_sink=Steps(), heartbeat_s=0.05)
-        except BaseException as e:  # noqa: BLE001
-            outcome["error"] = e
-
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
-    assert stepped.wait(60)
+    job = ForegroundProbe(reg, jid)
+    assert job.stepped.wait(60)
     jobs.rm(reg, jid, force=True, stop_timeout_s=0)  # no wait: its process finds the job gone
-    t.join(60)
-    assert not t.is_alive()
-    err = outcome.get("error")
+    job.join()
+    err = job.outcome.get("error")
     if err is None:  # it noticed at a heartbeat, before any write failed
-        assert outcome["result"]["stopped"] is True
+        assert job.outcome["result"]["stopped"] is True
     else:
         assert isinstance(err, jobs.JobNotFoundError), repr(err)
         assert one_line(err) == f"job {jid} was removed while it ran (ctxsim rm): stopped"
@@ -143,23 +100,14 @@ def test_ctrl_c_then_the_same_command_resumes_the_same_job(tmp_path):
     db = str(tmp_path / "reg.db")
     rd = tmp_path / "run"
     cmd = [sys.executable, "-m", "ctxsim.cli.main", "run", "-d", "synthetic", "-l", "contrastive", "--epochs", "1",
-           "--device", "cpu", "--set", "sampler.num_batches=60", "--run-dir", str(rd), "--json", "--db", db]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    events = rd / "events.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and p.poll() is None:
-        if events.exists() and '"kind": "step"' in events.read_text():
-            break
-        time.sleep(0.05)
-    assert p.poll() is None, "the run ended before it could be interrupted"
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=120)
-    assert p.returncode == 130, err
+           "--device", "cpu", "--set", "sampler.num_batches=300", "--run-dir", str(rd), "--json", "--db", db]
+    rc, out, err = interrupt_after_first_step(cmd, rd / "events.jsonl", ENV)
+    assert rc == 130, err
     first = json.loads(out)["id"]
     again = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
     assert again.returncode == 0, again.stderr
     res = json.loads(again.stdout)
-    assert res["id"] == first and res["status"] == "done" and res["steps"] == 60
+    assert res["id"] == first and res["status"] == "done" and res["steps"] == 300
     reg = open_registry(db)
     try:
         with reg.Session() as s:
@@ -168,7 +116,7 @@ def test_ctrl_c_then_the_same_command_resumes_the_same_job(tmp_path):
         from ctxsim.registry.queries import metric_series
 
         steps = [st for st, _ in metric_series(reg, first)["train/loss"]]
-        assert steps == list(range(1, 61))  # the whole history under one id, no gap, no duplicate
+        assert steps == list(range(1, 301))  # the whole history under one id, no gap, no duplicate
     finally:
         reg.dispose()
 

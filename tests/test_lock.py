@@ -155,12 +155,10 @@ def test_a_read_only_handle_cannot_write(db):
 
 
 @pytest.mark.postgres
-def test_read_only_open_on_postgresql_creates_nothing():
+def test_read_only_open_on_postgresql_creates_nothing(pg_url):
     from registry_helpers import pg_schema_url
 
-    pg = os.environ.get("CTXSIM_TEST_PG_URL")
-    if not pg:
-        pytest.skip("CTXSIM_TEST_PG_URL is not set (run: eval \"$(bash .ci/start-postgres.sh)\")")
+    pg = pg_url  # the fixture skips with a reason locally and fails under CI=true
     from sqlalchemy import create_engine, inspect
 
     with pg_schema_url(pg) as url:

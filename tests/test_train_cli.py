@@ -81,26 +81,18 @@ def test_eval_rejects_a_non_checkpoint(tmp_path):
 
 def test_ctrl_c_stops_with_a_checkpoint_and_the_same_command_resumes(tmp_path):
     import os
-    import signal
     import subprocess
     import sys
-    import time
+
+    from proc_helpers import interrupt_after_first_step
 
     rd = tmp_path / "run"
     cmd = [sys.executable, "-m", "ctxsim.cli.main", "run", "-d", "synthetic", "-l", "contrastive", "--epochs", "2",
            "--device", "cpu", "--set", "sampler.num_batches=150", "--run-dir", str(rd), "--json"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     events = rd / "events.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and p.poll() is None:
-        if events.exists() and '"kind": "step"' in events.read_text():
-            break
-        time.sleep(0.05)
-    assert p.poll() is None, "the run ended before it could be interrupted"
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=120)
-    assert p.returncode == 130, err
+    rc, out, err = interrupt_after_first_step(cmd, events, env)
+    assert rc == 130, err
     assert "Traceback" not in err and "resume" in err
     from ctxsim.train.checkpoint import load_checkpoint
 

@@ -17,31 +17,16 @@ import os
 import threading
 from datetime import datetime, timezone
 from functools import partial
-from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-from sqlalchemy.engine import make_url
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
-from ctxsim.errors import NotFoundError, one_line
+from ctxsim.errors import one_line
 from ctxsim.registry.db import Registry, open_registry, read_registry, redact
 from ctxsim.tui.bindings import APP_BINDINGS
 from ctxsim.tui.format import DEFAULT_STALE_AFTER_S
 from ctxsim.tui.messages import ActionDone
-
-
-def require_existing(db: Optional[str]) -> None:
-    """The dashboard opens an existing registry only: a SQLite file that is not there (a typo in
-    ``--db``) is one NotFoundError line naming the path, never a silent new empty registry."""
-    from ctxsim.registry.db import resolve_url
-
-    url = make_url(resolve_url(db))
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return
-    path = Path(url.database)
-    if not path.is_file():
-        raise NotFoundError(f"no registry at {path} (check --db or $CTXSIM_DB; `ctxsim run` creates one)")
 
 
 def bell_default() -> bool:
@@ -76,10 +61,10 @@ class CtxsimApp(App):
     ) -> None:
         super().__init__()
         if registry is None:
-            from ctxsim.tui.writes import registry_is_readonly
+            from ctxsim.registry.db import registry_is_readonly
 
-            require_existing(db)
-            registry = open_registry(db, readonly=True) if registry_is_readonly(db) else open_registry(db)
+            # an existing registry only: a missing file (a typo in --db) is NoRegistryError, never a new one
+            registry = open_registry(db, create=False, readonly=registry_is_readonly(db))
         self.reg = registry
         self.readonly = bool(getattr(self.reg, "readonly", False))  # writes refused, see refuse_write
         self.ring_bell = bell_default() if bell is None else bell

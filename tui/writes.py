@@ -5,22 +5,19 @@ write goes through) retries lock contention in short waits and gives up with ``W
 soon as ``cancel`` is set, so a write stuck behind a lock never hangs a thread for long after the
 user cancelled it. On SQLite it uses its own engine with a short lock timeout.
 
-``registry_is_readonly(db)``: a SQLite registry the dashboard cannot write (a file without write
-permission, or in a read-only folder); the dashboard then opens it read-only and refuses its writes.
+A SQLite registry the dashboard cannot write (``ctxsim.registry.db.registry_is_readonly``) is opened
+read-only and its writes are refused with READONLY_NOTICE.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Callable, Optional, TypeVar
+from typing import Callable, TypeVar
 
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from ctxsim.errors import WriteCancelled
-from ctxsim.errors import RegistryError
-from ctxsim.registry.db import (Registry, _check_sqlite_writable, _sqlite_file, is_retryable, make_engine,
-                                resolve_url)
+from ctxsim.registry.db import Registry, is_retryable, make_engine
 
 T = TypeVar("T")
 UI_BUSY_TIMEOUT_MS = 250  # each try waits this long for the lock, then the cancel flag is checked
@@ -28,26 +25,6 @@ WAIT_NOTICE_AFTER_S = 1.0
 
 
 READONLY_NOTICE = "read-only registry"
-
-
-def registry_is_readonly(db: Optional[str]) -> bool:
-    """True for an existing SQLite registry file that cannot be written (by the same rule that
-    ``open_registry`` refuses one with), or one named with ``?mode=ro``. A server, a missing file
-    or an unparsable URL: False (opening it says what is wrong)."""
-    try:
-        u = make_url(resolve_url(db))
-    except Exception:  # noqa: BLE001 - opening the registry words a bad URL
-        return False
-    path = _sqlite_file(u)
-    if path is None or not path.is_file():
-        return False
-    if (u.query or {}).get("mode") == "ro":
-        return True
-    try:
-        _check_sqlite_writable(path)
-    except RegistryError:
-        return True
-    return False
 
 
 def ui_write_engine(reg: Registry):  # noqa: ANN201
@@ -78,5 +55,5 @@ class CancellableWrites(Registry):
                 delay = min(delay * 2, 0.25)
 
 
-__all__ = ["CancellableWrites", "READONLY_NOTICE", "WAIT_NOTICE_AFTER_S", "WriteCancelled", "registry_is_readonly",
+__all__ = ["CancellableWrites", "READONLY_NOTICE", "WAIT_NOTICE_AFTER_S", "WriteCancelled", 
            "ui_write_engine"]

@@ -517,3 +517,23 @@ def describe_db_error(url: str, e: BaseException) -> str:
     if "database is locked" in text or "database is busy" in text:
         return f"registry {redact(url)} is locked by another process: {text} (waited --lock-timeout)"
     return f"registry {redact(url)}: {text}"
+
+
+def registry_is_readonly(db: str | os.PathLike | None) -> bool:
+    """True for an existing SQLite registry file that cannot be written (by the same rule that
+    ``open_registry`` refuses one with), or one named with ``?mode=ro``. A server, a missing file
+    or an unparsable URL: False (opening it says what is wrong)."""
+    try:
+        u = make_url(resolve_url(db))
+    except Exception:  # noqa: BLE001 - opening the registry words a bad URL
+        return False
+    path = _sqlite_file(u)
+    if path is None or not path.is_file():
+        return False
+    if (u.query or {}).get("mode") == "ro":
+        return True
+    try:
+        _check_sqlite_writable(path)
+    except RegistryError:
+        return True
+    return False

@@ -161,11 +161,11 @@ async def test_vim_and_home_end_keys_move_rows(make_app):
 
 # --- 7. navigation and safety ---------------------------------------------------------------------
 def test_missing_registry_is_one_line_not_a_new_registry(tmp_path):
-    from ctxsim.errors import NotFoundError
+    from ctxsim.errors import NoRegistryError
     from ctxsim.tui.app import CtxsimApp
 
     target = tmp_path / "no" / "such" / "x.db"
-    with pytest.raises(NotFoundError) as ei:
+    with pytest.raises(NoRegistryError) as ei:  # the same error (exit 3) as `ctxsim tui` and `ctxsim ls`
         CtxsimApp(db=f"sqlite:///{target}")
     assert str(target) in str(ei.value) and "\n" not in str(ei.value)
     assert not (tmp_path / "no").exists()
@@ -175,7 +175,7 @@ def test_missing_registry_is_one_line_not_a_new_registry(tmp_path):
 
     r = subprocess.run([sys.executable, "-m", "ctxsim.tui", "--db", str(target)], capture_output=True, text=True,
                        stdin=subprocess.DEVNULL, timeout=60)
-    assert r.returncode == 4 and r.stderr.strip() == f"error: {ei.value}" and not (tmp_path / "no").exists()
+    assert r.returncode == 3 and r.stderr.strip() == f"error: {ei.value}" and not (tmp_path / "no").exists()
 
 
 @sync

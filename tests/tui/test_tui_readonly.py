@@ -50,7 +50,7 @@ def _app(db, **kw):
 def test_readonly_rule_matches_the_registry(ro_db, tmp_path):
     from ctxsim.registry.db import open_registry
     from ctxsim.errors import RegistryError
-    from ctxsim.tui.writes import registry_is_readonly
+    from ctxsim.registry.db import registry_is_readonly
 
     assert registry_is_readonly(str(ro_db))
     with pytest.raises(RegistryError, match="read-only"):  # what `ctxsim tui` used to exit 3 with
