@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from ctxsim.registry.db import Registry
 from ctxsim.registry.models import Job, Metric, Summary, Tag
@@ -214,16 +214,22 @@ def workers_table(reg: Registry) -> list[dict[str, Any]]:
 
 def queue_table(reg: Registry, recent_finished: int = 0) -> list[dict[str, Any]]:
     """Running jobs, then queued ones in claim order (priority highest first, then id), then the
-    ``recent_finished`` most recently finished failed/cancelled jobs (candidates for retry)."""
-    q = select(Job).where(Job.status.in_(("queued", "running")))
-    with reg.Session() as s:
-        jobs = [job_dict(j) for j in s.scalars(q)]
-        jobs.sort(key=lambda d: (d["status"] != "running", -(d["priority"] or 0), d["id"]))
-        if recent_finished:
-            fq = (select(Job).where(Job.status.in_(("failed", "cancelled")))
+    ``recent_finished`` most recently finished failed/cancelled jobs (candidates for retry).
+
+    One SELECT, so one snapshot: with two, a job cancelled between them was listed twice."""
+    active = Job.status.in_(("queued", "running"))
+    cond = active
+    if recent_finished:
+        recent = (select(Job.id).where(Job.status.in_(("failed", "cancelled")))
                   .order_by(Job.finished_at.desc(), Job.id.desc()).limit(recent_finished))
-            jobs += [job_dict(j) for j in s.scalars(fq)]
-    return jobs
+        cond = or_(active, Job.id.in_(recent))
+    with reg.Session() as s:
+        jobs = [job_dict(j) for j in s.scalars(select(Job).where(cond))]
+    live = [j for j in jobs if j["status"] in ("queued", "running")]
+    done = [j for j in jobs if j["status"] not in ("queued", "running")]
+    live.sort(key=lambda d: (d["status"] != "running", -(d["priority"] or 0), d["id"]))
+    done.sort(key=lambda d: (d["finished_at"] is not None, d["finished_at"] or 0, d["id"]), reverse=True)
+    return live + done
 
 
 def job_events(reg: Registry, job_id: int, limit: int = 200) -> list[dict[str, Any]]:

@@ -242,3 +242,30 @@ def test_where_running_shows_host_and_gpus():
     assert where_running({"worker_host": "node-b", "gpus": None}) == "node-b"
     assert where_running({"worker_host": None, "gpus": "2"}) == ":2"
     assert where_running({}) == ""
+
+
+def test_queue_lists_a_job_once_when_it_ends_during_the_read(seeded):
+    """A job cancelled while the queue is being read is listed once (the dashboard's table keys
+    rows by id: a duplicate crashed it). The cancel lands right after the first statement."""
+    from sqlalchemy import event, update
+
+    from ctxsim.registry.models import Job
+
+    fired = []
+
+    def cancel_after_first(conn, cursor, statement, params, context, executemany):
+        if fired or "FROM jobs" not in statement:
+            return
+        fired.append(statement)
+        with seeded.engine.connect() as other:
+            other.execute(update(Job).where(Job.id == 2).values(status="cancelled"))
+            other.commit()
+
+    ro = read_registry(seeded)  # the dashboard's reader: no transaction spans two statements
+    event.listen(ro.engine, "after_cursor_execute", cancel_after_first)
+    try:
+        ids = [j["id"] for j in queries.queue_table(ro, recent_finished=5)]
+    finally:
+        event.remove(ro.engine, "after_cursor_execute", cancel_after_first)
+        ro.dispose()
+    assert fired and len(ids) == len(set(ids)), ids

@@ -21,8 +21,10 @@ async def settled(pilot, screen_type=None, loads: int = 1, timeout: float = 20.0
 async def refreshed(pilot, timeout: float = 20.0):
     """Triggers one more read of the active screen and waits for it."""
     scr = pilot.app.screen
-    before = scr.loads
+    deadline = time.monotonic() + timeout
     while scr._in_flight:  # a read already running: let it end first
+        if time.monotonic() > deadline or pilot.app._exit_renderables:  # a crashed app ends no read
+            raise AssertionError(f"the read in flight on {type(scr).__name__} did not end in {timeout} s")
         await asyncio.sleep(0.02)
     before = scr.loads
     pilot.app.action_refresh_now()
