@@ -67,7 +67,7 @@ def parse_variant(text: str) -> tuple[str, tuple[str, list[str]]]:
 
 def run_dataset(dataset: str, seeds: list[int], variants: dict[str, tuple[str, list[str]]]) -> tuple[list, dict]:
     """Rows (method, MAP@R per seed, R@1 per seed, (first, last) loss fifths per seed, seconds per seed)
-    and the per-query test values (seeds x queries) of each trained variant."""
+    the last validation MAP@R per seed (runs with val_classes) and the per-query test values (seeds x queries) of each trained variant."""
     from ctxsim.eval import evaluate_bundle, retrieval_metrics
     from ctxsim.eval.per_query import load_per_query
     from ctxsim.train import fit
@@ -81,17 +81,17 @@ def run_dataset(dataset: str, seeds: list[int], variants: dict[str, tuple[str, l
     labels = torch.as_tensor(data.query.labels)
     t0 = time.perf_counter()
     raw = retrieval_metrics(torch.nn.functional.normalize(x, dim=1), labels, ks=data.ks)
-    rows = [("raw pixels (L2)", [raw["MAP@R"]], [raw["R@1"]], [], [time.perf_counter() - t0])]
+    rows = [("raw pixels (L2)", [raw["MAP@R"]], [raw["R@1"]], [], [time.perf_counter() - t0], [])]
     m_u, r_u, t_u = [], [], []
     for seed in seeds:
         t0 = time.perf_counter()
         seed_everything(seed)  # the initial weights fit() builds for this seed
         u = evaluate_bundle(build_run_model(base.with_overrides(seed=seed), data.in_channels), data, "cpu", batch_size=512)
         m_u.append(u["MAP@R"]), r_u.append(u["R@1"]), t_u.append(time.perf_counter() - t0)
-    rows.append((f"untrained {base.model.arch}", m_u, r_u, [], t_u))
+    rows.append((f"untrained {base.model.arch}", m_u, r_u, [], t_u, []))
     per_query: dict[str, np.ndarray] = {}
     for name, (loss, sets) in variants.items():
-        ms, rs, fs, ts, pq = [], [], [], [], []
+        ms, rs, fs, ts, pq, vs = [], [], [], [], [], []
         for seed in seeds:
             cfg = configure(dataset, loss, 256, sets=["device=cpu", "num_workers=0", *sets], seed=seed)
             sink = ListSink()
@@ -102,10 +102,12 @@ def run_dataset(dataset: str, seeds: list[int], variants: dict[str, tuple[str, l
                 q = load_per_query(Path(tmp) / "per_query.npz")
             pq.append(q.ap_at_r[~q.lone].astype(np.float64))
             ms.append(res.metrics["MAP@R"]), rs.append(res.metrics["R@1"])
+            val = [e.data["metrics"]["MAP@R"] for e in sink.events if e.kind == "eval" and e.data.get("split") == "val"]
+            vs.append(val[-1] if val else float("nan"))
             fs.append(_fifths([e.data["loss"] for e in sink.events if e.kind == "step"]))
-            print(f"  {dataset} {name} seed {seed}: MAP@R {ms[-1]:.4f} R@1 {rs[-1]:.3f} loss {fs[-1][0]:.3f} -> "
+            print(f"  {dataset} {name} seed {seed}: val MAP@R {vs[-1]:.4f} test MAP@R {ms[-1]:.4f} R@1 {rs[-1]:.3f} loss {fs[-1][0]:.3f} -> "
                   f"{fs[-1][1]:.3f} ({ts[-1]:.0f}s)", flush=True)
-        rows.append((name, ms, rs, fs, ts))
+        rows.append((name, ms, rs, fs, ts, vs))
         per_query[name] = np.stack(pq)
     return rows, per_query
 
@@ -140,14 +142,16 @@ def main() -> None:
     variants = dict(parse_variant(v) for v in args.variant) if args.variant else dict(DEFAULT_VARIANTS)
     out = [f"seeds {args.seeds}, {args.threads} CPU thread(s), unseen test classes, "
            "test MAP@R mean ± 95% Student-t half-width over seeds", "",
-           "| dataset | method | test MAP@R | R@1 | train loss first → last fifth | s / run |",
-           "|---|---|---|---|---|---|"]
+           "| dataset | method | val MAP@R | test MAP@R | R@1 | train loss first → last fifth | s / run |",
+           "|---|---|---|---|---|---|---|"]
     tests: list[str] = []
     for ds in args.datasets:
         rows, per_query = run_dataset(ds, args.seeds, variants)
-        for name, m, r, f, t in rows:
+        for name, m, r, f, t, v in rows:
             curve = (f"{statistics.mean(a for a, _ in f):.3f} → {statistics.mean(b for _, b in f):.3f}" if f else "-")
-            out.append(f"| {ds} | {name} | {_interval(m)} | {_interval(r)} | {curve} | {statistics.mean(t):.1f} |")
+            val = _interval(v) if v and not any(np.isnan(v)) else "-"
+            out.append(f"| {ds} | {name} | {val} | {_interval(m)} | {_interval(r)} | {curve} | "
+                       f"{statistics.mean(t):.1f} |")
         tests += ["", f"{ds}:"] + paired_lines(per_query, variants)
     print("\n".join(out + tests))
 
