@@ -30,16 +30,17 @@ import torch
 
 # name -> (loss, --set assignments); the first hybrid entry is compared with all the others
 DEFAULT_VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "hybrid (recipe)": ("hybrid", []),
+    "hybrid (recipe, k = 16 per class)": ("hybrid", []),
+    "hybrid (k=4, the recipe before issue 16)": ("hybrid", ["loss.k=4"]),
     "contrastive (recipe)": ("contrastive", []),
     "multisimilarity (recipe)": ("multisimilarity", []),
     # chosen on validation (classes 3-4) with equal-ish budgets (issue 16, helper study): see README
-    "hybrid (val-chosen lam 0.2, gamma 0.5)": ("hybrid", ["loss.lam=0.2", "loss.gamma=0.5"]),
+    "hybrid k=4 (val-chosen lam 0.2, gamma 0.5)": ("hybrid", ["loss.k=4", "loss.lam=0.2", "loss.gamma=0.5"]),
     "contrastive (val-chosen lr 1e-3)": ("contrastive", ["lr=1e-3"]),
     "multisimilarity (val-chosen lr 1e-3)": ("multisimilarity", ["lr=1e-3"]),
-    # the two directions of the rising-loss diagnosis, also scored on validation first (README)
-    "hybrid (bn_mode=none)": ("hybrid", ["model.bn_mode=none"]),
-    "hybrid (centred ctx gradient)": ("hybrid", ["loss.ctx_center_grad=true"]),
+    # the two earlier directions of the rising-loss diagnosis (with k=4), also scored on validation first
+    "hybrid k=4 (bn_mode=none)": ("hybrid", ["loss.k=4", "model.bn_mode=none"]),
+    "hybrid k=4 (centred ctx gradient)": ("hybrid", ["loss.k=4", "loss.ctx_center_grad=true"]),
 }
 
 

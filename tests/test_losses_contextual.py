@@ -397,3 +397,34 @@ def test_fused_default_path_equals_step_by_step_autograd(B):
     assert torch.equal(out[0][0], out[1][0])
     assert out[1][1].abs().max() > 1.0
     assert torch.allclose(out[0][1], out[1][1], atol=1e-5 * float(out[1][1].abs().max()))
+
+
+def _ctx_push(classes: int, per_class: int, k: int, trials: int = 5) -> tuple[float, float]:
+    """-dL_ctx/dS summed over positive and over negative pairs (seeded Gaussian clusters)."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    W = label_matrix(labels)
+    off = ~torch.eye(len(labels), dtype=torch.bool)
+    pos = neg = 0.0
+    for _ in range(trials):
+        centres = torch.randn(classes, 64, generator=g)
+        e = F.normalize(centres[labels] + 1.5 * torch.randn(len(labels), 64, generator=g), dim=1)
+        S = (e @ e.T).requires_grad_(True)
+        contextual_term(contextual_similarity(S, k, 0.05), W).backward()
+        pos += -S.grad[(W > 0) & off].sum().item()
+        neg += -S.grad[W == 0].sum().item()
+    return pos / trials, neg / trials
+
+
+def test_contextual_term_pushes_similarities_up_when_k_is_below_the_positives_per_class():
+    """Why the small recipes set k = samples per class (issue 16, benchmarks/ctx_drift.py): with 16
+    positives per class and k=4 most positives can never be k-neighbours and the term's descent
+    direction raises similarities overall (measured net +4.1); with k=16 the net push is a fifth of
+    that (+0.9) and negatives are pushed down more than twice as hard; the reference's shape (4 per
+    class, k=4) is near balanced (+0.2)."""
+    p4, n4 = _ctx_push(5, 16, 4)
+    p16, n16 = _ctx_push(5, 16, 16)
+    pr, nr = _ctx_push(20, 4, 4)
+    assert p4 + n4 > 3 * (p16 + n16) > 0
+    assert n16 < 2 * n4 < 0
+    assert abs(pr + nr) < (p16 + n16)

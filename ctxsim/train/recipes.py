@@ -77,14 +77,13 @@ SMALL: dict[str, dict[str, Any]] = {
     # BatchNorm running statistics re-estimated on them, loses most of what separates the unseen classes
     # (MAP@R falls below raw pixels and below the untrained net). "tiny_spatial" keeps a 4x4 conv grid and a
     # 14x14 pixel path; bn_mode="eval_stats" keeps BN as a learned affine map; short, low-lr training.
-    # Issue 16 (README "Learning on small data", docs/validation.md): the hybrid loss's training loss rises
-    # here (the contextual term's straight-through gradient pulls every similarity up: mean cosine 0.98).
-    # Settings chosen on validation classes 3-4 (val_classes=2) -- lam 0.2/gamma 0.5, bn_mode=none,
-    # loss.ctx_center_grad=true -- all scored BELOW these defaults on the unseen test classes 5-9, so the
-    # defaults stay as they were; the validation choices are options, not recipes.
+    # Issue 16 (README "Learning on small data", docs/validation.md): a default changes only when the
+    # validation classes (val_classes=2) prefer the change on every seed. fashion-mnist: hybrid k=16 (the
+    # samples per class) beat k=4 on each of seeds 0-2 (val MAP@R 0.729 vs 0.704), while the unseen test
+    # classes rank it below (0.478 vs 0.497: the README reports both). digits: k=4 won 2 seeds of 3, so it stays.
     "fashion-mnist": dict(batch_size=80, samples_per_class=16, epochs=2, lr=5e-4, eval_every=1,
                           sampler_kw=dict(num_batches=40), embedding_size=256, milestones=[1],
-                          arch="tiny_spatial", bn_mode="eval_stats"),
+                          arch="tiny_spatial", bn_mode="eval_stats", hybrid_k=16),
     "digits": dict(batch_size=80, samples_per_class=16, epochs=6, lr=1e-3, eval_every=2,
                    sampler_kw=dict(num_batches=20), embedding_size=256, milestones=[4],
                    arch="tiny_spatial", bn_mode="eval_stats"),
@@ -210,6 +209,10 @@ def _small(dataset: str, loss: str, resolution: int) -> RunConfig:
                                            pos_margin=0.75, neg_margin=0.6, reg_sim=R224_REGSIM)
         else:
             loss_kw = dict(R256_HYBRID)
+        # k: the reference pairs it with the positives of each class in a batch (IPC 4, k 4). With k=4
+        # and 16 per class, 12 of each anchor's 15 positives can never be k-neighbours: the contextual
+        # term pushes every similarity up (benchmarks/ctx_drift.py) and the loss rises (issue 16).
+        loss_kw["k"] = s.get("hybrid_k", loss_kw["k"])
     else:
         loss_kw = dict((R224_LOSS_KW if resolution == 224 else R256_LOSS_KW).get(loss, {}))
     return RunConfig(
