@@ -34,14 +34,19 @@ DEFAULT_VARIANTS: dict[str, tuple[str, list[str]]] = {
     "hybrid (k=4, the recipe before issue 16)": ("hybrid", ["loss.k=4"]),
     "contrastive (recipe)": ("contrastive", []),
     "multisimilarity (recipe)": ("multisimilarity", []),
-    # chosen on validation (classes 3-4) with equal-ish budgets (issue 16, helper study): see README
-    "hybrid k=4 (val-chosen lam 0.2, gamma 0.5)": ("hybrid", ["loss.k=4", "loss.lam=0.2", "loss.gamma=0.5"]),
-    "contrastive (val-chosen lr 1e-3)": ("contrastive", ["lr=1e-3"]),
-    "multisimilarity (val-chosen lr 1e-3)": ("multisimilarity", ["lr=1e-3"]),
-    # the two earlier directions of the rising-loss diagnosis (with k=4), also scored on validation first
+    # TUNED_VARIANTS' rows; the two earlier directions of the rising-loss diagnosis (with k=4)
     "hybrid k=4 (bn_mode=none)": ("hybrid", ["loss.k=4", "model.bn_mode=none"]),
     "hybrid k=4 (centred ctx gradient)": ("hybrid", ["loss.k=4", "loss.ctx_center_grad=true"]),
 }
+# Equal budgets: the best of 8 `ctxsim tune` trials per loss on the validation classes (val_classes=2,
+# batch 48, lr and one loss parameter; benchmarks/results/learning-2026-11-30.md has the commands)
+TUNED_VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "hybrid (tuned: lr 1.8e-3, lam 0.37)": ("hybrid", ["lr=0.0017937", "loss.lam=0.3684"]),
+    "contrastive (tuned: lr 1.8e-3, neg_margin 0.49)": ("contrastive", ["lr=0.0017937", "loss.neg_margin=0.4917"]),
+    "multisimilarity (tuned: lr 1.8e-3, base 0.49)": ("multisimilarity", ["lr=0.0017937", "loss.base=0.4917"]),
+}
+DEFAULT_VARIANTS = {**dict(list(DEFAULT_VARIANTS.items())[:4]), **TUNED_VARIANTS,
+                    **dict(list(DEFAULT_VARIANTS.items())[4:])}
 
 
 def _interval(values: list[float]) -> str:
@@ -106,7 +111,8 @@ def run_dataset(dataset: str, seeds: list[int], variants: dict[str, tuple[str, l
             val = [e.data["metrics"]["MAP@R"] for e in sink.events if e.kind == "eval" and e.data.get("split") == "val"]
             vs.append(val[-1] if val else float("nan"))
             fs.append(_fifths([e.data["loss"] for e in sink.events if e.kind == "step"]))
-            print(f"  {dataset} {name} seed {seed}: val MAP@R {vs[-1]:.4f} test MAP@R {ms[-1]:.4f} R@1 {rs[-1]:.3f} loss {fs[-1][0]:.3f} -> "
+            val_text = "" if np.isnan(vs[-1]) else f"val MAP@R {vs[-1]:.4f} "
+            print(f"  {dataset} {name} seed {seed}: {val_text}test MAP@R {ms[-1]:.4f} R@1 {rs[-1]:.3f} loss {fs[-1][0]:.3f} -> "
                   f"{fs[-1][1]:.3f} ({ts[-1]:.0f}s)", flush=True)
         rows.append((name, ms, rs, fs, ts, vs))
         per_query[name] = np.stack(pq)
@@ -137,10 +143,13 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["fashion-mnist"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--variant", action="append", default=None, help="NAME=LOSS[:key=value,...] (repeatable)")
+    ap.add_argument("--tuned", action="store_true", help="only the tuned rows (their hybrid is the paired reference)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: fair on a shared machine)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     variants = dict(parse_variant(v) for v in args.variant) if args.variant else dict(DEFAULT_VARIANTS)
+    if args.tuned:
+        variants = dict(TUNED_VARIANTS)
     out = [f"seeds {args.seeds}, {args.threads} CPU thread(s), unseen test classes, "
            "test MAP@R mean ± 95% Student-t half-width over seeds", "",
            "| dataset | method | val MAP@R | test MAP@R | R@1 | train loss first → last fifth | s / run |",
