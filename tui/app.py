@@ -188,6 +188,12 @@ class CtxsimApp(App):
         if not isinstance(self.screen, QueueScreen):
             self.push_screen(QueueScreen())
 
+    def action_studies(self) -> None:
+        from ctxsim.tui.screens.studies import StudiesScreen
+
+        if not isinstance(self.screen, StudiesScreen):
+            self.push_screen(StudiesScreen())
+
     def action_new_run(self, prefill: Optional[dict] = None) -> None:
         from ctxsim.tui.screens.new_run import NewRunScreen
 

@@ -12,6 +12,7 @@ APP_BINDINGS = [
     Binding("escape", "cancel_write", "Cancel the waiting write", show=False, priority=True),
     Binding("ctrl+r,f5", "refresh_now", "Refresh", show=False),
     Binding("w", "queue", "Queue/workers", show=False),
+    Binding("T", "studies", "Tuning studies", show=False),
     Binding("n", "new_run", "New run", show=False),
 ]
 

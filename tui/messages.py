@@ -104,3 +104,11 @@ class ActionDone(Message):
         super().__init__()
         self.text = text
         self.ok = ok
+
+
+class StudiesLoaded(Message):
+    """The tuning studies in the registry database (``ctxsim.tuning.list_studies``)."""
+
+    def __init__(self, studies: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.studies = studies

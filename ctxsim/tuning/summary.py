@@ -4,10 +4,11 @@ parameter importances (optuna.importance, fANOVA by default)."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 import optuna
 from optuna.trial import TrialState
+from sqlalchemy import inspect
 
 from ctxsim.errors import one_line
 from ctxsim.registry import jobs
@@ -59,12 +60,33 @@ def study_summary(reg: Registry, name: str) -> dict[str, Any]:
     }
 
 
-def list_studies(reg: Registry) -> list[dict[str, Any]]:
-    """Every study in the registry database with its trial count and best value so far."""
+STUDY_TABLE = "studies"  # Optuna's table of studies (its schema, created by the first ``ctxsim tune``)
+
+
+def has_studies(reg: Registry) -> bool:
+    """Whether Optuna's tables exist in the registry database (read only: never creates them)."""
+    return inspect(reg.engine).has_table(STUDY_TABLE)
+
+
+def list_studies(reg: Registry, st: Optional[optuna.storages.BaseStorage] = None,
+                 counts: bool = False) -> list[dict[str, Any]]:
+    """Every study in the registry database with its trial count and best value so far (sorted by
+    name; [] without touching the database's schema when no study was ever made). ``st``: an open
+    storage to reuse (a poller's); ``counts``: also ``states``, the trials per state (complete,
+    pruned, running, fail, waiting)."""
+    if not has_studies(reg):
+        return []
+    st = st if st is not None else storage(reg)
     out = []
-    for s in optuna.get_all_study_summaries(storage(reg), include_best_trial=True):
+    for s in optuna.get_all_study_summaries(st, include_best_trial=True):
         bt = s.best_trial
-        out.append({"study": s.study_name, "trials": s.n_trials, "best_value": bt.value if bt else None,
-                    "best_params": dict(bt.params) if bt else {}, "objective": s.user_attrs.get("objective"),
-                    "dataset": s.user_attrs.get("dataset"), "loss": s.user_attrs.get("loss")})
+        row = {"study": s.study_name, "trials": s.n_trials, "best_value": _num(bt.value) if bt else None,
+               "best_params": dict(bt.params) if bt else {}, "best_job": bt.user_attrs.get("job_id") if bt else None,
+               "best_trial": bt.number if bt else None, "objective": s.user_attrs.get("objective"),
+               "dataset": s.user_attrs.get("dataset"), "loss": s.user_attrs.get("loss"),
+               "direction": s.direction.name.lower() if s.direction is not None else None}
+        if counts:
+            trials = optuna.load_study(study_name=s.study_name, storage=st).get_trials(deepcopy=False)
+            row["states"] = {k.name.lower(): sum(t.state == k for t in trials) for k in TrialState}
+        out.append(row)
     return sorted(out, key=lambda d: d["study"])

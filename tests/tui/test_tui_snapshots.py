@@ -149,3 +149,19 @@ def test_snapshot_paper_table(make_app, seeded, snap_compare, size):
         await shown(pilot, 224)
 
     assert snap_compare(make_app(), terminal_size=size, run_before=before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_snapshot_studies(make_app, seeded, snap_compare, size):
+    from test_tui_studies import _study
+
+    _study(seeded)
+
+    async def before(pilot):
+        from ctxsim.tui.screens.studies import StudiesScreen
+
+        await settled(pilot)
+        await pilot.press("T")
+        await settled(pilot, StudiesScreen)
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=before)
