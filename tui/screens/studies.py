@@ -64,6 +64,12 @@ class StudiesScreen(DashScreen):
         self._summary = (f"{n} {'study' if n == 1 else 'studies'} · {running} trial{'' if running == 1 else 's'} running"
                          if msg.studies else NO_STUDIES)
 
+    def on_unmount(self) -> None:
+        st, self._storage = self._storage, None
+        engine = getattr(st, "engine", None)
+        if engine is not None:
+            engine.dispose()  # each visit makes its own storage: close its connections on leaving
+
     def after_load(self, msg: RegistryStatus) -> None:
         self.status.set_info(" · ".join([self._summary, self.dash.label]))
 
