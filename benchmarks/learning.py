@@ -14,7 +14,9 @@ classes 0-2, validate on 3-4; issue 16's study, README "Learning on small data")
 chosen on the test classes.
 
     python benchmarks/learning.py [--datasets fashion-mnist] [--seeds 0 1 2] [--threads 1]
-        [--variant "hybrid (centred ctx grad)=hybrid:loss.ctx_center_grad=true"]
+        [--variant "hybrid (centred ctx grad)=hybrid:loss.ctx_center_grad=true"] [--tuned] [--per-class]
+
+``--tuned``: only the equal-budget tuned rows; ``--per-class``: also test MAP@R per unseen class.
 """
 
 from __future__ import annotations
@@ -71,9 +73,10 @@ def parse_variant(text: str) -> tuple[str, tuple[str, list[str]]]:
     return name.strip(), (loss.strip(), [s for s in sets.split(",") if s.strip()])
 
 
-def run_dataset(dataset: str, seeds: list[int], variants: dict[str, tuple[str, list[str]]]) -> tuple[list, dict]:
-    """Rows (method, MAP@R per seed, R@1 per seed, (first, last) loss fifths per seed, seconds per seed)
-    the last validation MAP@R per seed (runs with val_classes) and the per-query test values (seeds x queries) of each trained variant."""
+def run_dataset(dataset: str, seeds: list[int], variants: dict[str, tuple[str, list[str]]]) -> tuple[list, dict, dict]:
+    """Rows (method, MAP@R per seed, R@1 per seed, (first, last) loss fifths per seed, seconds per seed,
+    the last validation MAP@R per seed of runs with val_classes); the per-query test values (seeds x
+    queries) of each trained variant; and the labels of those queries."""
     from ctxsim.eval import evaluate_bundle, retrieval_metrics
     from ctxsim.eval.per_query import load_per_query
     from ctxsim.train import fit
@@ -96,6 +99,7 @@ def run_dataset(dataset: str, seeds: list[int], variants: dict[str, tuple[str, l
         m_u.append(u["MAP@R"]), r_u.append(u["R@1"]), t_u.append(time.perf_counter() - t0)
     rows.append((f"untrained {base.model.arch}", m_u, r_u, [], t_u, []))
     per_query: dict[str, np.ndarray] = {}
+    labels: dict[str, np.ndarray] = {}
     for name, (loss, sets) in variants.items():
         ms, rs, fs, ts, pq, vs = [], [], [], [], [], []
         for seed in seeds:
@@ -107,6 +111,7 @@ def run_dataset(dataset: str, seeds: list[int], variants: dict[str, tuple[str, l
                 ts.append(time.perf_counter() - t0)
                 q = load_per_query(Path(tmp) / "per_query.npz")
             pq.append(q.ap_at_r[~q.lone].astype(np.float64))
+            labels[name] = np.asarray(q.labels)[~q.lone]  # the same queries for every seed
             ms.append(res.metrics["MAP@R"]), rs.append(res.metrics["R@1"])
             val = [e.data["metrics"]["MAP@R"] for e in sink.events if e.kind == "eval" and e.data.get("split") == "val"]
             vs.append(val[-1] if val else float("nan"))
@@ -116,7 +121,19 @@ def run_dataset(dataset: str, seeds: list[int], variants: dict[str, tuple[str, l
                   f"{fs[-1][1]:.3f} ({ts[-1]:.0f}s)", flush=True)
         rows.append((name, ms, rs, fs, ts, vs))
         per_query[name] = np.stack(pq)
-    return rows, per_query
+    return rows, per_query, labels
+
+
+def per_class_lines(per_query: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> list[str]:
+    """Test MAP@R per unseen class (mean over seeds) of every trained variant: where a difference comes from."""
+    names = list(per_query)
+    classes = sorted(set(np.unique(labels[names[0]]).tolist()))
+    out = ["test MAP@R per unseen class (mean over seeds):", "",
+           "| variant | " + " | ".join(f"class {c}" for c in classes) + " |", "|---|" + "---|" * len(classes)]
+    for n in names:
+        cells = [f"{np.nanmean(per_query[n][:, labels[n] == c]):.3f}" for c in classes]
+        out.append(f"| {n} | " + " | ".join(cells) + " |")
+    return out
 
 
 def paired_lines(per_query: dict[str, np.ndarray], variants: dict[str, tuple[str, list[str]]]) -> list[str]:
@@ -143,6 +160,7 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["fashion-mnist"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--variant", action="append", default=None, help="NAME=LOSS[:key=value,...] (repeatable)")
+    ap.add_argument("--per-class", action="store_true", help="also test MAP@R per unseen class")
     ap.add_argument("--tuned", action="store_true", help="only the tuned rows (their hybrid is the paired reference)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: fair on a shared machine)")
     args = ap.parse_args()
@@ -156,13 +174,15 @@ def main() -> None:
            "|---|---|---|---|---|---|---|"]
     tests: list[str] = []
     for ds in args.datasets:
-        rows, per_query = run_dataset(ds, args.seeds, variants)
+        rows, per_query, labels = run_dataset(ds, args.seeds, variants)
         for name, m, r, f, t, v in rows:
             curve = (f"{statistics.mean(a for a, _ in f):.3f} → {statistics.mean(b for _, b in f):.3f}" if f else "-")
             val = _interval(v) if v and not any(np.isnan(v)) else "-"
             out.append(f"| {ds} | {name} | {val} | {_interval(m)} | {_interval(r)} | {curve} | "
                        f"{statistics.mean(t):.1f} |")
         tests += ["", f"{ds}:"] + paired_lines(per_query, variants)
+        if args.per_class:
+            tests += [""] + per_class_lines(per_query, labels)
     print("\n".join(out + tests))
 
 
