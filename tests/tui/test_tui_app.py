@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 from sqlalchemy import select
-from tui_helpers import refreshed, settled, sync
+from tui_helpers import refreshed, settled, sync, until
 
 from ctxsim.registry.models import Job
 from ctxsim.registry.sink import RegistrySink
@@ -232,16 +231,10 @@ async def test_queue_workers_priority_cancel_retry(make_app, seeded):
         table.move_to_key("5")
         await pilot.press("plus")
         await pilot.press("plus")
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if _job(seeded, 5).priority == 2:
-                break
+        await until(lambda: _job(seeded, 5).priority == 2)
         assert _job(seeded, 5).priority == 2
         await pilot.press("minus")
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if _job(seeded, 5).priority == 1:
-                break
+        await until(lambda: _job(seeded, 5).priority == 1)
         assert _job(seeded, 5).priority == 1
         # cancel asks first; "n" keeps the job
         await pilot.press("x")
@@ -250,28 +243,19 @@ async def test_queue_workers_priority_cancel_retry(make_app, seeded):
         assert _job(seeded, 5).status == "queued"
         await pilot.press("x")
         await pilot.press("y")
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if _job(seeded, 5).status == "cancelled":
-                break
+        await until(lambda: _job(seeded, 5).status == "cancelled")
         assert _job(seeded, 5).status == "cancelled"
         await refreshed(pilot)
         table.move_to_key("3")
         await pilot.press("r")
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if _job(seeded, 3).status == "queued":
-                break
+        await until(lambda: _job(seeded, 3).status == "queued")
         assert _job(seeded, 3).status == "queued"
         await refreshed(pilot)
         assert "job 3: queued again" in q.status.text
         # a refused action is a status line, not a crash
         table.move_to_key("2")
         await pilot.press("r")
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if "error:" in q.status.text:
-                break
+        await until(lambda: "error:" in q.status.text)
         assert "only failed or cancelled jobs can be retried" in q.status.text
         await pilot.press("escape")
         assert isinstance(app.screen, RunsScreen)
@@ -296,19 +280,12 @@ async def test_new_run_form_validates_and_enqueues(make_app, seeded):
         form.query_one("#dataset").value = "digits"
         form.query_one("#overrides").value = "epochs=2 no_such_key=3"
         form.query_one("#enqueue").press()
-        for _ in range(200):
-            await asyncio.sleep(0.02)
-            if "no_such_key" in str(form.query_one("#error").render()):
-                break
+        await until(lambda: "no_such_key" in str(form.query_one("#error").render()))
         assert "no_such_key" in str(form.query_one("#error").render())
         form.query_one("#overrides").value = "epochs=2"
         form.query_one("#name").value = "from-the-form"
         form.query_one("#enqueue").press()
-        for _ in range(300):
-            await asyncio.sleep(0.02)
-            if isinstance(app.screen, RunsScreen):
-                break
-        assert isinstance(app.screen, RunsScreen)
+        await until(lambda: isinstance(app.screen, RunsScreen), what="the form closing")
         with seeded.Session() as s:
             job = s.scalar(select(Job).where(Job.name == "from-the-form"))
         assert job is not None and job.status == "queued" and job.dataset == "digits"

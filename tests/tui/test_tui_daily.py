@@ -3,14 +3,13 @@ and safety, history, the new-run form, notices, events paging and writes waiting
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
-from tui_helpers import refreshed, settled, sync
+from tui_helpers import refreshed, settled, sync, until
 from tui_seed import FIXED_NOW
 
 from ctxsim.registry.models import Job, JobEvent
@@ -19,16 +18,6 @@ from ctxsim.train.events import Event
 
 SMALL = (80, 24)
 LARGE = (200, 50)
-
-
-async def until(pilot, cond, timeout: float = 20.0):
-    """Waits (on the event loop, not a fixed sleep) until ``cond()`` is true."""
-    for _ in range(int(timeout / 0.02)):
-        if cond():
-            return
-        await asyncio.sleep(0.02)
-        await pilot.pause()
-    raise AssertionError("condition never became true")
 
 
 # --- 1. 80×24 first -------------------------------------------------------------------------------
@@ -194,7 +183,7 @@ async def test_q_goes_back_one_level_and_quits_only_from_the_top(make_app):
         await pilot.press("q")
         assert app.screen is scr and app.is_running
         await pilot.press("q")
-        await until(pilot, lambda: not app.is_running)
+        await until(pilot=pilot, pred=lambda: not app.is_running)
 
 
 @sync
@@ -397,7 +386,7 @@ async def test_curve_plot_draws_one_point_and_empty_series():
         a, b = app.query_one("#a", CurvePlot), app.query_one("#b", CurvePlot)
         a.set_series({"#1": [(1, 93.8)]}, {"paper": [(1, 90.0)]}, {"paper": 91.0})
         b.set_series({"loss": [(3, 0.0)], "empty": []})
-        await until(pilot, lambda: a.draws and b.draws)
+        await until(pilot=pilot, pred=lambda: a.draws and b.draws)
         for plot in (a, b):
             assert "cannot draw" not in str(plot.render())
 
@@ -414,7 +403,7 @@ async def test_loss_axis_log_by_default_when_spanning_decades_and_toggle(make_ap
         await pilot.press("enter")
         det = await settled(pilot, DetailScreen)
         plot = det.query_one("#loss-plot", CurvePlot)
-        await until(pilot, lambda: plot.series)
+        await until(pilot=pilot, pred=lambda: plot.series)
         assert plot.log_y  # the reg term decays over decades
         await pilot.press("L")
         assert not plot.log_y and "linear" in det.status.text
@@ -441,7 +430,7 @@ async def test_new_run_form_enter_does_not_submit_and_existing_config_is_named(m
         await pilot.press("r", "e", "p", "r", "o", "enter")
         assert isinstance(app.screen, NewRunScreen) and app.focused is not form.query_one("#name")
         await pilot.press("ctrl+s")  # submits
-        await until(pilot, lambda: isinstance(app.screen, RunsScreen))
+        await until(pilot=pilot, pred=lambda: isinstance(app.screen, RunsScreen))
         with seeded.Session() as s:
             first = s.scalar(select(Job).where(Job.name == "repro"))
         assert first is not None and first.status == "queued"
@@ -451,10 +440,10 @@ async def test_new_run_form_enter_does_not_submit_and_existing_config_is_named(m
         form.query_one("#dataset").value = "digits"
         form.query_one("#name").value = "repro-2"
         await pilot.press("ctrl+s")
-        await until(pilot, lambda: form.query_one("#exists").has_class("-shown"))
+        await until(pilot=pilot, pred=lambda: form.query_one("#exists").has_class("-shown"))
         assert f"already job #{first.id} 'repro' (queued" in str(form.query_one("#error").render())
         form.query_one("#new-seed").press()
-        await until(pilot, lambda: isinstance(app.screen, RunsScreen))
+        await until(pilot=pilot, pred=lambda: isinstance(app.screen, RunsScreen))
         with seeded.Session() as s:
             second = s.scalar(select(Job).where(Job.name == "repro-2"))
         assert second is not None and second.id != first.id and second.seed != first.seed
@@ -464,7 +453,7 @@ async def test_new_run_form_enter_does_not_submit_and_existing_config_is_named(m
         form = app.screen.query_one(NewRunForm)
         form.query_one("#dataset").value = "digits"
         await pilot.press("ctrl+s")
-        await until(pilot, lambda: form.query_one("#exists").has_class("-shown"))
+        await until(pilot=pilot, pred=lambda: form.query_one("#exists").has_class("-shown"))
         form.query_one("#open-existing").press()
         det = await settled(pilot, DetailScreen)
         assert det.job_id == first.id
@@ -493,7 +482,7 @@ async def test_new_run_form_runs_the_config_preflight_and_queues_nothing(make_ap
                                 ("loss.nosuch=3", "loss 'hybrid' has no option nosuch")):
             form.set_overrides(overrides)
             await pilot.press("ctrl+s")
-            await until(pilot, lambda: line in str(form.query_one("#error").render()))
+            await until(pilot=pilot, pred=lambda: line in str(form.query_one("#error").render()))
             text = str(form.query_one("#error").render())
             assert "\n" not in text.strip() and isinstance(app.screen, NewRunScreen), text
     with seeded.Session() as s:
@@ -533,7 +522,7 @@ async def test_l_opens_the_log_and_events_follow_newest_without_gaps(make_app, s
         got = messages()
         assert got[0] == "epoch 599" and got[:400] == [f"epoch {i}" for i in range(599, 199, -1)]
         await pilot.press("b")  # page back
-        await until(pilot, lambda: len(messages()) == 601)
+        await until(pilot=pilot, pred=lambda: len(messages()) == 601)
         assert messages()[-1] == "attempt 1 by gpu01-w1 on GPUs 1"
 
 
@@ -605,13 +594,13 @@ async def test_write_waiting_for_lock_says_so_and_esc_cancels(make_app, seeded, 
         try:
             scr.table.move_to_key("5")
             await pilot.press("plus")
-            await until(pilot, lambda: "waiting for the registry lock" in scr.status.text)
+            await until(pilot=pilot, pred=lambda: "waiting for the registry lock" in scr.status.text)
             await pilot.press("escape")
-            await until(pilot, lambda: "cancelled while waiting for the registry lock" in scr.status.text)
+            await until(pilot=pilot, pred=lambda: "cancelled while waiting for the registry lock" in scr.status.text)
         finally:
             lock.rollback()
             lock.close()
         with seeded.Session() as s:
             assert s.get(Job, 5).priority == 0  # nothing applied later
         await pilot.press("plus")  # unlocked: applies
-        await until(pilot, lambda: "priority 1" in scr.status.text)
+        await until(pilot=pilot, pred=lambda: "priority 1" in scr.status.text)

@@ -31,6 +31,18 @@ async def refreshed(pilot, timeout: float = 20.0):
     return await settled(pilot, type(scr), before + 1, timeout)
 
 
+async def until(pred, timeout: float = 20.0, what: str = "the condition", pilot=None) -> None:
+    """Waits until ``pred()`` holds (state a worker thread or the app writes), failing after
+    ``timeout``; with ``pilot`` the app also processes its pending messages between looks."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s")
+        await asyncio.sleep(0.02)
+        if pilot is not None:
+            await pilot.pause()
+
+
 def sync(fn):
     """Runs an async test body with asyncio.run (no async pytest plugin needed)."""
     import functools
