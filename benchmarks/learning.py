@@ -30,16 +30,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# name -> (loss, --set assignments); the first hybrid entry is compared with all the others
-DEFAULT_VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "hybrid (recipe, k = 16 per class)": ("hybrid", []),
-    "hybrid (k=4, the recipe before issue 16)": ("hybrid", ["loss.k=4"]),
-    "contrastive (recipe)": ("contrastive", []),
-    "multisimilarity (recipe)": ("multisimilarity", []),
-    # TUNED_VARIANTS' rows; the two earlier directions of the rising-loss diagnosis (with k=4)
-    "hybrid k=4 (bn_mode=none)": ("hybrid", ["loss.k=4", "model.bn_mode=none"]),
-    "hybrid k=4 (centred ctx gradient)": ("hybrid", ["loss.k=4", "loss.ctx_center_grad=true"]),
-}
 # Equal budgets: the best of 8 `ctxsim tune` trials per loss on the validation classes (val_classes=2,
 # batch 48, lr and one loss parameter; benchmarks/results/learning-2026-11-30.md has the commands)
 TUNED_VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -47,8 +37,17 @@ TUNED_VARIANTS: dict[str, tuple[str, list[str]]] = {
     "contrastive (tuned: lr 1.8e-3, neg_margin 0.49)": ("contrastive", ["lr=0.0017937", "loss.neg_margin=0.4917"]),
     "multisimilarity (tuned: lr 1.8e-3, base 0.49)": ("multisimilarity", ["lr=0.0017937", "loss.base=0.4917"]),
 }
-DEFAULT_VARIANTS = {**dict(list(DEFAULT_VARIANTS.items())[:4]), **TUNED_VARIANTS,
-                    **dict(list(DEFAULT_VARIANTS.items())[4:])}
+# name -> (loss, --set assignments); the first hybrid entry is compared with all the others
+DEFAULT_VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "hybrid (recipe, k = 16 per class)": ("hybrid", []),
+    "hybrid (k=4, the recipe before issue 16)": ("hybrid", ["loss.k=4"]),
+    "contrastive (recipe)": ("contrastive", []),
+    "multisimilarity (recipe)": ("multisimilarity", []),
+    **TUNED_VARIANTS,
+    # the two earlier directions of the rising-loss diagnosis (with k=4)
+    "hybrid k=4 (bn_mode=none)": ("hybrid", ["loss.k=4", "model.bn_mode=none"]),
+    "hybrid k=4 (centred ctx gradient)": ("hybrid", ["loss.k=4", "loss.ctx_center_grad=true"]),
+}
 
 
 def _interval(values: list[float]) -> str:

@@ -33,6 +33,17 @@ def _seeded():
     yield
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one CPU thread for the test (fair timings, the same float sums on any machine)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_registry(tmp_path_factory, monkeypatch):
     """No test writes ./experiments.db or ./runs: the default registry and run folders point into a

@@ -11,15 +11,9 @@ import ctxsim.eval.knn as knn_mod
 import ctxsim.eval.metrics as metrics_mod
 from ctxsim.eval import evaluate_bundle, extract_embeddings, knn_search, retrieval_metrics
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 BACKENDS = ["torch"] + (["faiss"] if knn_mod.faiss_available() else [])
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ---------------------------------------------------------------- oracle

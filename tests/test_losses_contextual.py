@@ -399,21 +399,16 @@ def test_fused_default_path_equals_step_by_step_autograd(B):
     assert torch.allclose(out[0][1], out[1][1], atol=1e-5 * float(out[1][1].abs().max()))
 
 
-def _ctx_push(classes: int, per_class: int, k: int, trials: int = 5) -> tuple[float, float]:
-    """-dL_ctx/dS summed over positive and over negative pairs (seeded Gaussian clusters)."""
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(classes).repeat_interleave(per_class)
-    W = label_matrix(labels)
-    off = ~torch.eye(len(labels), dtype=torch.bool)
-    pos = neg = 0.0
-    for _ in range(trials):
-        centres = torch.randn(classes, 64, generator=g)
-        e = F.normalize(centres[labels] + 1.5 * torch.randn(len(labels), 64, generator=g), dim=1)
-        S = (e @ e.T).requires_grad_(True)
-        contextual_term(contextual_similarity(S, k, 0.05), W).backward()
-        pos += -S.grad[(W > 0) & off].sum().item()
-        neg += -S.grad[W == 0].sum().item()
-    return pos / trials, neg / trials
+def _ctx_push(classes: int, per_class: int, k: int) -> tuple[float, float]:
+    """benchmarks/ctx_drift.py's measurement (one copy): -dL_ctx/dS summed over positive and negative pairs."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ctx_drift.py"
+    spec = importlib.util.spec_from_file_location("ctx_drift", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.push(classes, per_class, k, trials=5)
 
 
 def test_contextual_term_pushes_similarities_up_when_k_is_below_the_positives_per_class():

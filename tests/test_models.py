@@ -12,14 +12,12 @@ from torch import nn
 from ctxsim.errors import ConfigError
 from ctxsim.models import GeM, build_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(autouse=True)
-def _one_thread():
+def _torch_seed():
     torch.manual_seed(0)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _bns(model):

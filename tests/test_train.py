@@ -15,15 +15,7 @@ from ctxsim.train.checkpoint import load_checkpoint
 from ctxsim.train.events import ListSink, metric_points
 from ctxsim.train.recipes import LOSS_NAMES
 
-pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("one_thread")]
 
 
 def tiny(loss: str = "hybrid", resolution: int = 256, **over) -> RunConfig:

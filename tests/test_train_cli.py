@@ -10,16 +10,9 @@ from typer.testing import CliRunner
 
 from ctxsim.cli.main import app
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("one_thread")]
+
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_run_json_then_eval_same_metrics(tmp_path):

@@ -16,15 +16,7 @@ from ctxsim.train.build import build_run_data
 from ctxsim.train.engine import fit
 from ctxsim.train.events import ListSink, metric_points
 
-pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("one_thread")]
 
 
 def synthetic(**over):

@@ -90,3 +90,25 @@ def list_studies(reg: Registry, st: Optional[optuna.storages.BaseStorage] = None
             row["states"] = {k.name.lower(): sum(t.state == k for t in trials) for k in TrialState}
         out.append(row)
     return sorted(out, key=lambda d: d["study"])
+
+
+class StudyReader:
+    """``list_studies`` for a poller (the dashboard): Optuna's storage is opened once, and only after
+    a study exists, so polling a registry without studies never adds Optuna's schema."""
+
+    def __init__(self, reg: Registry) -> None:
+        self.reg = reg
+        self._storage: Optional[optuna.storages.RDBStorage] = None
+
+    def studies(self) -> list[dict[str, Any]]:
+        """The studies with their trials per state (see ``list_studies``)."""
+        if self._storage is None:
+            if not has_studies(self.reg):
+                return []
+            self._storage = storage(self.reg)
+        return list_studies(self.reg, self._storage, counts=True)
+
+    def close(self) -> None:
+        st, self._storage = self._storage, None
+        if st is not None:
+            st.engine.dispose()

@@ -31,13 +31,17 @@ def _study(reg, name="fm-hybrid"):
 
 
 def test_listing_reads_without_creating_optuna_tables(seeded):
-    from ctxsim.tuning import list_studies
+    from ctxsim.tuning import StudyReader, list_studies
 
     ro = read_registry(seeded)
+    reader = StudyReader(ro)
     try:
-        assert list_studies(ro, counts=True) == []
+        assert list_studies(ro, counts=True) == [] and reader.studies() == [] and reader.studies() == []
         assert not inspect(seeded.engine).has_table("studies")  # a dashboard never adds Optuna's schema
+        _study(seeded)  # a study appears while the reader polls
+        assert [s["study"] for s in reader.studies()] == ["fm-hybrid"]
     finally:
+        reader.close()
         ro.dispose()
 
 

@@ -30,7 +30,7 @@ class StudiesScreen(DashScreen):
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
-        self._storage: Optional[Any] = None  # Optuna's storage, made once in the first read
+        self._reader: Optional[Any] = None  # ctxsim.tuning.StudyReader, made in the first read
         self._summary = ""
 
     def compose(self) -> ComposeResult:
@@ -46,16 +46,11 @@ class StudiesScreen(DashScreen):
         self.poll()
 
     def load(self) -> None:
-        from ctxsim.tuning.study import storage
-        from ctxsim.tuning.summary import has_studies, list_studies
+        from ctxsim.tuning import StudyReader
 
-        reg = self.dash.read_reg
-        if not has_studies(reg):
-            self.post_message(StudiesLoaded([]))
-            return
-        if self._storage is None:
-            self._storage = storage(reg)
-        self.post_message(StudiesLoaded(list_studies(reg, self._storage, counts=True)))
+        if self._reader is None:
+            self._reader = StudyReader(self.dash.read_reg)
+        self.post_message(StudiesLoaded(self._reader.studies()))
 
     def on_studies_loaded(self, msg: StudiesLoaded) -> None:
         self.query_one(StudiesTable).show(msg.studies)
@@ -65,10 +60,8 @@ class StudiesScreen(DashScreen):
                          if msg.studies else NO_STUDIES)
 
     def on_unmount(self) -> None:
-        st, self._storage = self._storage, None
-        engine = getattr(st, "engine", None)
-        if engine is not None:
-            engine.dispose()  # each visit makes its own storage: close its connections on leaving
+        if self._reader is not None:
+            self._reader.close()  # each visit opens its own storage: close its connections on leaving
 
     def after_load(self, msg: RegistryStatus) -> None:
         self.status.set_info(" · ".join([self._summary, self.dash.label]))
