@@ -124,8 +124,11 @@ class SlurmOptions:
             if p.suffix == ".json":
                 d = json.loads(text)
             else:
-                import tomllib
-
+                try:
+                    import tomllib
+                except ModuleNotFoundError:  # Python 3.10
+                    raise ConfigError(f"--slurm-config {p}: TOML needs Python 3.11 or later; "
+                                      "write the options as a .json file") from None
                 d = tomllib.loads(text)
                 d = d.get("slurm", d)
         except (ValueError, json.JSONDecodeError) as e:
