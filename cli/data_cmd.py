@@ -18,7 +18,7 @@ data_app = typer.Typer(
 )
 
 
-DatasetArg = Annotated[str, typer.Argument(help="cub, cars, sop, inat, inshop, fashion-mnist, digits or synthetic.")]
+DatasetArg = Annotated[str, typer.Argument(help="cub, cars, sop, inat, inshop, fashion-mnist, digits, synthetic or icons.")]
 RootOpt = Annotated[Optional[Path], typer.Option("--root", help="Parent data directory (default $CTXSIM_DATA or ./data).")]
 ArchiveOpt = Annotated[Optional[Path], typer.Option("--archive", help="Use this local archive instead of downloading.")]
 
@@ -64,6 +64,9 @@ class _Bars:
 def _small_status(key: str, root: Optional[Path]) -> None:
     from ctxsim.data.prepare import SMALL_HINTS
 
+    if key == "icons":
+        info("icons: built from the installed icon themes, nothing to download: ctxsim data prepare icons")
+        return
     if key == "fashion-mnist":
         from ctxsim.data.small import find_fashion_dir
 
@@ -94,13 +97,23 @@ def download_cmd(dataset: DatasetArg, root: RootOpt = None, archive: ArchiveOpt 
 
 def prepare_cmd(dataset: DatasetArg, root: RootOpt = None, archive: ArchiveOpt = None,
                 no_download: Annotated[bool, typer.Option("--no-download", help="Never touch the network.")] = False,
-                workers: Annotated[int, typer.Option("--workers", help="Worker processes for the iNat resize (0 = cores-1).")] = 0,
+                workers: Annotated[int, typer.Option("--workers", help="Worker processes for the iNat resize or the icons rendering (0 = all cores for icons, cores-1 for iNat).")] = 0,
+                themes_dir: Annotated[Optional[list[Path]], typer.Option("--themes-dir", help="icons: look for icon themes here instead of the XDG data dirs (repeatable).")] = None,
                 ) -> None:
     """Download (or take --archive), extract, place the split files, resize iNat: the reference layout."""
     from ctxsim.errors import CtxsimError
 
     key = _dataset(dataset)
     try:
+        if key == "icons":
+            from ctxsim.data.icons import prepare_icons
+
+            with _Bars() as bars:
+                steps = prepare_icons(_root(root), search_dirs=themes_dir or None, workers=workers, progress=bars)
+            for s in steps:
+                info(s)
+            info(f"next: ctxsim data verify icons --root {_root(root)}")
+            return
         if key in SMALL:
             _small_status(key, root)
             return
@@ -127,7 +140,15 @@ def verify_cmd(dataset: DatasetArg, root: RootOpt = None,
 
     key = _dataset(dataset)
     try:
-        if key in SMALL:
+        if key == "icons":
+            from ctxsim.data.icons import verify_icons
+
+            if quick:
+                report = verify_icons(_root(root), decode=False)
+            else:
+                with _Bars() as bars:
+                    report = verify_icons(_root(root), decode=True, progress=bars)
+        elif key in SMALL:
             from ctxsim.data import build_data
 
             b = build_data(key, root=None if root is None else str(root))
@@ -144,11 +165,13 @@ def verify_cmd(dataset: DatasetArg, root: RootOpt = None,
             if not as_json:
                 info(f"{key}: OK; train {len(b.train)} images, test {len(b.query)} images")
             return
-        from ctxsim.data.prepare import verify
+        elif quick:
+            from ctxsim.data.prepare import verify
 
-        if quick:
             report = verify(key, _root(root), reference=not custom_splits, decode=False)
         else:
+            from ctxsim.data.prepare import verify
+
             with _Bars() as bars:
                 report = verify(key, _root(root), reference=not custom_splits, decode=True, workers=workers,
                                 progress=bars)

@@ -11,7 +11,8 @@ from ctxsim.errors import ConfigError
 
 # ---- datasets -------------------------------------------------------------------------------------
 PAPER_DATASETS = ("cub", "cars", "sop", "inat", "inshop")
-SMALL_DATASETS = ("fashion-mnist", "digits", "synthetic")
+# icons: built by `ctxsim data prepare icons` from the installed icon themes (ctxsim.data.icons)
+SMALL_DATASETS = ("fashion-mnist", "digits", "synthetic", "icons")
 DATASETS = PAPER_DATASETS + SMALL_DATASETS
 # which benchmarks each resolution family's recipes cover (docs/reference-implementation.md, recipes)
 PAPER_DATASETS_BY_RESOLUTION: dict[int, tuple[str, ...]] = {224: ("cub", "cars", "sop"), 256: PAPER_DATASETS}
@@ -61,6 +62,7 @@ DATASET_ALIASES: dict[str, str] = {
     "inaturalist": "inat", "inat2021": "inat", "inat2021mini": "inat",
     "deepfashioninshop": "inshop",
     "fmnist": "fashion-mnist",
+    "icon": "icons", "iconthemes": "icons", "freedesktopicons": "icons",
 }
 
 

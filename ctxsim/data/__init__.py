@@ -4,7 +4,7 @@
 ``build_batch_sampler(kind, labels, batch_size, samples_per_class=4, super_labels=None, seed=0, **kw)``.
 
 Modules: datasets (the five benchmarks in the reference layouts), small (fashion-mnist, digits,
-synthetic), samplers, transforms (recipe pipelines), prepare (download/extract/resize/verify) and
+synthetic, icons), icons (building icons from the installed icon themes), samplers, transforms (recipe pipelines), prepare (download/extract/resize/verify) and
 fake (tiny generated trees in each layout, for tests and smoke runs).
 """
 
@@ -60,6 +60,10 @@ def build_data(name: str, root=None, resolution: int = 256, **kw) -> DataBundle:
         from ctxsim.data.small import build_digits
 
         return build_digits(**kw)
+    if key == "icons":
+        from ctxsim.data.small import build_icons
+
+        return build_icons(root=root, **kw)
     if key == "synthetic":
         from ctxsim.data.small import build_synthetic
 

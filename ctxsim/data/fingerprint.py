@@ -56,7 +56,8 @@ def _split(ds, labels=None) -> dict[str, Any]:
 
 def data_fingerprint(data, dataset: str, val_classes: Any = None) -> dict[str, Any]:
     """The fingerprint of a DataBundle built for ``dataset``: per split its images, classes, and the
-    split file's name and sha256 (benchmarks only), plus the ``val_classes`` rule (None if unset)."""
+    split file's name and sha256 (benchmarks only), plus the ``val_classes`` rule (None if unset) and,
+    for data built on the user's machine (icons), its ``source``: what it was built from, with a digest."""
     splits: dict[str, dict[str, Any]] = {"train": _split(data.train, data.train_labels)}
     if getattr(data, "gallery", None) is not None:
         splits["query"] = _split(data.query)
@@ -74,11 +75,17 @@ def data_fingerprint(data, dataset: str, val_classes: Any = None) -> dict[str, A
                 continue
             entry["file"] = path.name
             entry["sha256"] = sha256_file(path)
+    source = (getattr(data, "info", None) or {}).get("source")
+    if source is not None:  # data built on this machine (icons: theme packages and split hashes)
+        out_source = {"source": source}
+    else:
+        out_source = {}
     if getattr(data, "val", None) is not None:  # the held-out training classes (ctxsim.data.val_split)
         from ctxsim.data.val_split import describe_split
 
         splits["val"] = {**_split(data.val.query), **(describe_split(data) or {})}
-    return {"version": FINGERPRINT_VERSION, "dataset": dataset, "splits": splits, "val_classes": val_classes}
+    return {"version": FINGERPRINT_VERSION, "dataset": dataset, "splits": splits, "val_classes": val_classes,
+            **out_source}
 
 
 def fingerprint_deviations(fp: Optional[dict[str, Any]]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Small real datasets (fashion-mnist, digits) and generated images (synthetic), all class-disjoint.
+"""Small real datasets (fashion-mnist, digits, icons) and generated images (synthetic), all class-disjoint.
 
 Protocol (as CUB/Cars): train on the first half of the classes, retrieve among the other half
 (query == gallery, self excluded). Images stay in memory as uint8 tensors; ``image_size=`` resizes
@@ -139,6 +139,24 @@ def build_digits(image_size: Optional[int] = None, augment: bool = True, **_igno
     s = float(x_tr.float().std() / 255.0)
     return _bundle("digits", x_tr, y[mtr], x_te, y[~mtr], (m,), (s,), pad=1 if augment else 0, flip=False,
                    image_size=image_size, ks=(1, 2, 4, 8))
+
+
+def build_icons(root=None, image_size: int = 32, augment: bool = True, **_ignored) -> DataBundle:
+    """The prepared icons set (``ctxsim data prepare icons``; ctxsim.data.icons): train on the train.txt
+    classes, retrieve among the test.txt classes. RGB at ``image_size`` px (stored at 48); augmentation
+    is a small translation only: a mirrored arrow ("go-next") is another icon ("go-previous")."""
+    from ctxsim.data.icons import load_icons, source_of
+
+    x_tr, y_tr, x_te, y_te, manifest, ddir = load_icons(root, image_size=int(image_size))
+    x_tr, x_te = torch.from_numpy(x_tr), torch.from_numpy(x_te)
+    xf = x_tr.float() / 255.0
+    mean = tuple(float(v) for v in xf.mean(dim=(0, 2, 3)))
+    std = tuple(float(v) for v in xf.std(dim=(0, 2, 3)))
+    b = _bundle("icons", x_tr, y_tr, x_te, y_te, mean, std, pad=2 if augment else 0, flip=False,
+                image_size=None, ks=(1, 2, 4, 8))
+    b.root = str(ddir)
+    b.info = {"source": source_of(manifest)}
+    return b
 
 
 def synthetic_images(num_classes: int, per_class: int, size: int, channels: int, seed: int,

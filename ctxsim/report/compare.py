@@ -224,8 +224,11 @@ def gather_runs(
         done = done_data(dones.get(j["id"], []))
         j["done"] = done
         j["selected_on_test"] = selected_on_test(done, j["config_items"])
-        j["deviations"] = run_deviations(configs.get(j["id"]), j["dataset"], j["loss"], j["resolution"],
-                                         _fingerprint(starts.get(j["id"], []), j.get("run_dir")))
+        fp = _fingerprint(starts.get(j["id"], []), j.get("run_dir"))
+        j["deviations"] = run_deviations(configs.get(j["id"]), j["dataset"], j["loss"], j["resolution"], fp)
+        digest = ((fp or {}).get("source") or {}).get("digest")
+        if digest:  # data built locally (icons): runs on other theme versions or splits are another variant
+            j["config_items"]["data"] = json.dumps(digest[:8])
     return sorted(jobs, key=lambda j: j["id"])
 
 
