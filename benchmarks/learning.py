@@ -22,9 +22,11 @@ chosen on the test classes.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -72,16 +74,43 @@ def parse_variant(text: str) -> tuple[str, tuple[str, list[str]]]:
     return name.strip(), (loss.strip(), [s for s in sets.split(",") if s.strip()])
 
 
-def run_dataset(dataset: str, seeds: list[int], variants: dict[str, tuple[str, list[str]]]) -> tuple[list, dict, dict]:
-    """Rows (method, MAP@R per seed, R@1 per seed, (first, last) loss fifths per seed, seconds per seed,
-    the last validation MAP@R per seed of runs with val_classes); the per-query test values (seeds x
-    queries) of each trained variant; and the labels of those queries."""
-    from ctxsim.eval import evaluate_bundle, retrieval_metrics
+def train_one(dataset: str, name: str, loss: str, sets: list[str], seed: int, threads: int = 1) -> dict:
+    """One trained variant on one seed through ``ctxsim.train.fit``: test MAP@R and R@1, the last
+    validation MAP@R (runs with val_classes), the loss over the first and last fifth of the steps,
+    seconds, and the per-query test AP@R with the queries' labels. Runs in a worker process with --jobs."""
     from ctxsim.eval.per_query import load_per_query
     from ctxsim.train import fit
-    from ctxsim.train.build import build_run_data, build_run_model, seed_everything
     from ctxsim.train.configure import configure
     from ctxsim.train.events import ListSink
+
+    torch.set_num_threads(threads)
+    cfg = configure(dataset, loss, 256, sets=["device=cpu", "num_workers=0", *sets], seed=seed)
+    sink = ListSink()
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        res = fit(cfg, sink=sink, run_dir=tmp)
+        secs = time.perf_counter() - t0
+        q = load_per_query(Path(tmp) / "per_query.npz")
+    val = [e.data["metrics"]["MAP@R"] for e in sink.events if e.kind == "eval" and e.data.get("split") == "val"]
+    out = {"map": res.metrics["MAP@R"], "r1": res.metrics["R@1"], "secs": secs,
+           "val": val[-1] if val else float("nan"),
+           "fifths": _fifths([e.data["loss"] for e in sink.events if e.kind == "step"]),
+           "ap": q.ap_at_r[~q.lone].astype(np.float64), "labels": np.asarray(q.labels)[~q.lone]}
+    val_text = "" if np.isnan(out["val"]) else f"val MAP@R {out['val']:.4f} "
+    print(f"  {dataset} {name} seed {seed}: {val_text}test MAP@R {out['map']:.4f} R@1 {out['r1']:.3f} loss "
+          f"{out['fifths'][0]:.3f} -> {out['fifths'][1]:.3f} ({secs:.0f}s)", flush=True)
+    return out
+
+
+def run_dataset(dataset: str, seeds: list[int], variants: dict[str, tuple[str, list[str]]], jobs: int = 1,
+                threads: int = 1) -> tuple[list, dict, dict]:
+    """Rows (method, MAP@R per seed, R@1 per seed, (first, last) loss fifths per seed, seconds per seed,
+    the last validation MAP@R per seed of runs with val_classes); the per-query test values (seeds x
+    queries) of each trained variant; and the labels of those queries. ``jobs`` runs that many
+    trainings at once (worker processes of ``threads`` torch threads each)."""
+    from ctxsim.eval import evaluate_bundle, retrieval_metrics
+    from ctxsim.train.build import build_run_data, build_run_model, seed_everything
+    from ctxsim.train.configure import configure
 
     base = configure(dataset, "hybrid", 256, sets=["device=cpu", "num_workers=0"])
     data = build_run_data(base)
@@ -97,30 +126,24 @@ def run_dataset(dataset: str, seeds: list[int], variants: dict[str, tuple[str, l
         u = evaluate_bundle(build_run_model(base.with_overrides(seed=seed), data.in_channels), data, "cpu", batch_size=512)
         m_u.append(u["MAP@R"]), r_u.append(u["R@1"]), t_u.append(time.perf_counter() - t0)
     rows.append((f"untrained {base.model.arch}", m_u, r_u, [], t_u, []))
+    tasks = [(dataset, name, loss, sets, seed, threads) for name, (loss, sets) in variants.items() for seed in seeds]
+    if jobs > 1:
+        import multiprocessing
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
+            results = list(ex.map(train_one, *zip(*tasks)))
+    else:
+        results = [train_one(*t) for t in tasks]
+    done = dict(zip(((t[1], t[4]) for t in tasks), results))
     per_query: dict[str, np.ndarray] = {}
-    labels: dict[str, np.ndarray] = {}
-    for name, (loss, sets) in variants.items():
-        ms, rs, fs, ts, pq, vs = [], [], [], [], [], []
-        for seed in seeds:
-            cfg = configure(dataset, loss, 256, sets=["device=cpu", "num_workers=0", *sets], seed=seed)
-            sink = ListSink()
-            with tempfile.TemporaryDirectory() as tmp:
-                t0 = time.perf_counter()
-                res = fit(cfg, sink=sink, run_dir=tmp)
-                ts.append(time.perf_counter() - t0)
-                q = load_per_query(Path(tmp) / "per_query.npz")
-            pq.append(q.ap_at_r[~q.lone].astype(np.float64))
-            labels[name] = np.asarray(q.labels)[~q.lone]  # the same queries for every seed
-            ms.append(res.metrics["MAP@R"]), rs.append(res.metrics["R@1"])
-            val = [e.data["metrics"]["MAP@R"] for e in sink.events if e.kind == "eval" and e.data.get("split") == "val"]
-            vs.append(val[-1] if val else float("nan"))
-            fs.append(_fifths([e.data["loss"] for e in sink.events if e.kind == "step"]))
-            val_text = "" if np.isnan(vs[-1]) else f"val MAP@R {vs[-1]:.4f} "
-            print(f"  {dataset} {name} seed {seed}: {val_text}test MAP@R {ms[-1]:.4f} R@1 {rs[-1]:.3f} loss {fs[-1][0]:.3f} -> "
-                  f"{fs[-1][1]:.3f} ({ts[-1]:.0f}s)", flush=True)
-        rows.append((name, ms, rs, fs, ts, vs))
-        per_query[name] = np.stack(pq)
-    return rows, per_query, labels
+    query_labels: dict[str, np.ndarray] = {}
+    for name in variants:
+        runs = [done[(name, seed)] for seed in seeds]
+        rows.append((name, [r["map"] for r in runs], [r["r1"] for r in runs], [r["fifths"] for r in runs],
+                     [r["secs"] for r in runs], [r["val"] for r in runs]))
+        per_query[name] = np.stack([r["ap"] for r in runs])
+        query_labels[name] = runs[0]["labels"]  # the same queries for every seed
+    return rows, per_query, query_labels
 
 
 def per_class_lines(per_query: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> list[str]:
@@ -136,27 +159,32 @@ def per_class_lines(per_query: dict[str, np.ndarray], labels: dict[str, np.ndarr
 
 
 def paired_lines(per_query: dict[str, np.ndarray], variants: dict[str, tuple[str, list[str]]]) -> list[str]:
-    """The first hybrid variant minus each other variant: MAP@R difference with its 95% paired-bootstrap
-    interval and p-value (queries and seeds resampled alike)."""
+    """Each hybrid variant minus each non-hybrid variant (and the first hybrid minus the other hybrids):
+    MAP@R difference with its 95% paired-bootstrap interval and p-value (queries and seeds resampled alike)."""
     from ctxsim.report.stats import paired_bootstrap
 
     hybrids = [n for n, (loss, _) in variants.items() if loss == "hybrid"]
-    if not hybrids:
-        return []
-    ref = hybrids[0]
-    out = [f"paired test, {ref} minus each (MAP@R, 95% bootstrap over queries and seeds):", ""]
-    for name in variants:
-        if name == ref:
+    others = [n for n in variants if n not in hybrids]
+    out: list[str] = []
+    for k, ref in enumerate(hybrids):
+        against = others + (hybrids[1:] if k == 0 else [])
+        if not against:
             continue
-        r = paired_bootstrap({"MAP@R": per_query[ref]}, {"MAP@R": per_query[name]})[0]
-        p = f"p < {1 / r.n_resamples:.4f}" if r.p_value == 0 else f"p {r.p_value:.4f}"
-        out.append(f"- vs {name}: {r.diff:+.4f} [{r.low:+.4f}, {r.high:+.4f}], {p}")
+        out += [f"paired test, {ref} minus each (MAP@R, 95% bootstrap over queries and seeds):", ""]
+        for name in against:
+            r = paired_bootstrap({"MAP@R": per_query[ref]}, {"MAP@R": per_query[name]})[0]
+            p = f"p < {1 / r.n_resamples:.4f}" if r.p_value == 0 else f"p {r.p_value:.4f}"
+            out.append(f"- vs {name}: {r.diff:+.4f} [{r.low:+.4f}, {r.high:+.4f}], {p}")
+        out.append("")
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", nargs="+", default=["fashion-mnist"])
+    ap.add_argument("--datasets", "--dataset", nargs="+", default=["fashion-mnist"])
+    ap.add_argument("--jobs", type=int, default=1, help="trainings at once, each in its own process")
+    ap.add_argument("--root", default=None, help="data root (default $CTXSIM_DATA or ./data; icons lives there)")
+    ap.add_argument("--out", default=None, help="also write the table and tests to this markdown file")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--variant", action="append", default=None, help="NAME=LOSS[:key=value,...] (repeatable)")
     ap.add_argument("--per-class", action="store_true", help="also test MAP@R per unseen class")
@@ -164,16 +192,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: fair on a shared machine)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    variants = dict(parse_variant(v) for v in args.variant) if args.variant else dict(DEFAULT_VARIANTS)
-    if args.tuned:
-        variants = dict(TUNED_VARIANTS)
+    if args.root:
+        os.environ["CTXSIM_DATA"] = str(Path(args.root).resolve())  # configure() reads the default root
     out = [f"seeds {args.seeds}, {args.threads} CPU thread(s), unseen test classes, "
            "test MAP@R mean ± 95% Student-t half-width over seeds", "",
            "| dataset | method | val MAP@R | test MAP@R | R@1 | train loss first → last fifth | s / run |",
            "|---|---|---|---|---|---|---|"]
     tests: list[str] = []
     for ds in args.datasets:
-        rows, per_query, labels = run_dataset(ds, args.seeds, variants)
+        if args.variant:
+            variants = dict(parse_variant(v) for v in args.variant)
+        else:
+            variants = dict((ICONS_TUNED if args.tuned else ICONS_VARIANTS) if ds == "icons"
+                            else (TUNED_VARIANTS if args.tuned else DEFAULT_VARIANTS))
+        rows, per_query, labels = run_dataset(ds, args.seeds, variants, jobs=args.jobs, threads=args.threads)
         for name, m, r, f, t, v in rows:
             curve = (f"{statistics.mean(a for a, _ in f):.3f} → {statistics.mean(b for _, b in f):.3f}" if f else "-")
             val = _interval(v) if v and not any(np.isnan(v)) else "-"
@@ -182,7 +214,13 @@ def main() -> None:
         tests += ["", f"{ds}:"] + paired_lines(per_query, variants)
         if args.per_class:
             tests += [""] + per_class_lines(per_query, labels)
-    print("\n".join(out + tests))
+    text = "\n".join(out + tests)
+    print(text)
+    if args.out:
+        dest = Path(args.out)
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.write_text(text + "\n")
+        os.replace(tmp, dest)
 
 
 if __name__ == "__main__":

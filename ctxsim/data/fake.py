@@ -143,3 +143,90 @@ def corrupt_file(path: os.PathLike, mode: str = "garbage") -> None:
 
 def files_of(info: Dict) -> List[str]:
     return list(info["files"])
+
+
+# -- icon themes (ctxsim.data.icons) ---------------------------------------------------------------
+
+_THEME_INDEX = """[Icon Theme]
+Name={name}
+Inherits=hicolor
+Directories=16x16/apps,48x48/apps,scalable/apps,symbolic/apps
+
+[16x16/apps]
+Size=16
+Type=Fixed
+
+[48x48/apps]
+Size=48
+Type=Fixed
+
+[scalable/apps]
+Size=48
+MinSize=8
+MaxSize=512
+Type=Scalable
+
+[symbolic/apps]
+Size=16
+MinSize=8
+MaxSize=512
+Type=Scalable
+"""
+
+_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="48" height="48" viewBox="0 0 48 48">'
+        '<rect x="{x}" y="{y}" width="{w}" height="{h}" fill="{fill}"/></svg>\n')
+
+
+def _icon_png(path: Path, rng: np.random.Generator, size: int) -> None:
+    """A drawing: one to three coloured rectangles on transparency (RGBA PNG)."""
+    arr = np.zeros((size, size, 4), dtype=np.uint8)
+    for _ in range(int(rng.integers(1, 4))):
+        x0, y0 = (int(v) for v in rng.integers(0, size // 2, 2))
+        x1, y1 = x0 + int(rng.integers(size // 4, size // 2)), y0 + int(rng.integers(size // 4, size // 2))
+        arr[y0:y1, x0:x1, :3] = rng.integers(0, 256, 3)
+        arr[y0:y1, x0:x1, 3] = 255
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr, "RGBA").save(path)
+
+
+def make_fake_icon_themes(base: os.PathLike, themes: int = 5, names: int = 16, seed: int = 0) -> Dict:
+    """Writes ``themes`` small icon themes under ``base`` (a folder searched as an XDG ``icons`` dir)
+    with every case ``ctxsim data prepare icons`` must handle, and returns what it should make of them.
+
+    Each of ``names`` icon names ("icon-00", ...) is drawn by every theme as a 48 px PNG, except:
+    theme 0 draws each icon as SVG (``scalable/``) and also a 16 px PNG that must not be picked;
+    the last theme's ``icon-00`` is a symlink alias (skipped) and its ``icon-01`` is a byte copy of the
+    previous theme's (an exact duplicate, removed); every theme also has ``*-symbolic`` icons (skipped)
+    and ``only-two`` is drawn by two themes (dropped: too few). Plus a cursor theme and ``hicolor``,
+    neither of them a design. Returns {"themes": [...], "classes": {name: expected theme list}}."""
+    base = Path(base)
+    rng = np.random.default_rng(seed)
+    theme_names = [f"Fake{t}" for t in range(themes)]
+    icon_names = [f"icon-{i:02d}" for i in range(names)]
+    expected: Dict[str, List[str]] = {n: list(theme_names) for n in icon_names}
+    for t, tn in enumerate(theme_names):
+        _write(base / tn / "index.theme", _THEME_INDEX.format(name=tn))
+        for n in icon_names:
+            if t == 0:
+                fill = "#%02x%02x%02x" % tuple(int(v) for v in rng.integers(0, 256, 3))
+                x, y = (int(v) for v in rng.integers(0, 20, 2))
+                _write(base / tn / "scalable" / "apps" / f"{n}.svg",
+                       _SVG.format(x=x, y=y, w=int(rng.integers(12, 28)), h=int(rng.integers(12, 28)), fill=fill))
+                _icon_png(base / tn / "16x16" / "apps" / f"{n}.png", rng, 16)
+            else:
+                _icon_png(base / tn / "48x48" / "apps" / f"{n}.png", rng, 48)
+            _icon_png(base / tn / "symbolic" / "apps" / f"{n}-symbolic.png", rng, 16)
+        if t < 2:
+            _icon_png(base / tn / "48x48" / "apps" / "only-two.png", rng, 48)
+    last = theme_names[-1]
+    alias = base / last / "48x48" / "apps" / f"{icon_names[0]}.png"
+    alias.unlink()
+    os.symlink(f"{icon_names[2]}.png", alias)
+    expected[icon_names[0]].remove(last)
+    prev = base / theme_names[-2] / "48x48" / "apps" / f"{icon_names[1]}.png"
+    (base / last / "48x48" / "apps" / f"{icon_names[1]}.png").write_bytes(prev.read_bytes())
+    expected[icon_names[1]].remove(last)
+    _write(base / "FakeCursors" / "index.theme", "[Icon Theme]\nName=FakeCursors\nInherits=core\n")
+    _write(base / "hicolor" / "index.theme", _THEME_INDEX.format(name="hicolor"))
+    _icon_png(base / "hicolor" / "48x48" / "apps" / f"{icon_names[3]}.png", rng, 48)
+    return {"themes": theme_names, "classes": expected}

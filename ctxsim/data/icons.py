@@ -340,6 +340,7 @@ def prepare_icons(root: os.PathLike, search_dirs: Optional[Sequence[os.PathLike]
     for t in themes:
         for name, cands in _real_files(t).items():
             chosen.setdefault(name, {})[t.name] = pick_file(cands)
+    n_names = len(chosen)
     chosen = {n: f for n, f in chosen.items() if len(f) >= min_themes}  # cannot reach min_themes otherwise
     tasks = [(n, th, str(p)) for n in sorted(chosen) for th, p in sorted(chosen[n].items())]
     if not tasks:
@@ -420,7 +421,7 @@ def prepare_icons(root: os.PathLike, search_dirs: Optional[Sequence[os.PathLike]
             "exact_duplicates_removed": exact,
             "near_duplicates": near, "near_duplicate_share": round(near / n_images, 4),
             "near_duplicate_rule": f"Pearson correlation of {IMAGE_SIZE}px pixels > {NEAR_DUPLICATE} within a class",
-            "classes_below_min_themes": len(by_class) - len(kept),
+            "names_below_min_themes": n_names - len(kept),
             "render_failures": len(failures), "render_failure_examples": failures[:5],
         }
         _atomic_text(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
@@ -441,7 +442,7 @@ def prepare_icons(root: os.PathLike, search_dirs: Optional[Sequence[os.PathLike]
             f"{sp['train']['images']} images, test {sp['test']['classes']} / {sp['test']['images']}",
             f"icons: {exact} exact duplicates removed within classes; {near} images "
             f"({100 * manifest['near_duplicate_share']:.1f}%) have a near-duplicate (kept); "
-            f"{manifest['classes_below_min_themes']} names had fewer than {min_themes} distinct drawings"]
+            f"{manifest['names_below_min_themes']} icon names have fewer than {min_themes} distinct drawings (not used)"]
     if failures:
         done.append(f"icons: {len(failures)} files could not be rendered and were skipped (first: {failures[0]})")
     done.append(f"icons: wrote {dest}")
@@ -580,7 +581,7 @@ def verify_icons(root: os.PathLike, decode: bool = True, progress: Progress = No
         rep.counts[split]["classes"] += 1
         if len(paths) < min_themes:
             rep.add("count", f"class {name} has {len(paths)} images, fewer than {min_themes}")
-        digests = set()
+        digests: dict[bytes, Path] = {}
         for p in paths:
             checked += 1
             if not decode:
@@ -595,8 +596,8 @@ def verify_icons(root: os.PathLike, decode: bool = True, progress: Progress = No
                 rep.add("unreadable", f"{p} (size {arr.shape[1]}x{arr.shape[0]}, expected {size}x{size})")
             d = hashlib.sha256(arr.tobytes()).digest()
             if d in digests:
-                rep.add("duplicate", f"{p} is pixel-identical to another image of class {name}")
-            digests.add(d)
+                rep.add("duplicate", f"{p} is pixel-identical to {digests[d].name} (class {name})")
+            digests.setdefault(d, p)
         if progress and (k % 50 == 0 or k == len(todo)):
             progress(k, len(todo), "decode" if decode else "check")
     rep.checked_images = checked

@@ -92,11 +92,11 @@ def _fashion_file(d: Path, key: str) -> Path:
     return p if p.is_file() else d / FASHION_FILES[key][:-3]
 
 
-def _bundle(name, tr_x, tr_y, te_x, te_y, mean, std, pad, flip, image_size, ks) -> DataBundle:
+def _bundle(name, tr_x, tr_y, te_x, te_y, mean, std, pad, flip, image_size, ks, **augment) -> DataBundle:
     tr_y = np.asarray(tr_y, dtype=np.int64)
     te_y = np.asarray(te_y, dtype=np.int64)
     train_labels = tr_y - tr_y.min() if len(tr_y) else tr_y
-    train_tf = TensorAugment(mean, std, pad=pad, flip=flip, out_size=image_size)
+    train_tf = TensorAugment(mean, std, pad=pad, flip=flip, out_size=image_size, **augment)
     eval_tf = TensorAugment(mean, std, out_size=image_size)
     train = TensorImageDataset(tr_x, train_labels, train_tf, name=f"{name}/train")
     train.class_ids = tr_y
@@ -141,10 +141,11 @@ def build_digits(image_size: Optional[int] = None, augment: bool = True, **_igno
                    image_size=image_size, ks=(1, 2, 4, 8))
 
 
-def build_icons(root=None, image_size: int = 32, augment: bool = True, **_ignored) -> DataBundle:
+def build_icons(root=None, image_size: int = 32, augment: bool = True, pad: int = 2, **_ignored) -> DataBundle:
     """The prepared icons set (``ctxsim data prepare icons``; ctxsim.data.icons): train on the train.txt
-    classes, retrieve among the test.txt classes. RGB at ``image_size`` px (stored at 48); augmentation
-    is a small translation only: a mirrored arrow ("go-next") is another icon ("go-previous")."""
+    classes, retrieve among the test.txt classes. RGB at ``image_size`` px (stored at 48). Augmentation:
+    a shift of up to ``pad`` px with edge padding (a grayscale option lost on validation classes:
+    docs/icons.md); never a flip (a mirrored "go-next" is "go-previous")."""
     from ctxsim.data.icons import load_icons, source_of
 
     x_tr, y_tr, x_te, y_te, manifest, ddir = load_icons(root, image_size=int(image_size))
@@ -152,8 +153,8 @@ def build_icons(root=None, image_size: int = 32, augment: bool = True, **_ignore
     xf = x_tr.float() / 255.0
     mean = tuple(float(v) for v in xf.mean(dim=(0, 2, 3)))
     std = tuple(float(v) for v in xf.std(dim=(0, 2, 3)))
-    b = _bundle("icons", x_tr, y_tr, x_te, y_te, mean, std, pad=2 if augment else 0, flip=False,
-                image_size=None, ks=(1, 2, 4, 8))
+    b = _bundle("icons", x_tr, y_tr, x_te, y_te, mean, std, pad=int(pad) if augment else 0, flip=False,
+                image_size=None, ks=(1, 2, 4, 8), pad_mode="replicate")
     b.root = str(ddir)
     b.info = {"source": source_of(manifest)}
     return b

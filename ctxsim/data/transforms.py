@@ -242,21 +242,27 @@ def pil_rgb_loader(path) -> "Image.Image":
 
 
 class TensorAugment:
-    """Small-data pipeline on uint8 CHW tensors: optional padded random crop + flip, then normalise.
+    """Small-data pipeline on uint8 CHW tensors: optional padded random crop (zero or edge padding)
+    and flip, then normalise.
 
     Used by fashion-mnist, digits and synthetic (no recipe in the paper: a light augmentation).
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], pad: int = 0, flip: bool = False,
-                 out_size: Optional[int] = None):
+                 out_size: Optional[int] = None, pad_mode: str = "constant"):
         self.pad, self.flip, self.out_size = int(pad), bool(flip), out_size
+        # "replicate": shifted images keep their border colour (icons on white get no black strips)
+        self.pad_mode = pad_mode
         self._mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1) * 255.0
         self._inv_std = 1.0 / (torch.tensor(std, dtype=torch.float32).view(-1, 1, 1) * 255.0)
 
     def __call__(self, t: torch.Tensor) -> torch.Tensor:
         if self.pad:
             H, W = t.shape[-2:]
-            p = torch.nn.functional.pad(t, (self.pad,) * 4)
+            if self.pad_mode == "constant":
+                p = torch.nn.functional.pad(t, (self.pad,) * 4)
+            else:
+                p = torch.nn.functional.pad(t[None].float(), (self.pad,) * 4, mode=self.pad_mode)[0].to(t.dtype)
             i = int(torch.randint(0, 2 * self.pad + 1, (1,)).item())
             j = int(torch.randint(0, 2 * self.pad + 1, (1,)).item())
             t = p[..., i:i + H, j:j + W]

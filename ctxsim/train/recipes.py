@@ -88,11 +88,13 @@ SMALL: dict[str, dict[str, Any]] = {
                    sampler_kw=dict(num_batches=20), embedding_size=256, milestones=[4],
                    arch="tiny_spatial", bn_mode="eval_stats"),
     # icons: the SOP regime (hundreds of classes, ~6 images each) at 32 px RGB; 16 classes x 4 per batch
-    # as the reference's IPC 4, so the hybrid loss keeps its reference k = 4. Settings chosen on
-    # validation classes only (val_classes=0.2 of the training classes; docs/icons.md).
-    "icons": dict(batch_size=64, samples_per_class=4, epochs=4, lr=1e-3, eval_every=2,
-                  sampler_kw=dict(num_batches=150), embedding_size=256, milestones=[3],
-                  arch="tiny_spatial", bn_mode="eval_stats", data_kw=dict(image_size=32)),
+    # as the reference's IPC 4, so the hybrid loss keeps its reference k = 4. Chosen on validation
+    # classes only (val_classes=0.2, seed 0; docs/icons.md): BatchNorm in training mode (val MAP@R 0.210
+    # vs 0.134 as an affine map), 10 epochs of 150 steps, lr 1e-3. Proxy losses: proxies at 100x the lr,
+    # the Proxy-Anchor paper's ratio (as the 224 recipes).
+    "icons": dict(batch_size=64, samples_per_class=4, epochs=10, lr=1e-3, eval_every=5,
+                  sampler_kw=dict(num_batches=150), embedding_size=256, milestones=[8],
+                  arch="tiny_spatial", bn_mode="none", data_kw=dict(image_size=32), proxy_lr_mult=100.0),
     "synthetic": dict(batch_size=32, samples_per_class=4, epochs=2, lr=1e-3, eval_every=1,
                       sampler_kw=dict(num_batches=8), embedding_size=32, milestones=[1]),
 }
@@ -233,7 +235,8 @@ def _small(dataset: str, loss: str, resolution: int) -> RunConfig:
         loss_kw=loss_kw,
         epochs=s["epochs"], lr=s["lr"], optimizer="adamw" if resolution == 224 else "adam", weight_decay=1e-4,
         backbone_lr_mult=1.0 if resolution == 224 else 0.5, embedding_lr_mult=1.0,
-        bottleneck_lr_mult=2.0 if resolution == 224 else 1.0, proxy_lr_mult=100.0 if resolution == 224 else 1.0,
+        bottleneck_lr_mult=2.0 if resolution == 224 else 1.0,
+        proxy_lr_mult=s.get("proxy_lr_mult", 100.0 if resolution == 224 else 1.0),
         proxy_lr=None, separate_optimizers=resolution == 256,
         schedule="multistep", milestones=list(s["milestones"]), lr_decay_gamma=0.3, lr_decay_step=0,
         warm=0, amp=False, eval_every=s["eval_every"], eval_batch_size=256, select="last",
