@@ -1,6 +1,7 @@
 """Does training transfer? Test MAP@R on the UNSEEN classes of the small-data recipes, over seeds.
 
-For fashion-mnist and digits (train classes 0-4, retrieval among 5-9, query == gallery): raw
+For icons (514 training classes, retrieval among 528 unseen ones; docs/icons.md), fashion-mnist and
+digits (train classes 0-4, retrieval among 5-9), query == gallery: raw
 L2-normalised pixels, the untrained network of each seed, and each variant below trained with
 ``ctxsim.train.fit`` (the product's own code path), seeds 0,1,2. Prints a markdown table: test MAP@R
 as mean ± the 95% Student-t half-width over seeds (ctxsim.report.stats.seed_summary), R@1, the
@@ -13,8 +14,9 @@ the recipe of each loss, and the settings chosen on VALIDATION ONLY (``val_class
 classes 0-2, validate on 3-4; issue 16's study, README "Learning on small data"). Nothing here is
 chosen on the test classes.
 
-    python benchmarks/learning.py [--datasets fashion-mnist] [--seeds 0 1 2] [--threads 1]
+    python benchmarks/learning.py [--datasets icons fashion-mnist] [--seeds 0 1 2] [--threads 1] [--jobs 2]
         [--variant "hybrid (centred ctx grad)=hybrid:loss.ctx_center_grad=true"] [--tuned] [--per-class]
+        [--root DATA] [--out FILE.md]
 
 ``--tuned``: only the equal-budget tuned rows; ``--per-class``: also test MAP@R per unseen class.
 """
@@ -49,6 +51,19 @@ DEFAULT_VARIANTS: dict[str, tuple[str, list[str]]] = {
     # the two earlier directions of the rising-loss diagnosis (with k=4)
     "hybrid k=4 (bn_mode=none)": ("hybrid", ["loss.k=4", "model.bn_mode=none"]),
     "hybrid k=4 (centred ctx gradient)": ("hybrid", ["loss.k=4", "loss.ctx_center_grad=true"]),
+}
+
+
+# icons (docs/icons.md): the recipe of each loss, and the best of 8 `ctxsim tune` trials per loss on the
+# validation classes (val_classes=0.2, seed 0; lr and one loss parameter each; the commands are in
+# benchmarks/results/learning-icons-2026-12-07.md)
+ICONS_TUNED: dict[str, tuple[str, list[str]]] = {}
+ICONS_VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "hybrid (recipe)": ("hybrid", []),
+    "contrastive (recipe)": ("contrastive", []),
+    "multisimilarity (recipe)": ("multisimilarity", []),
+    "proxy_anchor (recipe)": ("proxy_anchor", []),
+    **ICONS_TUNED,
 }
 
 

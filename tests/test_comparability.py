@@ -116,3 +116,25 @@ def test_config_deviations_wording_and_ignored_keys():
     assert {"seed", "root", "name", "device", "num_workers"} <= set(NON_RESULT_KEYS)
     # a cell with no recipe (224 has no iNat) says so instead of failing
     assert config_deviations(cfg.to_json(), "inat", "hybrid", 224)[0].startswith("no recipe for inat/hybrid/224")
+
+
+def _icons_fingerprint(digest: str) -> dict:
+    return {"version": 1, "dataset": "icons", "val_classes": None,
+            "splits": {"train": {"images": 3118, "classes": 514}, "test": {"images": 3165, "classes": 528}},
+            "source": {"themes": {"Papirus": "papirus-icon-theme 20230104-2"}, "split_sha256": {}, "digest": digest}}
+
+
+def test_icons_runs_pool_seeds_only_on_the_same_icon_data(registry):
+    """icons is built on the user's machine: runs pool over seeds (n, mean, 95% interval) when their
+    data digest matches, and runs on other theme versions or splits get a row of their own."""
+    same = [add_run(registry, recipe("icons", "hybrid", 256).with_overrides(seed=s), 0.30 + 0.01 * s,
+                    fingerprint=_icons_fingerprint("a" * 16), map_r=0.10 + 0.01 * s) for s in range(3)]
+    other = add_run(registry, recipe("icons", "hybrid", 256).with_overrides(seed=0), 0.5,
+                    fingerprint=_icons_fingerprint("b" * 16), map_r=0.2)
+    rows = [r for r in compare_rows(registry, metrics=["MAP@R"]) if r["dataset"] == "icons"]
+    assert len(rows) == 2
+    pooled = next(r for r in rows if r["run_ids"] == same)
+    assert pooled["n"] == 3 and pooled["seeds"] == [0, 1, 2] and pooled["variant"] == "data=aaaaaaaa"
+    assert pooled["final_mean"] == pytest.approx(11.0) and pooled["final_ci_low"] < 11.0 < pooled["final_ci_high"]
+    lone = next(r for r in rows if r["run_ids"] == [other])
+    assert lone["variant"] == "data=bbbbbbbb" and lone["final_ci"] is None
