@@ -54,7 +54,7 @@ DEFAULT_VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
-# icons (docs/icons.md): the recipe of each loss, and the best of 8 `ctxsim tune` trials per loss on the
+# icons (docs/icons.md): the recipe of each loss, and the best of 6 `ctxsim tune` trials per loss on the
 # validation classes (val_classes=0.2, seed 0; lr and one loss parameter each; the commands are in
 # benchmarks/results/learning-icons-2026-12-07.md)
 ICONS_TUNED: dict[str, tuple[str, list[str]]] = {}

@@ -122,8 +122,9 @@ def open_registry_or_exit(db: Optional[str], create: bool = True, readonly: bool
     A wait for another process's lock is said on stderr after a second."""
     from ctxsim.errors import CtxsimError
     from ctxsim.registry import db as registry_db
+    from ctxsim.registry import locks
 
-    registry_db.lock_wait_notifier = _say_locked
+    locks.lock_wait_notifier = _say_locked
     try:
         return registry_db.open_registry(db, create=create, readonly=readonly, lock_timeout=_lock_timeout)
     except CtxsimError as e:

@@ -7,9 +7,9 @@ so the document and this test cannot drift. Every import in ctxsim/, cli/ (ctxsi
 - layers: a module may import its own package, any package of a lower layer and any package of its
   own layer, except what the ``forbidden`` block lists. Lazy imports count: an import deferred into
   a function is still a dependency.
-- module cycles: every runtime import counts, lazy ones included (a lazy back-import hides a
-  two-way dependency instead of removing it); only ``if TYPE_CHECKING:`` imports are left out.
-  A submodule importing its own package's ``__init__`` is an edge like any other.
+- module cycles: every import counts, lazy ones and ``if TYPE_CHECKING:`` ones included (a lazy or
+  type-only back-import hides a two-way dependency instead of removing it). A submodule importing
+  its own package's ``__init__`` is an edge like any other.
 - package cycles within one layer (e.g. losses <-> data) are refused too.
 
 Citations: no file may cite documents outside the repository (the reference spec or the design
@@ -237,18 +237,18 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_import_cycle_between_modules() -> None:
-    edges = {m: {t for t, _l, _lazy, tc in imps if not tc} for m, imps in IMPORTS.items()}
+    edges = {m: {t for t, _l, _lazy, _tc in imps} for m, imps in IMPORTS.items()}
     cyc = _cycles(edges)
-    assert not cyc, "import cycles (lazy imports included):\n" + "\n".join(" <-> ".join(c) for c in cyc)
+    assert not cyc, "import cycles (lazy and TYPE_CHECKING imports included):\n" + "\n".join(" <-> ".join(c) for c in cyc)
 
 
 def test_no_package_cycle_within_a_layer() -> None:
     edges: dict[str, set[str]] = defaultdict(set)
     for mod, imps in IMPORTS.items():
         src = _package(mod)
-        for target, _l, _lazy, tc in imps:
+        for target, _l, _lazy, _tc in imps:
             dst = _package(target)
-            if src and dst and src != dst and not tc and LAYER[src] == LAYER[dst]:
+            if src and dst and src != dst and LAYER[src] == LAYER[dst]:
                 edges[src].add(dst)
     cyc = _cycles(edges)
     assert not cyc, "package cycles within a layer:\n" + "\n".join(" <-> ".join(c) for c in cyc)

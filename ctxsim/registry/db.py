@@ -1,24 +1,19 @@
-"""Engine setup for the registry: SQLite (WAL, busy timeout, BEGIN IMMEDIATE) or any SQLAlchemy URL.
+"""The registry handle and its engines: SQLite (WAL, busy timeout, BEGIN IMMEDIATE) or any SQLAlchemy URL.
 
 ``open_registry()`` is the one entry point; it resolves ``--db``/``CTXSIM_DB``/``experiments.db``
-and creates or upgrades the schema (``ctxsim.registry.migrations``, Alembic); with ``readonly`` it
-opens an existing SQLite file ``mode=ro`` (no write lock, no file created, a read-only file works).
-Every wait for another process's lock is bounded by the lock timeout (``--lock-timeout``,
-``CTXSIM_LOCK_TIMEOUT``, 30 s) and reported through ``lock_wait_notifier`` after a second. A write
-waits in Python (``_poll_lock``: short SQLite busy timeouts, retried), so Ctrl-C ends the wait at once.
-``read_registry()`` gives readers of a writable registry a handle that cannot write or take the
-write lock.
+(``ctxsim.registry.urls``) and creates or upgrades the schema (``ctxsim.registry.migrations``,
+Alembic); with ``readonly`` it opens an existing SQLite file ``mode=ro`` (no write lock, no file
+created, a read-only file works). Every wait for another process's lock is bounded by the lock
+timeout (``--lock-timeout``, ``CTXSIM_LOCK_TIMEOUT``, 30 s) and waited for in Python
+(``ctxsim.registry.locks``), so Ctrl-C ends it at once. ``read_registry()`` gives readers of a
+writable registry a handle that cannot write or take the write lock.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import random
 import sqlite3
 import stat
-import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional, TypeVar
@@ -28,145 +23,29 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ctxsim.errors import ConfigError, NoRegistryError, RegistryError, RegistryURLError, one_line
+from ctxsim.errors import NoRegistryError, RegistryError, RegistryURLError, one_line
+from ctxsim.registry import locks
+from ctxsim.registry.locks import (  # noqa: F401  (the registry's public names, importable from here as before)
+    DEFAULT_LOCK_TIMEOUT_S,
+    interrupt_lock_wait,
+    is_retryable,
+    lock_timeout_s,
+    poll_lock,
+    retry_db,
+    waiting_for_lock,
+)
+from ctxsim.registry.urls import (  # noqa: F401  (as above)
+    DEFAULT_DB_FILE,
+    describe_db_error,
+    display_url,
+    no_registry,
+    redact,
+    resolve_url,
+    sqlite_file,
+)
 
-log = logging.getLogger(__name__)
-
-DEFAULT_DB_FILE = "experiments.db"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_BUSY_TIMEOUT_MS = 1000  # a read blocked longer than this reports "locked" instead of waiting
-DEFAULT_LOCK_TIMEOUT_S = SQLITE_BUSY_TIMEOUT_MS / 1000  # --lock-timeout / CTXSIM_LOCK_TIMEOUT
-LOCK_NOTICE_S = 1.0  # a wait for the SQLite lock longer than this is reported (lock_wait_notifier)
-LOCK_POLL_MS = 100  # a write waits for the lock in tries this long, so Ctrl-C is seen between them
 T = TypeVar("T")
-
-# Called once per blocked statement after LOCK_NOTICE_S of waiting for another process's SQLite
-# lock, with the registry's URL and the timeout. The CLI sets it (a line on stderr); None: silent.
-lock_wait_notifier: Optional[Callable[[str, float], None]] = None
-
-
-def lock_timeout_s(value: float | str | None = None) -> float:
-    """Seconds to wait for another process's lock: ``value``, else $CTXSIM_LOCK_TIMEOUT, else 30."""
-    raw = value if value is not None else os.environ.get("CTXSIM_LOCK_TIMEOUT")
-    if raw is None or raw == "":
-        return DEFAULT_LOCK_TIMEOUT_S
-    try:
-        t = float(raw)
-    except (TypeError, ValueError):
-        t = float("nan")
-    if not (t >= 0 and t < 1e6):
-        raise ConfigError("lock timeout must be a number of seconds >= 0 "
-                          f"(--lock-timeout, CTXSIM_LOCK_TIMEOUT), got {raw!r}")
-    return t
-
-
-@contextmanager
-def _lock_wait(url: str, timeout_s: float) -> Iterator[None]:
-    """Reports (through lock_wait_notifier) a statement still blocked after LOCK_NOTICE_S."""
-    notify = lock_wait_notifier
-    if notify is None or timeout_s <= LOCK_NOTICE_S:
-        yield
-        return
-    timer = threading.Timer(LOCK_NOTICE_S, notify, args=(url, timeout_s))
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-
-_waiting = threading.local()
-
-
-def waiting_for_lock() -> bool:
-    """True while this thread waits for another process's SQLite lock (nothing written yet)."""
-    return getattr(_waiting, "depth", 0) > 0
-
-
-def interrupt_lock_wait() -> bool:
-    """For a SIGINT handler that defers Ctrl-C (so a write is never left half-done): ends this
-    thread's wait for the lock with KeyboardInterrupt at its next try (within LOCK_POLL_MS), before
-    any transaction began. False when no wait is under way (or it ends first: the write goes on)."""
-    if not waiting_for_lock():
-        return False
-    _waiting.interrupted = True
-    return True
-
-
-def _is_locked(exc: BaseException) -> bool:
-    text = str(getattr(exc, "orig", None) or exc).lower()
-    return "database is locked" in text or "database is busy" in text
-
-
-def _poll_lock(dbapi_conn, attempt: Callable[[], T], url: str, timeout_s: float) -> T:  # noqa: ANN001
-    """``attempt()`` (a statement that may wait for another process's lock, e.g. BEGIN IMMEDIATE)
-    under a busy timeout of LOCK_POLL_MS, retried until ``timeout_s``: the wait happens here in
-    Python, not inside SQLite's C busy handler, so a KeyboardInterrupt is raised between tries
-    instead of when the lock frees. After LOCK_NOTICE_S ``lock_wait_notifier`` hears of it, once.
-    The last "database is locked" error is re-raised at the deadline (``retry_db`` words it)."""
-    deadline = time.monotonic() + timeout_s
-    notice_at = time.monotonic() + LOCK_NOTICE_S
-    notify = lock_wait_notifier if timeout_s > LOCK_NOTICE_S else None
-    cur = dbapi_conn.cursor()
-    _waiting.depth = getattr(_waiting, "depth", 0) + 1
-    _waiting.interrupted = False
-    try:
-        while True:
-            left_ms = int((deadline - time.monotonic()) * 1000)
-            cur.execute(f"PRAGMA busy_timeout={max(0, min(LOCK_POLL_MS, left_ms))}")
-            try:
-                return attempt()
-            except Exception as e:
-                if not _is_locked(e) or time.monotonic() >= deadline:
-                    raise
-            if _waiting.interrupted:  # interrupt_lock_wait(): Ctrl-C, nothing begun
-                raise KeyboardInterrupt
-            if notify is not None and time.monotonic() >= notice_at:
-                said, notify = notify, None
-                said(url, timeout_s)
-    finally:
-        _waiting.depth -= 1
-        _waiting.interrupted = False
-        try:
-            cur.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")  # later statements: the full wait
-            cur.close()
-        except sqlite3.ProgrammingError:
-            pass  # closed by the pool after a KeyboardInterrupt: nothing to restore
-
-
-# Errors worth retrying: SQLite lock contention, PostgreSQL serialization failures / deadlocks.
-_RETRYABLE_TEXT = ("database is locked", "database table is locked", "database is busy",
-                   "could not serialize access", "deadlock detected")
-
-
-def resolve_url(url: str | os.PathLike | None = None) -> str:
-    """``--db`` value, else ``$CTXSIM_DB``, else ``experiments.db`` in the current directory.
-
-    A plain path (no ``://``) means a SQLite file.
-    """
-    url = str(url) if url else os.environ.get("CTXSIM_DB") or DEFAULT_DB_FILE
-    if "://" not in url:
-        url = "sqlite:///" + str(Path(url).expanduser().absolute())
-    return url
-
-
-def redact(url: str) -> str:
-    """The URL with any password hidden, for messages and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # pragma: no cover - unparsable URL: say nothing of it
-        return "<database url>"
-
-
-def display_url(url: str) -> str:
-    """How messages name a registry: a SQLite file's path, else the URL with its password hidden."""
-    try:
-        u = make_url(url)
-    except Exception:
-        return redact(url)
-    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
-        return u.database
-    return redact(url)
 
 
 def _sqlite_setup(engine: Engine, url: str, timeout_s: float) -> None:
@@ -178,7 +57,7 @@ def _sqlite_setup(engine: Engine, url: str, timeout_s: float) -> None:
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
         # switching to WAL waits for a lock held in rollback mode
-        _poll_lock(dbapi_conn, lambda: cur.execute("PRAGMA journal_mode=WAL"), url, timeout_s)
+        poll_lock(dbapi_conn, lambda: cur.execute("PRAGMA journal_mode=WAL"), url, timeout_s)
         cur.execute("PRAGMA synchronous=NORMAL")
         # dashboards re-read the same pages: a 32 MB page cache and memory-mapped reads (lazy)
         cur.execute("PRAGMA cache_size=-32000")
@@ -189,37 +68,8 @@ def _sqlite_setup(engine: Engine, url: str, timeout_s: float) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # noqa: ANN001
         # the write lock: the one wait another process can cause, waited for in Python (Ctrl-C)
-        _poll_lock(conn.connection.dbapi_connection, lambda: conn.exec_driver_sql("BEGIN IMMEDIATE"), url,
+        poll_lock(conn.connection.dbapi_connection, lambda: conn.exec_driver_sql("BEGIN IMMEDIATE"), url,
                    timeout_s)
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """True for transient contention errors ("database is locked", PG deadlock/serialization)."""
-    if not isinstance(exc, DBAPIError):
-        return False
-    text = str(getattr(exc, "orig", exc)).lower()
-    return any(t in text for t in _RETRYABLE_TEXT)
-
-
-def retry_db(fn: Callable[[], T], *, timeout_s: float = 120.0, what: str = "registry write") -> T:
-    """Runs ``fn`` (one whole transaction), retrying transient lock errors with jittered backoff.
-
-    Gives up with a RegistryError after ``timeout_s``: a "database is locked" never escapes raw.
-    """
-    deadline = time.monotonic() + timeout_s
-    delay = 0.01
-    while True:
-        try:
-            return fn()
-        except DBAPIError as e:
-            if not is_retryable(e):
-                raise
-            if time.monotonic() > deadline:
-                raise RegistryError(f"{what}: the registry is still locked by another process after "
-                                    f"{timeout_s:g} s (--lock-timeout)") from e
-            log.debug("%s: %s; retrying in %.3f s", what, e.orig, delay)
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 1.0)
 
 
 class Registry:
@@ -282,6 +132,17 @@ def make_engine(url: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> Engin
     return create_engine(url, pool_pre_ping=True)
 
 
+def _query_only(engine: Engine, busy_timeout_ms: int) -> None:
+    """Every connection of ``engine`` (SQLite) refuses writes and waits ``busy_timeout_ms`` for a lock."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cur.execute("PRAGMA query_only=1")
+        cur.close()
+
+
 def _readonly_sqlite_engine(path: Path, url: str, timeout_s: float, immutable: bool = False) -> Engine:
     """An engine on a SQLite file opened read-only (``mode=ro``): deferred transactions that take no
     write lock, ``query_only``, never creating the file; works on a file without write permission.
@@ -295,20 +156,14 @@ def _readonly_sqlite_engine(path: Path, url: str, timeout_s: float, immutable: b
         return sqlite3.connect(uri, uri=True, timeout=timeout_s, check_same_thread=False)
 
     engine = create_engine("sqlite://", creator=connect)
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
-        cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
-        cur.execute("PRAGMA query_only=1")
-        cur.close()
+    _query_only(engine, int(timeout_s * 1000))
 
     @event.listens_for(engine, "before_cursor_execute")
     def _before(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
         # a read waits only for a lock held outside WAL mode (e.g. sqlite3's BEGIN EXCLUSIVE on a
         # rollback-journal file): report that wait like a writer's
-        if lock_wait_notifier is not None:
-            cm = _lock_wait(url, timeout_s)
+        if locks.lock_wait_notifier is not None:
+            cm = locks.lock_wait(url, timeout_s)
             cm.__enter__()
             conn.info["ctxsim_lock_wait"] = cm
 
@@ -331,35 +186,15 @@ def _readonly_sqlite_engine(path: Path, url: str, timeout_s: float, immutable: b
     return engine
 
 
-def _sqlite_file(u) -> Optional[Path]:  # noqa: ANN001
-    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:" \
-            or u.database.startswith("file:"):
-        return None
-    return Path(u.database)
-
-
-def _no_registry(path: Path | str) -> NoRegistryError:
-    if isinstance(path, Path):
-        shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
-        if not shown.startswith(("/", ".")):
-            shown = "./" + shown
-    else:
-        shown = path
-    return NoRegistryError(f"no registry at {shown}: start one with `ctxsim run ...` or `ctxsim sweep ...`, "
-                           "or pass --db (or set CTXSIM_DB)")
-
-
 def _schema_current(reg: Registry) -> bool:
     """Checks the schema over a connection that takes no lock: True when it is current; raises
     RegistryError for a newer one. No tables at all: NoRegistryError when ``reg`` is a file."""
-    from ctxsim.registry import migrations
+    from ctxsim.registry.migrations import schema_is_current
 
-    with reg.engine.connect() as conn:
-        tables, version, rev = migrations._state(conn)
-    migrations._check(reg, tables, version, rev)
-    if "meta" not in tables:
-        raise _no_registry(reg.sqlite_path or redact(reg.url))
-    return migrations._current(version, rev)
+    current = schema_is_current(reg.engine, repr(reg))
+    if current is None:
+        raise no_registry(reg.sqlite_path or redact(reg.url))
+    return current
 
 
 def _open_readonly(resolved: str, path: Optional[Path], timeout_s: float) -> Registry:
@@ -377,7 +212,7 @@ def _open_readonly(resolved: str, path: Optional[Path], timeout_s: float) -> Reg
         reg.readonly = True
         return reg
     if not path.is_file():
-        raise _no_registry(path)
+        raise no_registry(path)
     for immutable in (False, True):
         reg = Registry(resolved, _readonly_sqlite_engine(path, resolved, timeout_s, immutable), timeout_s, True)
         try:
@@ -442,12 +277,12 @@ def open_registry(url: str | os.PathLike | None = None, create: bool = True, rea
         u = make_url(resolved)
     except Exception as e:
         raise RegistryURLError(f"invalid registry URL {redact(resolved)}: {one_line(e)}") from None
-    path = _sqlite_file(u)
+    path = sqlite_file(u)
     if readonly:
         return _open_readonly(resolved, path, timeout_s)
     if path is not None and (u.query or {}).get("mode") != "ro":
         if not create and not path.is_file():
-            raise _no_registry(path)
+            raise no_registry(path)
         _check_sqlite_writable(path)
     try:
         engine = make_engine(resolved, timeout_s)
@@ -475,7 +310,8 @@ def open_registry(url: str | os.PathLike | None = None, create: bool = True, rea
             if ro is not None:
                 ro.dispose()
     try:
-        retry_db(lambda: ensure_schema(reg, create=create), timeout_s=timeout_s, what="opening the registry")
+        retry_db(lambda: ensure_schema(reg.engine, repr(reg), reg.sqlite_path, create=create), timeout_s=timeout_s,
+                 what="opening the registry")
     except RegistryError:
         engine.dispose()
         raise
@@ -497,26 +333,8 @@ def read_registry(reg: Registry) -> Registry:
         return reg
     engine = create_engine(reg.url, connect_args={"timeout": READ_BUSY_TIMEOUT_MS / 1000,
                                                   "check_same_thread": False})
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
-        cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout={READ_BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA query_only=1")
-        cur.close()
-
+    _query_only(engine, READ_BUSY_TIMEOUT_MS)
     return Registry(reg.url, engine)
-
-
-def describe_db_error(url: str, e: BaseException) -> str:
-    """One line for a database error raised while using an open registry (password hidden)."""
-    orig = getattr(e, "orig", None) or e
-    text = one_line(orig)
-    if "readonly" in text.replace("-", "").replace(" ", "").lower():
-        return f"registry {redact(url)} is read-only: {text}"
-    if "database is locked" in text or "database is busy" in text:
-        return f"registry {redact(url)} is locked by another process: {text} (waited --lock-timeout)"
-    return f"registry {redact(url)}: {text}"
 
 
 def registry_is_readonly(db: str | os.PathLike | None) -> bool:
@@ -527,7 +345,7 @@ def registry_is_readonly(db: str | os.PathLike | None) -> bool:
         u = make_url(resolve_url(db))
     except Exception:  # noqa: BLE001 - opening the registry words a bad URL
         return False
-    path = _sqlite_file(u)
+    path = sqlite_file(u)
     if path is None or not path.is_file():
         return False
     if (u.query or {}).get("mode") == "ro":

@@ -26,19 +26,16 @@ import logging
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.types import DateTime
 
 from ctxsim.errors import RegistryError
 from ctxsim.registry.models import SCHEMA_VERSION
-
-if TYPE_CHECKING:
-    from ctxsim.registry.db import Registry
 
 log = logging.getLogger(__name__)
 
@@ -122,51 +119,64 @@ def _key_col(conn: Connection) -> str:
     return conn.dialect.identifier_preparer.quote("key")
 
 
-def _check(reg: "Registry", tables: set[str], version: Optional[int], rev: Optional[str]) -> None:
+def _check(label: str, tables: set[str], version: Optional[int], rev: Optional[str]) -> None:
     """Refuses what this ctxsim must not touch (newer, or tables without a version)."""
     if version is not None and version > SCHEMA_VERSION:
         raise RegistryError(
-            f"registry {reg!r} has schema v{version}, newer than this ctxsim (v{SCHEMA_VERSION}); upgrade ctxsim"
+            f"registry {label} has schema v{version}, newer than this ctxsim (v{SCHEMA_VERSION}); upgrade ctxsim"
         )
     if rev is not None and not _known(rev):
         raise RegistryError(
-            f"registry {reg!r} has schema revision {rev}, newer than this ctxsim (v{SCHEMA_VERSION}); upgrade ctxsim"
+            f"registry {label} has schema revision {rev}, newer than this ctxsim (v{SCHEMA_VERSION}); upgrade ctxsim"
         )
     if "meta" in tables and version is None:
-        raise RegistryError(f"registry {reg!r} has no schema_version in its meta table; not touching it")
+        raise RegistryError(f"registry {label} has no schema_version in its meta table; not touching it")
     if "meta" not in tables and ("jobs" in tables or rev is not None):
-        raise RegistryError(f"registry {reg!r} has ctxsim tables but no schema version; not touching it")
+        raise RegistryError(f"registry {label} has ctxsim tables but no schema version; not touching it")
     if rev is None and version is not None and version > 2:
-        raise RegistryError(f"registry {reg!r} has schema v{version} but no Alembic revision; not touching it")
+        raise RegistryError(f"registry {label} has schema v{version} but no Alembic revision; not touching it")
 
 
 def _current(version: Optional[int], rev: Optional[str]) -> bool:
     return rev == head_revision() and version == SCHEMA_VERSION
 
 
-def ensure_schema(reg: "Registry", create: bool = True) -> None:
-    """Creates, checks or upgrades the schema of ``reg`` (see the module docstring)."""
-    with reg.engine.connect() as conn:
+def schema_is_current(engine: Engine, label: str) -> Optional[bool]:
+    """Whether the database behind ``engine`` has this ctxsim's schema: True (current), False (older:
+    ``ensure_schema`` upgrades it), None (no ctxsim tables). RegistryError, naming ``label``, for a
+    schema this ctxsim must not touch (newer, or tables without a version)."""
+    with engine.connect() as conn:
         tables, version, rev = _state(conn)
-    _check(reg, tables, version, rev)
+    _check(label, tables, version, rev)
+    if "meta" not in tables:
+        return None
+    return _current(version, rev)
+
+
+def ensure_schema(engine: Engine, label: str, sqlite_path: Optional[Path] = None, create: bool = True) -> None:
+    """Creates, checks or upgrades the schema behind ``engine`` (see the module docstring). ``label``
+    names the database in errors; ``sqlite_path`` is the file backed up before an upgrade."""
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        tables, version, rev = _state(conn)
+    _check(label, tables, version, rev)
     if _current(version, rev):
         return
     if "meta" not in tables and not create:
         return
     if version is not None:  # an existing registry: back it up before the first write
-        path = reg.sqlite_path
-        if path is not None:
-            bak = backup_sqlite(path, version)
+        if sqlite_path is not None:
+            bak = backup_sqlite(sqlite_path, version)
             log.warning("registry schema v%d -> v%d; backup written to %s", version, SCHEMA_VERSION, bak)
         else:
             log.warning("registry schema v%d -> v%d (no file backup for %s: back it up with its own tools)",
-                        version, SCHEMA_VERSION, reg.engine.dialect.name)
-    with reg.engine.connect() as conn, _foreign_keys_off(conn, reg.is_sqlite), conn.begin():
+                        version, SCHEMA_VERSION, engine.dialect.name)
+    with engine.connect() as conn, _foreign_keys_off(conn, sqlite), conn.begin():
         # SQLite: BEGIN IMMEDIATE, the write lock
-        if reg.is_postgres:
+        if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
         tables, version, rev = _state(conn)  # again, under the lock: another process may have upgraded
-        _check(reg, tables, version, rev)
+        _check(label, tables, version, rev)
         if _current(version, rev):
             return
         cfg = alembic_config(conn)
@@ -176,8 +186,8 @@ def ensure_schema(reg: "Registry", create: bool = True) -> None:
             command.stamp(cfg, PRE_ALEMBIC_REVISION)
             conn.execute(text("UPDATE meta SET value = '2' WHERE " + _key_col(conn) + " = 'schema_version'"))
         command.upgrade(cfg, "head")
-        if reg.is_sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
-            raise RegistryError(f"registry {reg!r}: the schema upgrade broke a foreign key; nothing was changed")
+        if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+            raise RegistryError(f"registry {label}: the schema upgrade broke a foreign key; nothing was changed")
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Optional, Protocol
 
 from textual.screen import Screen
 
@@ -10,8 +10,30 @@ from ctxsim.tui.data import problem_text, timed
 from ctxsim.tui.messages import RegistryStatus
 from ctxsim.tui.widgets.status_line import StatusLine
 
-if TYPE_CHECKING:
-    from ctxsim.tui.app import CtxsimApp
+class Dashboard(Protocol):
+    """What the screens use of the app (``ctxsim.tui.app.CtxsimApp``): its state and its actions.
+    A protocol, so that screens never import the app module that imports them."""
+
+    read_reg: Any  # the read-only registry handle, read in thread workers
+    readonly: bool
+    label: str
+    clock: Callable[[], Any]
+    stale_after_s: float
+    show_timings: bool
+    baselines_changed: bool
+    last_read_ms: Optional[float]
+    gpu_probe: Callable[[], Optional[list]]
+
+    def bell_and_notice(self, text: str, ok: bool = True) -> None: ...
+    def open_detail(self, job_id: int, tab: Optional[str] = None) -> None: ...
+    def open_diff(self, a: int, b: int) -> None: ...
+    def open_compare(self, job_ids: list[int]) -> None: ...
+    def open_paper_table(self, resolution: int = 224) -> None: ...
+    def clone_into_form(self, job: dict) -> None: ...
+    def copy_run_command(self, job: dict) -> None: ...
+    def confirm_cancel(self, job_id: int, status: Optional[str] = None) -> None: ...
+    def retry(self, job_id: int, status: Optional[str] = None) -> None: ...
+    def reprioritise(self, job_id: int, delta: int, status: Optional[str] = None) -> None: ...
 
 
 class DashScreen(Screen):
@@ -24,7 +46,7 @@ class DashScreen(Screen):
         self.loads = 0  # completed loads (tests wait on this)
 
     @property
-    def dash(self) -> "CtxsimApp":
+    def dash(self) -> Dashboard:
         return self.app  # type: ignore[return-value]
 
     @property
