@@ -322,6 +322,59 @@ def worker_heartbeat(reg: Registry, worker_id: str, status: str = "alive") -> No
 # ---------------------------------------------------------------- endings
 
 
+@dataclass(frozen=True)
+class JobRow:
+    """What a job process reads of its own row before it starts."""
+
+    id: int
+    status: str
+    attempts: int
+    config_json: str
+    run_dir: Optional[str]
+
+
+def get_job(reg: Registry, job_id: int) -> Optional[JobRow]:
+    """A job's status, attempt, config and run folder; None when there is no such job."""
+    with reg.Session() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            return None
+        return JobRow(job.id, job.status, job.attempts, job.config_json, job.run_dir)
+
+
+def mark_started(reg: Registry, job_id: int, attempt: int, worker_id: str, host: str, pid: int,
+                 event_kind: str, message: str) -> Optional[str]:
+    """Records where an owned, running claim (``attempt``/``worker_id``) now runs (host, pid, a fresh
+    heartbeat) with one event; returns the job's run folder, or None when the claim is no longer
+    its own (reaped, cancelled while pending, removed)."""
+    stmt = (update(JOBS)
+            .where(JOBS.c.id == job_id, JOBS.c.status == "running", JOBS.c.attempts == attempt,
+                   JOBS.c.worker_id == worker_id)
+            .values(worker_host=host, worker_pid=pid, heartbeat_at=utcnow())
+            .returning(JOBS.c.run_dir))
+
+    def work(s: Session) -> Optional[str]:
+        row = s.execute(stmt).first()
+        if row is None:
+            return None
+        s.add(JobEvent(job_id=job_id, kind=event_kind, message=message))
+        return row.run_dir
+
+    return reg.run(work, what=f"start job {job_id}")
+
+
+def set_slurm_id(reg: Registry, job_id: int, attempt: int, slurm_id: str) -> None:
+    """Records the Slurm job id of an attempt (with a ``slurm_submitted`` event)."""
+    stmt = update(JOBS).where(JOBS.c.id == job_id, JOBS.c.attempts == attempt).values(slurm_id=slurm_id)
+
+    def work(s: Session) -> None:
+        s.execute(stmt)
+        s.add(JobEvent(job_id=job_id, kind=EventKind.SLURM_SUBMITTED,
+                       message=f"attempt {attempt}: slurm job {slurm_id}"))
+
+    reg.run(work, what=f"record slurm id of job {job_id}")
+
+
 def add_event(reg: Registry, job_id: int, kind: str, message: str = "") -> None:
     reg.run(lambda s: s.add(JobEvent(job_id=job_id, kind=kind, message=message)), what="job event")
 

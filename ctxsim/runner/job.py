@@ -32,7 +32,6 @@ from typing import Any, Callable, Optional, Sequence
 from ctxsim.errors import ConfigError, CtxsimError, one_line
 from ctxsim.registry import jobs
 from ctxsim.registry.db import Registry, open_registry
-from ctxsim.registry.models import Job
 from ctxsim.registry.sink import RegistrySink
 from ctxsim.runner import kinds
 from ctxsim.runner.torchrun import supervised, under_torchrun
@@ -130,13 +129,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rank = env_rank()  # under torchrun only rank 0 writes to the registry (docs/architecture.md §5.2)
 
     reg = open_registry(args.db)
-    with reg.Session() as s:
-        job = s.get(Job, args.job)
-        row = None if job is None else (job.status, job.attempts, job.config_json, job.run_dir)
-    if row is None or row[0] != "running" or (args.attempt is not None and row[1] != args.attempt):
-        print(f"job {args.job} is not running under attempt {args.attempt}: {row and row[:2]}", file=sys.stderr)
+    row = jobs.get_job(reg, args.job)
+    if row is None or row.status != "running" or (args.attempt is not None and row.attempts != args.attempt):
+        print(f"job {args.job} is not running under attempt {args.attempt}: "
+              f"{row and (row.status, row.attempts)}", file=sys.stderr)
         return EXIT_NOT_OWNED
-    _status, attempt, config_json, run_dir = row
+    attempt, config_json, run_dir = row.attempts, row.config_json, row.run_dir
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     print(f"job {args.job} attempt {attempt} pid {os.getpid()} host {socket.gethostname()} "
           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}", flush=True)
@@ -212,8 +210,7 @@ def run_job_foreground(
     worker_id = f"foreground:{socket.gethostname()}:{os.getpid()}"
     claimed = jobs.claim(reg, worker_id, free_gpus=list(gpus), job_id=job_id)
     if claimed is None:
-        with reg.Session() as s:
-            job = s.get(Job, job_id)
+        job = jobs.get_job(reg, job_id)
         if job is None:
             raise jobs.JobNotFoundError(f"no job {job_id}")
         raise jobs.JobStateError(f"job {job_id} is {job.status}, not queued: it cannot run in the foreground")

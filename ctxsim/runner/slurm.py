@@ -40,13 +40,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from sqlalchemy import update
-
 from ctxsim.errors import ConfigError, one_line
 from ctxsim.registry import jobs
 from ctxsim.registry.db import Registry, open_registry
-from ctxsim.registry.models import EventKind, Job, JobEvent
-from ctxsim.runner.job import EXIT_DONE, EXIT_FAILED
+from ctxsim.registry.models import EventKind
+from ctxsim.runner.job import EXIT_DONE, EXIT_FAILED, EXIT_NOT_OWNED
 from ctxsim.runner.torchrun import torchrun_argv
 from ctxsim.runner.skeleton import WorkerLoop, killpg
 
@@ -209,7 +207,7 @@ class SlurmTask:
         fence = dict(attempt=self.attempt, worker_id=self.worker_id)
         run_dir = self._start(reg)
         if run_dir is None:
-            return 3  # no longer ours (reaped, cancelled while pending, removed)
+            return EXIT_NOT_OWNED  # no longer ours (reaped, cancelled while pending, removed)
         reason = self._supervise(reg)
         rc = self._proc.returncode
         if self._preempted:
@@ -230,20 +228,8 @@ class SlurmTask:
 
     def _start(self, reg: Registry) -> Optional[str]:
         host, pid = socket.gethostname(), os.getpid()
-        stmt = (update(Job.__table__)
-                .where(Job.__table__.c.id == self.job_id, Job.__table__.c.status == "running",
-                       Job.__table__.c.attempts == self.attempt, Job.__table__.c.worker_id == self.worker_id)
-                .values(worker_host=host, worker_pid=pid, heartbeat_at=datetime.now(timezone.utc).replace(tzinfo=None))
-                .returning(Job.__table__.c.run_dir))
-
-        def work(s):
-            row = s.execute(stmt).first()
-            if row is not None:
-                s.add(JobEvent(job_id=self.job_id, kind=EventKind.SLURM_START,
-                               message=f"attempt {self.attempt} on {host} pid {pid} (slurm {_slurm_job_id()})"))
-            return None if row is None else row.run_dir
-
-        run_dir = reg.run(work, what=f"start job {self.job_id} on slurm")
+        run_dir = jobs.mark_started(reg, self.job_id, self.attempt, self.worker_id, host, pid, EventKind.SLURM_START,
+                                    f"attempt {self.attempt} on {host} pid {pid} (slurm {_slurm_job_id()})")
         if run_dir is None:
             return None
         Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -304,7 +290,7 @@ class SlurmTask:
                 killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         try:
-            jobs.add_event(self._registry(), self.job_id, "slurm_requeue",
+            jobs.add_event(self._registry(), self.job_id, EventKind.SLURM_REQUEUE,
                            f"preempted or timed out on {socket.gethostname()}: requeued from its checkpoint")
         except Exception as e:  # the requeue matters more than the log line
             log.warning("could not record the requeue of job %d: %s", self.job_id, e)
@@ -400,14 +386,7 @@ class SlurmWorker(WorkerLoop):
             self.say(f"job {job.id}: {msg}")
             return
         sid = str(sjob.job_id)
-        stmt = (update(Job.__table__).where(Job.__table__.c.id == job.id, Job.__table__.c.attempts == job.attempt)
-                .values(slurm_id=sid))
-
-        def work(s):
-            s.execute(stmt)
-            s.add(JobEvent(job_id=job.id, kind=EventKind.SLURM_SUBMITTED, message=f"attempt {job.attempt}: slurm job {sid}"))
-
-        self.reg.run(work, what=f"record slurm id of job {job.id}")
+        jobs.set_slurm_id(self.reg, job.id, job.attempt, sid)
         self.active[job.id] = _Submitted(job, sjob)
         self.started_jobs += 1
         self.say(f"job {job.id}: submitted attempt {job.attempt} as slurm job {sid}")
