@@ -23,6 +23,7 @@ from ctxsim.cli.common import (
     open_registry_or_exit,
     print_json,
 )
+from ctxsim.registry.states import JobStatus
 
 
 class Format(str, Enum):
@@ -44,8 +45,8 @@ def _wide_console():
 def _dataset(name: Optional[str]) -> Optional[str]:
     if name is None:
         return None
-    from ctxsim.names import DATASETS
     from ctxsim.baselines import normalize_dataset
+    from ctxsim.names import DATASETS
 
     ds = normalize_dataset(name)
     if ds is None:
@@ -159,7 +160,7 @@ def compare(
     reg = open_registry_or_exit(db, readonly=True)  # reads only
     try:
         rows = compare_rows(reg, ids=ids or None, dataset=ds, loss=loss, resolution=resolution,
-                            metrics=metric or None, statuses=tuple(status) if status else ("done",))
+                            metrics=metric or None, statuses=tuple(status) if status else (JobStatus.DONE,))
     except NotFoundError as e:
         fail_on(e)
     if not rows:

@@ -32,6 +32,7 @@ from ctxsim.cli.common import (
     print_rows,
     table_console,
 )
+from ctxsim.registry.states import JobStatus
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON only (on stdout).")]
 
@@ -206,7 +207,7 @@ def sweep(
     if json_:
         print_json({"jobs": rows})
     else:
-        _grid_table(rows, "queued")
+        _grid_table(rows, JobStatus.QUEUED)
         dup = sum(not r["created"] for r in rows)
         info(f"{len(rows) - dup} job(s) queued" + (f", {dup} already queued/running (marked =; --force to add)" if dup else ""))
         console.print(" ".join(str(r["id"]) for r in rows), highlight=False)
@@ -341,7 +342,7 @@ def ls(
         return
     from rich.markup import escape
 
-    from ctxsim.names import JOB_STATUS_STYLE as colors  # the dashboard's colours too
+    from ctxsim.registry.states import JOB_STATUS_STYLE as colors  # the dashboard's colours too
 
     tsv = fmt == "tsv"
     header = ["id", "status", "dataset", "loss", "res", "seed", "epoch", "loss↓" if not tsv else "train_loss",
@@ -465,7 +466,7 @@ def logs(
     status = d["status"]
     last_check = time.monotonic()
     while True:
-        done = not follow or status not in ("queued", "running")
+        done = not follow or status not in (JobStatus.QUEUED, JobStatus.RUNNING)
         new, _reset = follower.read(final=done)
         if new:
             sys.stdout.write("".join(line + "\n" for line in new))
@@ -481,7 +482,7 @@ def logs(
     if not follow:
         return
     info(f"job {job_id} is {status}")
-    if status == "failed":
+    if status == JobStatus.FAILED:
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -499,7 +500,7 @@ def cancel(
     if json_:
         print_json({"id": job_id, "state": state})
     else:
-        info(f"job {job_id}: {'cancelled' if state == 'cancelled' else 'cancel requested (its worker stops it)'}")
+        info(f"job {job_id}: {JobStatus.CANCELLED if state == JobStatus.CANCELLED else 'cancel requested (its worker stops it)'}")
 
 
 def retry(
@@ -515,7 +516,7 @@ def retry(
     with _errors(reg):
         jobs.retry(reg, job_id, reset_attempts=not keep_attempts)
     if json_:
-        print_json({"id": job_id, "state": "queued"})
+        print_json({"id": job_id, "state": JobStatus.QUEUED})
     else:
         info(f"job {job_id}: queued again")
 

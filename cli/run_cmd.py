@@ -27,6 +27,7 @@ from ctxsim.cli.common import (
     one_line,
     print_json,
 )
+from ctxsim.registry.states import JobStatus
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON only (on stdout).")]
 
@@ -225,7 +226,7 @@ def run(
         fail_on(e)
     if detach:
         if json_out:
-            print_json({"id": jid, "status": "queued"})
+            print_json({"id": jid, "status": JobStatus.QUEUED})
         else:
             info(f"queued job {jid} ({cfg.summary()}); start `ctxsim worker` to run it")
             console.print(str(jid), highlight=False)

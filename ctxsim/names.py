@@ -1,5 +1,5 @@
-"""One home for the names ctxsim accepts: datasets, architectures, losses, their aliases, and the
-style of each job status. Torch-free and cheap to import (the CLI's ``--help`` and the dashboard
+"""One home for the names ctxsim accepts: datasets, architectures, losses and their aliases
+(job states live with the registry: ``ctxsim.registry.states``). Torch-free and cheap to import (the CLI's ``--help`` and the dashboard
 read it); every other module imports these tables instead of keeping its own copy.
 """
 
@@ -80,19 +80,6 @@ def canonical_dataset(name: str) -> str:
     if key is None:
         raise ConfigError(f"unknown dataset {name!r}; choose from: {', '.join(DATASETS)}")
     return key
-
-
-# ---- job statuses ---------------------------------------------------------------------------------
-# rich style of each job status, shared by `ctxsim ls` and the dashboard ("stale": a running job
-# whose heartbeat has expired)
-JOB_STATUS_STYLE: dict[str, str] = {
-    "queued": "cyan",
-    "running": "bold green",
-    "done": "blue",
-    "failed": "bold red",
-    "cancelled": "dim",
-    "stale": "bold yellow",
-}
 
 
 # ---- metric direction -----------------------------------------------------------------------------

@@ -12,10 +12,10 @@ import pytest
 
 from ctxsim import names
 from ctxsim.errors import ConfigError
+from ctxsim.registry.states import JOB_STATUS_STYLE
 from ctxsim.names import (
     ARCHS,
     DATASETS,
-    JOB_STATUS_STYLE,
     LOSS_ALIASES,
     LOSSES,
     PAPER_DATASETS,

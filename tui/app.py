@@ -24,6 +24,7 @@ from textual.screen import Screen
 
 from ctxsim.errors import one_line
 from ctxsim.registry.db import Registry, open_registry, read_registry, redact
+from ctxsim.registry.states import JobStatus
 from ctxsim.tui.bindings import APP_BINDINGS
 from ctxsim.tui.format import DEFAULT_STALE_AFTER_S
 from ctxsim.tui.messages import ActionDone
@@ -271,7 +272,7 @@ class CtxsimApp(App):
 
         if self.refuse_write(f"cancel job {job_id}"):
             return
-        if status is not None and status not in ("queued", "running"):
+        if status is not None and status not in (JobStatus.QUEUED, JobStatus.RUNNING):
             self._notice(f"job {job_id} is {status}: only queued or running jobs can be cancelled", ok=False)
             return
 
@@ -286,7 +287,7 @@ class CtxsimApp(App):
 
         if self.refuse_write(f"retry job {job_id}"):
             return
-        if status is not None and status not in ("failed", "cancelled"):
+        if status is not None and status not in (JobStatus.FAILED, JobStatus.CANCELLED):
             self._notice(f"job {job_id} is {status}: only failed or cancelled jobs can be retried", ok=False)
             return
         self._write(retry_job, job_id)
@@ -296,7 +297,7 @@ class CtxsimApp(App):
 
         if self.refuse_write(f"change the priority of job {job_id}"):
             return
-        if status is not None and status != "queued":
+        if status is not None and status != JobStatus.QUEUED:
             self._notice(f"job {job_id} is {status}: only queued jobs have a priority to change", ok=False)
             return
         self._write(change_priority, job_id, delta)

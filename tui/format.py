@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 from rich.cells import cell_len
 from rich.text import Text
 
-from ctxsim.names import JOB_STATUS_STYLE
+from ctxsim.registry.states import JOB_STATUS_STYLE, STALE, JobStatus
 
 Clock = Callable[[], datetime]
 
@@ -24,7 +24,7 @@ DEFAULT_STALE_AFTER_S = 60.0
 STATUS_STYLE = JOB_STATUS_STYLE
 
 # lifecycle order of the status column's sort: what needs attention first
-STATUS_ORDER = {"running": 0, "stale": 1, "queued": 2, "failed": 3, "done": 4, "cancelled": 5}
+STATUS_ORDER = {JobStatus.RUNNING: 0, "stale": 1, JobStatus.QUEUED: 2, JobStatus.FAILED: 3, JobStatus.DONE: 4, JobStatus.CANCELLED: 5}
 
 # (key, header) of the runs table, in order of importance: the ID column stays fixed on the left,
 # the KEY_COLUMNS are always shown, the rest appear as the terminal's width allows
@@ -78,7 +78,7 @@ def fmt_delta(delta: Optional[float]) -> Text:
 
 def is_stale(job: dict[str, Any], now: datetime, stale_after_s: float) -> bool:
     """True when a running job's heartbeat is missing or older than ``stale_after_s``."""
-    if job.get("status") != "running":
+    if job.get("status") != JobStatus.RUNNING:
         return False
     hb = job.get("heartbeat_at") or job.get("started_at")
     return hb is None or (now - hb).total_seconds() > stale_after_s
@@ -89,7 +89,7 @@ def elapsed_s(job: dict[str, Any], now: datetime) -> Optional[float]:
     the job's history) plus the current or last attempt."""
     prior = job.get("prior_elapsed_s") or 0.0
     start = job.get("started_at")
-    end = job.get("finished_at") or (now if job.get("status") == "running" else None)
+    end = job.get("finished_at") or (now if job.get("status") == JobStatus.RUNNING else None)
     if start is None or end is None or (job.get("finished_at") and job["finished_at"] < start):
         return prior or None
     return prior + max(0.0, (end - start).total_seconds())
@@ -97,7 +97,7 @@ def elapsed_s(job: dict[str, Any], now: datetime) -> Optional[float]:
 
 def eta_s(job: dict[str, Any], now: datetime) -> Optional[float]:
     """Seconds left for a running job, from this attempt's pace (epochs done since it started)."""
-    if job.get("status") != "running":
+    if job.get("status") != JobStatus.RUNNING:
         return None
     total, epoch, start = job.get("total_epochs"), job.get("epoch") or 0, job.get("started_at")
     first = job.get("attempt_start_epoch") or 0  # a resumed attempt starts past epoch 0
@@ -219,7 +219,7 @@ def run_row(job: dict[str, Any], paper: dict[tuple, dict[str, Any]], now: dateti
     loss_s = summ.get("train/loss")
     last_loss = loss_s["last"] if loss_s else None
     speed_s = summ.get("train/images_per_s")
-    speed = speed_s["last"] if speed_s and status == "running" else None
+    speed = speed_s["last"] if speed_s and status == JobStatus.RUNNING else None
     el = elapsed_s(job, now)
     eta = None if stale else eta_s(job, now)
     total = job.get("total_epochs")
@@ -269,7 +269,7 @@ def run_row(job: dict[str, Any], paper: dict[tuple, dict[str, Any]], now: dateti
 def metric_drop(job: dict[str, Any], key: str = "R@1", points: float = 10.0) -> Optional[tuple[float, float]]:
     """(best %, last %) when a running job's ``key`` fell more than ``points`` below its best."""
     s = (job.get("summaries") or {}).get(key)
-    if job.get("status") != "running" or not s or s.get("best") is None or s.get("last") is None:
+    if job.get("status") != JobStatus.RUNNING or not s or s.get("best") is None or s.get("last") is None:
         return None
     best, last = pct(s["best"]), pct(s["last"])
     return (best, last) if best - last > points else None
@@ -286,7 +286,7 @@ class RunFilter:
 
     def accepts(self, row: RunRow) -> bool:
         if self.status and (("stale" if row.stale else row.status) != self.status
-                            and not (self.status == "running" and row.stale)):
+                            and not (self.status == JobStatus.RUNNING and row.stale)):
             return False
         if self.dataset and row.dataset != self.dataset:
             return False

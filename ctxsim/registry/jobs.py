@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from ctxsim.errors import JobNotFoundError, JobStateError
 from ctxsim.registry.db import Registry
-from ctxsim.registry.models import EventKind, Job, JobEvent, Tag, Worker, utcnow
+from ctxsim.registry.models import EventKind, Job, JobEvent, JobStatus, Tag, Worker, utcnow
 from ctxsim.registry.rundirs import run_folder
 
 JOBS = Job.__table__
@@ -380,15 +380,17 @@ def add_event(reg: Registry, job_id: int, kind: str, message: str = "") -> None:
 
 
 def finish(
-    reg: Registry, job_id: int, status: str, attempt: Optional[int] = None, worker_id: Optional[str] = None,
+    reg: Registry, job_id: int, status: JobStatus, attempt: Optional[int] = None, worker_id: Optional[str] = None,
     exit_code: Optional[int] = None, error: Optional[str] = None,
 ) -> bool:
     """Ends a running job as done/failed/cancelled; False if this claim no longer owns it.
 
     ``attempt``/``worker_id`` fence the write: a job re-queued and re-claimed meanwhile is left alone.
     """
-    assert status in ("done", "failed", "cancelled")
-    conds = [JOBS.c.id == job_id, JOBS.c.status == "running"]
+    status = JobStatus(status)
+    if not status.final:
+        raise ValueError(f"finish() ends a job as done, failed or cancelled, not {status}")
+    conds = [JOBS.c.id == job_id, JOBS.c.status == JobStatus.RUNNING]
     if attempt is not None:
         conds.append(JOBS.c.attempts == attempt)
     if worker_id is not None:

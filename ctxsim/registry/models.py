@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime, timezone
-from typing import Any, Final, Optional
+from typing import Any, Optional
 
 from sqlalchemy import (
     Boolean,
@@ -25,11 +25,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from ctxsim.registry.states import (  # noqa: F401  (the stored vocabularies, importable from here)
+    ACTIVE_STATUSES,
+    EVENT_KINDS,
+    FINAL_STATUSES,
+    JOB_STATUSES,
+    EventKind,
+    JobStatus,
+)
+
 SCHEMA_VERSION = 4  # v2: jobs.updated_at (+index), ix_jobs_status_heartbeat; v3: events.payload;
 # v4: jobs ids never reused (SQLite AUTOINCREMENT)
 
-JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
-ACTIVE_STATUSES = ("queued", "running")
 
 
 def utcnow() -> datetime:
@@ -60,7 +67,7 @@ class Job(Base):
     config_json: Mapped[str] = mapped_column(Text)
     config_hash: Mapped[str] = mapped_column(String(64), index=True)
 
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
@@ -148,30 +155,6 @@ class Baseline(Base):
     origin: Mapped[str] = mapped_column(String(16), default="shipped")  # shipped | imported
 
     __table_args__ = (Index("ix_baselines_lookup", "dataset", "method", "resolution"),)
-
-
-class EventKind:
-    """Every kind of job event (``events.kind``), in one place. Plain strings: they are stored as is."""
-
-    QUEUED: Final = "queued"
-    CLAIMED: Final = "claimed"
-    START: Final = "start"
-    CHECKPOINT: Final = "checkpoint"
-    STOPPED: Final = "stopped"
-    DONE: Final = "done"
-    FAILED: Final = "failed"
-    CANCELLED: Final = "cancelled"
-    CANCEL_REQUESTED: Final = "cancel_requested"
-    REQUEUED: Final = "requeued"
-    RETRY: Final = "retry"
-    PRIORITY: Final = "priority"
-    LOG: Final = "log"
-    SLURM_SUBMITTED: Final = "slurm_submitted"
-    SLURM_START: Final = "slurm_start"
-    SLURM_REQUEUE: Final = "slurm_requeue"
-
-
-EVENT_KINDS: tuple[str, ...] = tuple(v for k, v in vars(EventKind).items() if k.isupper())
 
 
 def json_payload(data: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:

@@ -17,10 +17,10 @@ import statistics
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-
-from ctxsim.names import DATASETS
 from ctxsim.baselines import FINAL_KIND_PRIORITY, display_method, list_baselines, loss_for_method
 from ctxsim.errors import NotFoundError
+from ctxsim.names import DATASETS
+from ctxsim.registry.states import JobStatus
 from ctxsim.report.stats import seed_summary
 
 MISSING = "—"
@@ -198,7 +198,7 @@ def gather_runs(
     dataset: Optional[str] = None,
     loss: Optional[str] = None,
     resolution: Optional[int] = None,
-    statuses: Optional[Sequence[str]] = ("done",),
+    statuses: Optional[Sequence[str]] = (JobStatus.DONE,),
 ) -> list[dict[str, Any]]:
     """Jobs (by id, else by filter and status) with their summaries, config and done-event data.
 
@@ -394,7 +394,7 @@ def compare_rows(
     loss: Optional[str] = None,
     resolution: Optional[int] = None,
     metrics: Optional[Sequence[str]] = None,
-    statuses: Optional[Sequence[str]] = ("done",),
+    statuses: Optional[Sequence[str]] = (JobStatus.DONE,),
 ) -> list[dict[str, Any]]:
     """Comparison rows (all values in percent): runs' final and best (mean, sample std over seeds),
     the 95% Student-t interval of the final mean over seeds (``final_ci_low``/``final_ci_high``,
@@ -636,7 +636,7 @@ def resolve_runs(reg, spec: str) -> list[dict[str, Any]]:
     spec = str(spec).strip()
     if spec.isdigit():
         jobs = gather_runs(reg, ids=[int(spec)])
-        if jobs[0]["status"] != "done":
+        if jobs[0]["status"] != JobStatus.DONE:
             raise NotFoundError(f"job {spec} has not finished ({jobs[0]['status']})")
         return jobs
     m = _GROUP_SPEC.match(spec)
@@ -695,10 +695,10 @@ def paired_test(reg, a: str, b: str, n_resamples: Optional[int] = None, seed: in
     """``compare --test A B``: the difference A - B in R@1 and MAP@R (percentage points) with a 95%
     paired-bootstrap interval and p-value (``ctxsim.report.stats.paired_bootstrap``: queries resampled
     alike for both sides, seeds too when both sides have several)."""
+    import numpy as np
+
     from ctxsim.errors import DataError
     from ctxsim.report.stats import DEFAULT_RESAMPLES, paired_bootstrap
-
-    import numpy as np
 
     runs_a, runs_b = resolve_runs(reg, a), resolve_runs(reg, b)
     va, la = per_query_values(runs_a)

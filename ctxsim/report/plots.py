@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ctxsim.registry.states import JobStatus
+
 DPI = 100
 RUN_SIZE = (1200, 450)  # pixels (width, height)
 OVERLAY_SIZE = (1200, 450)
@@ -166,7 +168,7 @@ def plot_overlay(path, runs: Sequence[tuple[dict[str, Any], dict[str, list[tuple
 
 
 def write_report(reg, out_dir, ids: Optional[Sequence[int]] = None, dataset: Optional[str] = None,
-                 loss: Optional[str] = None, statuses: Sequence[str] = ("done",)) -> dict[str, Any]:
+                 loss: Optional[str] = None, statuses: Sequence[str] = (JobStatus.DONE,)) -> dict[str, Any]:
     """Writes ``run-<id>.png`` per run, ``compare-<dataset>.png`` per dataset with several runs and an
     ``index.md`` (comparison table + pictures) into ``out_dir``.
 

@@ -15,10 +15,11 @@ from typing import Any, Iterable, Optional, Sequence
 
 from ctxsim.errors import ConfigError
 from ctxsim.names import PAPER_DATASETS_BY_RESOLUTION, PAPER_TABLE_LOSSES, canonical_dataset, canonical_loss
+from ctxsim.registry.states import JobStatus
 from ctxsim.report.compare import NO_FINGERPRINT, gather_runs
 
-ACTIVE = ("queued", "running")
-COUNTED = ("done",) + ACTIVE
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+COUNTED = (JobStatus.DONE,) + ACTIVE
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def counts_for_cell(job: dict[str, Any]) -> bool:
     """True when a gathered job counts as a run of its cell: a finished run that is comparable, or a
     pending one whose config is the recipe (and whose data, once recorded, is the reference split)."""
     devs = job["deviations"]
-    if job["status"] == "done":
+    if job["status"] == JobStatus.DONE:
         return not devs
     return job["status"] in ACTIVE and all(d == NO_FINGERPRINT for d in devs)
 
@@ -116,7 +117,7 @@ def plan(reg, resolution: int, datasets: Optional[Iterable[str]] = None, losses:
     for ds, loss in cells:
         members = runs[(ds, loss)]
         p = CellPlan(ds, loss, t.resolution,
-                     done=[j["id"] for j in members if j["status"] == "done"],
+                     done=[j["id"] for j in members if j["status"] == JobStatus.DONE],
                      pending=[j["id"] for j in members if j["status"] in ACTIVE])
         used = {j["seed"] for j in members}
         s = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Optional
 
 from ctxsim.baselines import FINAL_KIND_PRIORITY, display_method, list_baselines
+from ctxsim.registry.states import JobStatus
 from ctxsim.report.compare import (
     MISSING,
     TEST_SELECTED_MARK,
@@ -23,13 +24,16 @@ from ctxsim.report.stats import seed_summary
 _DATASET_TITLES = {"cub": "CUB", "cars": "Cars", "sop": "SOP", "inat": "iNat", "inshop": "In-Shop"}
 
 
+CELL_MISSING = "missing"  # the state of a table cell with no run yet
+
+
 def table_data(reg, resolution: int, datasets: Optional[Iterable[str]] = None,
                losses: Optional[Iterable[str]] = None, metric: str = "R@1") -> dict[str, Any]:
     """The table as data: ``{"resolution", "title", "metric", "datasets", "rows": [{"loss",
     "method", "cells": {dataset: cell}}]}``; a cell has ``paper`` (percent or None), ``paper_kind``,
     ``paper_source``, ``n``, ``mean``, ``std``, ``ci`` (half width of the 95% interval), ``run_ids``,
-    ``test_selected``, ``queued``, ``running`` and ``state``: "done" (at least one comparable
-    finished run), else "running", "queued" or "missing"."""
+    ``test_selected``, ``queued``, ``running`` and ``state``: done (at least one comparable
+    finished run), else running, queued (job states) or CELL_MISSING."""
     t, cells = table_cells(resolution, datasets, losses)
     runs = cell_runs(reg, t.resolution, cells)
     refs = {ds: list_baselines(reg, dataset=ds) for ds in {d for d, _ in cells}}
@@ -40,7 +44,7 @@ def table_data(reg, resolution: int, datasets: Optional[Iterable[str]] = None,
         row = {"loss": loss, "method": display_method(loss), "cells": {}}
         for ds in ds_order:
             members = runs[(ds, loss)]
-            done = [j for j in members if j["status"] == "done"]
+            done = [j for j in members if j["status"] == JobStatus.DONE]
             values, ids, n_test = [], [], 0
             for j in done:
                 final, _ = final_and_best(j, metric)
@@ -50,14 +54,15 @@ def table_data(reg, resolution: int, datasets: Optional[Iterable[str]] = None,
                     n_test += int(j["selected_on_test"])
             s = seed_summary(values)
             ref = _pick_reference(refs[ds], loss, t.resolution, metric, FINAL_KIND_PRIORITY)
-            n_queued = sum(j["status"] == "queued" for j in members)
-            n_running = sum(j["status"] == "running" for j in members)
-            state = ("done" if s.n else "running" if n_running else "queued" if n_queued else "missing")
+            n_queued = sum(j["status"] == JobStatus.QUEUED for j in members)
+            n_running = sum(j["status"] == JobStatus.RUNNING for j in members)
+            state = (JobStatus.DONE if s.n else JobStatus.RUNNING if n_running else JobStatus.QUEUED if n_queued
+                     else CELL_MISSING)
             row["cells"][ds] = {
                 "paper": ref["value"] if ref else None, "paper_kind": ref["kind"] if ref else None,
                 "paper_source": ref["source"] if ref else None,
                 "n": s.n, "mean": s.mean, "std": s.std, "ci": s.half_width, "run_ids": ids,
-                "test_selected": n_test, "queued": n_queued, "running": n_running, "state": state,
+                "test_selected": n_test, JobStatus.QUEUED: n_queued, JobStatus.RUNNING: n_running, "state": state,
             }
         rows.append(row)
     return {"resolution": t.resolution, "title": t.title, "metric": metric, "datasets": ds_order, "rows": rows}
@@ -68,7 +73,7 @@ def fmt_ours(cell: dict[str, Any]) -> str:
     pending runs of a filled cell are appended (``+1 running``)."""
     pending = [f"{cell[k]} {k}" for k in ACTIVE if cell[k]]
     if cell["state"] != "done":
-        return ", ".join(pending) if pending else "missing"
+        return ", ".join(pending) if pending else CELL_MISSING
     mark = f" {TEST_SELECTED_MARK}" if cell["test_selected"] else ""
     text = f"{cell['mean']:.2f}" + (f" ± {cell['ci']:.2f}" if cell["ci"] is not None else "") + f" (n={cell['n']}){mark}"
     return text + "".join(f" +{p}" for p in pending)

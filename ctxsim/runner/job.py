@@ -33,6 +33,7 @@ from ctxsim.errors import ConfigError, CtxsimError, one_line
 from ctxsim.registry import jobs
 from ctxsim.registry.db import Registry, open_registry
 from ctxsim.registry.sink import RegistrySink
+from ctxsim.registry.states import JobStatus
 from ctxsim.runner import kinds
 from ctxsim.runner.torchrun import supervised, under_torchrun
 from ctxsim.train.events import EventSink, JsonlSink, MultiSink, NullSink
@@ -130,7 +131,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     reg = open_registry(args.db)
     row = jobs.get_job(reg, args.job)
-    if row is None or row.status != "running" or (args.attempt is not None and row.attempts != args.attempt):
+    if row is None or row.status != JobStatus.RUNNING or (args.attempt is not None and row.attempts != args.attempt):
         print(f"job {args.job} is not running under attempt {args.attempt}: "
               f"{row and (row.status, row.attempts)}", file=sys.stderr)
         return EXIT_NOT_OWNED
@@ -145,7 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except CtxsimError as e:
         print(one_line(e), file=sys.stderr, flush=True)
         if rank == 0:
-            jobs.finish(reg, args.job, "failed", attempt=attempt, exit_code=e.exit_code, error=one_line(e))
+            jobs.finish(reg, args.job, JobStatus.FAILED, attempt=attempt, exit_code=e.exit_code, error=one_line(e))
         return EXIT_FAILED
     sink = job_sink(reg, args.job, EpochLogSink()) if rank == 0 else NullSink()
     try:
@@ -160,13 +161,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if stop.is_set():
             return EXIT_STOPPED
         if rank == 0:
-            jobs.finish(reg, args.job, "failed", attempt=attempt, exit_code=EXIT_FAILED, error=_one_line(e))
+            jobs.finish(reg, args.job, JobStatus.FAILED, attempt=attempt, exit_code=EXIT_FAILED, error=_one_line(e))
         return EXIT_FAILED
     if stop.is_set():
         print(f"job {args.job} stopped on request", flush=True)
         return EXIT_STOPPED
     if rank == 0:
-        jobs.finish(reg, args.job, "done", attempt=attempt, exit_code=EXIT_DONE)
+        jobs.finish(reg, args.job, JobStatus.DONE, attempt=attempt, exit_code=EXIT_DONE)
     return EXIT_DONE
 
 
@@ -190,7 +191,7 @@ class _Heartbeat(threading.Thread):
                 self.reason = "lost"
                 self.stop.set()
             elif owned[self.job_id]:
-                self.reason = "cancelled"
+                self.reason = JobStatus.CANCELLED
                 self.stop.set()
 
 
@@ -229,22 +230,22 @@ def run_job_foreground(
         sink.close()
     except KeyboardInterrupt:
         _safe_close(sink)
-        jobs.finish(reg, job_id, "cancelled", error="interrupted (Ctrl-C)", **fin)
+        jobs.finish(reg, job_id, JobStatus.CANCELLED, error="interrupted (Ctrl-C)", **fin)
         raise
     except BaseException as e:
         _safe_close(sink)
         if _removed(reg, job_id):  # `ctxsim rm --force --wait 0` while it ran: its writes failed, say why
             raise jobs.JobNotFoundError(f"job {job_id} was removed while it ran (ctxsim rm): stopped") from None
-        jobs.finish(reg, job_id, "failed", exit_code=EXIT_FAILED, error=_one_line(e), **fin)
+        jobs.finish(reg, job_id, JobStatus.FAILED, exit_code=EXIT_FAILED, error=_one_line(e), **fin)
         raise
     finally:
         hb.done.set()
         log_tee.close()
     if stopping():
         if hb.reason != "lost":
-            jobs.finish(reg, job_id, "cancelled", error="cancel requested" if hb.reason else "stopped", **fin)
+            jobs.finish(reg, job_id, JobStatus.CANCELLED, error="cancel requested" if hb.reason else "stopped", **fin)
     else:
-        jobs.finish(reg, job_id, "done", exit_code=EXIT_DONE, **fin)
+        jobs.finish(reg, job_id, JobStatus.DONE, exit_code=EXIT_DONE, **fin)
     return result
 
 

@@ -44,9 +44,10 @@ from ctxsim.errors import ConfigError, one_line
 from ctxsim.registry import jobs
 from ctxsim.registry.db import Registry, open_registry
 from ctxsim.registry.models import EventKind
+from ctxsim.registry.states import JobStatus
 from ctxsim.runner.job import EXIT_DONE, EXIT_FAILED, EXIT_NOT_OWNED
-from ctxsim.runner.torchrun import torchrun_argv
 from ctxsim.runner.skeleton import WorkerLoop, killpg
+from ctxsim.runner.torchrun import torchrun_argv
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,8 @@ CANCELLED = {"CANCELLED", "REVOKED"}
 
 
 def state_action(state: str) -> str:
-    """Maps a Slurm (or submitit local) job state to "active" | "ended" | "crashed" | "requeue" |
-    "cancelled". Slurm decorates some states ("CANCELLED by 1234"); unknown states count as active."""
+    """Maps a Slurm (or submitit local) job state to an action: active, ended, crashed, requeue or
+    cancelled. Slurm decorates some states ("CANCELLED by 1234"); unknown states count as active."""
     s = (state or "UNKNOWN").split()[0].upper().rstrip("+")
     if s in ENDED_OK:
         return "ended"
@@ -73,7 +74,7 @@ def state_action(state: str) -> str:
     if s in NOT_OUR_FAULT:
         return "requeue"
     if s in CANCELLED:
-        return "cancelled"
+        return JobStatus.CANCELLED
     return "active"
 
 
@@ -216,11 +217,11 @@ class SlurmTask:
         if reason == "lost":
             return rc
         if reason == "cancel":
-            jobs.finish(reg, self.job_id, "cancelled", exit_code=rc, error=f"cancelled by request ({how})", **fence)
+            jobs.finish(reg, self.job_id, JobStatus.CANCELLED, exit_code=rc, error=f"cancelled by request ({how})", **fence)
         elif rc == EXIT_DONE:
-            jobs.finish(reg, self.job_id, "done", exit_code=rc, **fence)  # no-op: the job marked itself
+            jobs.finish(reg, self.job_id, JobStatus.DONE, exit_code=rc, **fence)  # no-op: the job marked itself
         elif rc == EXIT_FAILED:
-            jobs.finish(reg, self.job_id, "failed", exit_code=rc, error=f"job process failed ({how})", **fence)
+            jobs.finish(reg, self.job_id, JobStatus.FAILED, exit_code=rc, error=f"job process failed ({how})", **fence)
         else:  # stopped without a request, or crashed (OOM killer, segfault): resume from the checkpoint
             jobs.requeue(reg, self.job_id, f"job process ended on {socket.gethostname()} ({how})", **fence)
         reg.dispose()
@@ -382,7 +383,7 @@ class SlurmWorker(WorkerLoop):
             sjob = self._executor(job).submit(task)
         except Exception as e:  # sbatch refused (bad partition, account...): the job cannot run like this
             msg = f"slurm submission failed: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}"
-            jobs.finish(self.reg, job.id, "failed", error=msg, **fence)
+            jobs.finish(self.reg, job.id, JobStatus.FAILED, error=msg, **fence)
             self.say(f"job {job.id}: {msg}")
             return
         sid = str(sjob.job_id)
@@ -402,7 +403,7 @@ class SlurmWorker(WorkerLoop):
             if jid not in owned:  # ended (the task settled it), reaped or removed
                 if action == "active" and not sub.cancelled:
                     st = jobs.job_states(self.reg, [jid]).get(jid)
-                    if st is None or st[2] != sub.job.attempt or st[0] == "queued":
+                    if st is None or st[2] != sub.job.attempt or st[0] == JobStatus.QUEUED:
                         self.say(f"job {jid}: no longer ours: cancelling slurm job {sub.sjob.job_id}")
                         _cancel(sub.sjob)
                         sub.cancelled = True
@@ -423,8 +424,8 @@ class SlurmWorker(WorkerLoop):
                 word = jobs.requeue(self.reg, jid, f"slurm job {sub.sjob.job_id} {state}", **fence)  # -> cancelled
             elif action == "requeue":
                 word = jobs.requeue(self.reg, jid, f"slurm job {sub.sjob.job_id} {state}", refund_attempt=True, **fence)
-            elif action == "cancelled":
-                word = "cancelled" if jobs.finish(self.reg, jid, "cancelled",
+            elif action == JobStatus.CANCELLED:
+                word = JobStatus.CANCELLED if jobs.finish(self.reg, jid, JobStatus.CANCELLED,
                                                   error=f"slurm job {sub.sjob.job_id} cancelled outside ctxsim",
                                                   **fence) else ""
             else:  # crashed or ended without a word: resume from the checkpoint (counts as an attempt)

@@ -23,6 +23,7 @@ from typing import Callable, Optional
 
 from ctxsim.registry import jobs
 from ctxsim.registry.db import Registry
+from ctxsim.registry.states import JobStatus
 from ctxsim.runner.gpus import GpuPool
 from ctxsim.runner.job import EXIT_DONE, EXIT_FAILED, EXIT_STOPPED
 from ctxsim.runner.skeleton import WorkerLoop, killpg
@@ -139,7 +140,7 @@ class LocalWorker(WorkerLoop):
         except OSError as e:
             fh.close()
             self.pool.release(job.id)
-            jobs.finish(self.reg, job.id, "failed", attempt=job.attempt, worker_id=self.id,
+            jobs.finish(self.reg, job.id, JobStatus.FAILED, attempt=job.attempt, worker_id=self.id,
                         error=f"could not start the job process: {e}")
             return
         self.children[job.id] = _Child(job, proc, fh)
@@ -165,7 +166,7 @@ class LocalWorker(WorkerLoop):
                 continue
             if jid not in owned:
                 st = states.get(jid)
-                if st and st[0] in ("done", "failed", "cancelled") and st[1] == self.id and st[2] == child.job.attempt:
+                if st and st[0] in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED) and st[1] == self.id and st[2] == child.job.attempt:
                     # it ended itself and is exiting: give it the grace period, then clean up
                     if child.kill_at is None:
                         child.kill_at = time.monotonic() + self.grace_s
@@ -210,16 +211,16 @@ class LocalWorker(WorkerLoop):
         if child.stop_reason == "lost":
             word = "lost"
         elif child.stop_reason == "cancel":
-            jobs.finish(self.reg, job.id, "cancelled", exit_code=rc, error=f"cancelled by request ({how})", **fence)
-            word = "cancelled"
+            jobs.finish(self.reg, job.id, JobStatus.CANCELLED, exit_code=rc, error=f"cancelled by request ({how})", **fence)
+            word = JobStatus.CANCELLED
         elif child.stop_reason == "shutdown":
             word = jobs.requeue(self.reg, job.id, "worker shut down", refund_attempt=True, **fence) or "lost"
         elif rc == EXIT_DONE:
-            jobs.finish(self.reg, job.id, "done", exit_code=rc, **fence)  # no-op if the job marked itself
-            word = "done"
+            jobs.finish(self.reg, job.id, JobStatus.DONE, exit_code=rc, **fence)  # no-op if the job marked itself
+            word = JobStatus.DONE
         elif rc == EXIT_FAILED:
-            jobs.finish(self.reg, job.id, "failed", exit_code=rc, error=f"job process failed ({how})", **fence)
-            word = "failed"
+            jobs.finish(self.reg, job.id, JobStatus.FAILED, exit_code=rc, error=f"job process failed ({how})", **fence)
+            word = JobStatus.FAILED
         elif rc == EXIT_STOPPED:
             word = jobs.requeue(self.reg, job.id, "job process stopped without a request", **fence) or "lost"
         else:  # crashed: killed by the OOM killer, a segfault...: counts as an attempt

@@ -36,6 +36,7 @@ from ctxsim.errors import ConfigError, JobStateError, NotFoundError, RunFailedEr
 from ctxsim.registry import jobs
 from ctxsim.registry.db import Registry
 from ctxsim.registry.queries import metric_series
+from ctxsim.registry.states import JobStatus
 from ctxsim.train.config import RunConfig
 from ctxsim.train.events import Event
 from ctxsim.tuning.space import Param, check_keys, distributions, parse_space
@@ -268,7 +269,7 @@ class Tuner:
             live = _Live(optuna.trial.Trial(self.study, ft._trial_id), int(jid), cfg.select,
                          reported=set(ft.intermediate_values), pruning=bool(ft.user_attrs.get("pruned_at")))
             state = jobs.job_states(self.reg, [live.job_id]).get(live.job_id)
-            if state is not None and state[0] in ("cancelled", "failed") and not live.pruning:
+            if state is not None and state[0] in (JobStatus.CANCELLED, JobStatus.FAILED) and not live.pruning:
                 try:
                     jobs.retry(self.reg, live.job_id)
                     self.say(f"trial {ft.number}: job {live.job_id} was {state[0]}: retried (resumes its checkpoint)")
@@ -308,16 +309,16 @@ class Tuner:
 
     def _settle(self, live: _Live, status: Optional[str]) -> bool:
         """Tells Optuna how a trial ended once its job has; False while the job is still active."""
-        if status in ("queued", "running"):
+        if status in (JobStatus.QUEUED, JobStatus.RUNNING):
             return False
-        if status == "done":
+        if status == JobStatus.DONE:
             value = final_value(self.reg, live.job_id, live.select, self.spec.objective)
             if value is None:
                 self._tell(live, TrialState.FAIL, why=f"no {val_key(self.spec.objective)} series")
             else:
                 late = "ended before the pruner's cancel" if live.pruning else ""
                 self._tell(live, TrialState.COMPLETE, value, why=late)
-        elif status == "cancelled" and live.pruning:
+        elif status == JobStatus.CANCELLED and live.pruning:
             self._tell(live, TrialState.PRUNED)
         else:
             self._tell(live, TrialState.FAIL, why=f"job {status or 'removed'}")
@@ -357,7 +358,7 @@ class Tuner:
             if pending:
                 lv = pending.pop(0)
                 st = jobs.job_states(self.reg, [lv.job_id]).get(lv.job_id)
-                if st is not None and st[0] != "queued":
+                if st is not None and st[0] != JobStatus.QUEUED:
                     self._settle(lv, st[0])  # it ended (or runs elsewhere: then it is followed no more)
                     continue
             elif self._finished() < self.spec.trials:
@@ -378,7 +379,7 @@ class Tuner:
                 lv.trial.set_user_attr("pruned_at", max(lv.trial.storage.get_trial(lv.trial._trial_id)
                                                         .intermediate_values, default=0))
             st = jobs.job_states(self.reg, [lv.job_id]).get(lv.job_id)
-            if st is not None and st[0] == "cancelled" and not lv.pruning:
+            if st is not None and st[0] == JobStatus.CANCELLED and not lv.pruning:
                 return  # stopped by should_stop or `ctxsim cancel`: the trial stays running
             self._settle(lv, st[0] if st else None)
 

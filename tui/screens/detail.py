@@ -11,6 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Header, Static, TabbedContent, TabPane, Tabs
 
 from ctxsim.registry import history, queries
+from ctxsim.registry.states import JobStatus
 from ctxsim.report import compare as reference_numbers
 from ctxsim.runner.logs import LogFollower
 from ctxsim.tui.data import SeriesCache, checkpoint_files
@@ -118,7 +119,7 @@ class DetailScreen(DashScreen):
 
     def _skipped_images(self, reg, status: str) -> int:  # noqa: ANN001
         """The done event's ``skipped_images`` (--skip-bad-images), read once the job is done."""
-        if status != "done":
+        if status != JobStatus.DONE:
             self._skipped = None
             return 0
         if self._skipped is None:
@@ -240,7 +241,7 @@ def attempts_text(attempts: list[dict]) -> str:
     n = 0
     for a in attempts:
         took = fmt_duration((a["end"] - a["start"]).total_seconds()) if a["start"] and a["end"] else ""
-        what = a["outcome"] or "running"
+        what = a["outcome"] or JobStatus.RUNNING
         if a["start"]:
             n += 1
         label = f"attempt {n}" if a["start"] else ("while queued" if n == 0 else f"after attempt {n}")

@@ -12,7 +12,8 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Header, Static
 
-from ctxsim.report.table import table_data
+from ctxsim.registry.states import JobStatus
+from ctxsim.report.table import CELL_MISSING, table_data
 from ctxsim.tui.messages import RegistryStatus
 from ctxsim.tui.screens.base import DashScreen
 from ctxsim.tui.widgets.key_bar import KeyBar
@@ -32,7 +33,7 @@ class PaperTableLoaded(Message):
 
 def cell_counts(data: dict[str, Any]) -> dict[str, int]:
     """How many cells of the table are in each state (done, running, queued, missing)."""
-    counts = {"done": 0, "running": 0, "queued": 0, "missing": 0}
+    counts = {JobStatus.DONE: 0, JobStatus.RUNNING: 0, JobStatus.QUEUED: 0, CELL_MISSING: 0}
     for row in data["rows"]:
         for cell in row["cells"].values():
             counts[cell["state"]] = counts.get(cell["state"], 0) + 1
@@ -84,7 +85,7 @@ class PaperTableScreen(DashScreen):
             c = cell_counts(self.data)
             total = sum(c.values())
             parts.append(f"{c['done']}/{total} cells filled")
-            parts += [f"{c[k]} {k}" for k in ("running", "queued") if c[k]]
+            parts += [f"{c[k]} {k}" for k in (JobStatus.RUNNING, JobStatus.QUEUED) if c[k]]
         self.status.set_info(" · ".join(parts))
 
     def action_toggle(self) -> None:

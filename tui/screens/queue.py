@@ -10,6 +10,7 @@ from textual.binding import Binding
 from textual.widgets import Header, Label
 
 from ctxsim.registry import queries
+from ctxsim.registry.states import JobStatus
 from ctxsim.tui.messages import QueueLoaded, RegistryStatus
 from ctxsim.tui.screens.base import DashScreen
 from ctxsim.tui.widgets.key_bar import KeyBar
@@ -105,12 +106,12 @@ class QueueScreen(DashScreen):
         self.query_one(QueueTable).show(msg.jobs)
         self._status = {j["id"]: j["status"] for j in msg.jobs}
         here = socket.gethostname()
-        by_gpu = {g.strip(): j["id"] for j in msg.jobs if j["status"] == "running" and j.get("worker_host") == here
+        by_gpu = {g.strip(): j["id"] for j in msg.jobs if j["status"] == JobStatus.RUNNING and j.get("worker_host") == here
                   for g in (j.get("gpus") or "").split(",") if g.strip()}
         self.query_one("#workers-label", Label).update(f"Workers · {gpu_line(msg.gpus, by_gpu)}")
         states = [worker_state(w, now, stale) for w in msg.workers]
-        queued = sum(j["status"] == "queued" for j in msg.jobs)
-        running = sum(j["status"] == "running" for j in msg.jobs)
+        queued = sum(j["status"] == JobStatus.QUEUED for j in msg.jobs)
+        running = sum(j["status"] == JobStatus.RUNNING for j in msg.jobs)
         self._summary = (f"{states.count('alive')} alive, {states.count('dead')} dead workers · "
                          f"{running} running · {queued} queued")
         dead = [w["id"] for w, s in zip(msg.workers, states) if s == "dead"]

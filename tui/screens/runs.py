@@ -10,6 +10,7 @@ from textual.binding import Binding
 from textual.widgets import Header, Input, Select
 
 from ctxsim.registry import history, queries
+from ctxsim.registry.states import JobStatus
 from ctxsim.report import compare as reference_numbers
 from ctxsim.tui.format import RUN_COLUMNS, metric_drop, overrides_of, run_row
 from ctxsim.tui.messages import RegistryStatus, RunsLoaded
@@ -132,7 +133,7 @@ class RunsScreen(DashScreen):
         self._add_history(reg, fetched, full)
         now = self.dash.clock()
         stale = self.dash.stale_after_s
-        redo = set(self._jobs) if (full or reload_paper) else (fetched | ch["running"]) & set(self._jobs)
+        redo = set(self._jobs) if (full or reload_paper) else (fetched | ch[JobStatus.RUNNING]) & set(self._jobs)
         for jid in redo:
             self._rows[jid] = run_row(self._jobs[jid], self._paper, now, stale)
         workers = queries.workers_table(reg)
@@ -198,14 +199,14 @@ class RunsScreen(DashScreen):
         for r in rows:
             before = self._last_status.get(r.id)
             self._last_status[r.id] = r.status
-            if not first and before == "running" and r.status in ("done", "failed"):
-                news.append((f"job {r.id} {r.status}", r.status == "done"))
+            if not first and before == JobStatus.RUNNING and r.status in (JobStatus.DONE, JobStatus.FAILED):
+                news.append((f"job {r.id} {r.status}", r.status == JobStatus.DONE))
         for jid, drop in sorted(drops.items()):
             if jid not in self._dropped:
                 self._dropped.add(jid)
                 news.append((f"job {jid}: R@1 fell from {drop[0]:.1f} to {drop[1]:.1f}", False))
         for text, ok in news:
-            if text.endswith(("done", "failed")):
+            if text.endswith((JobStatus.DONE, JobStatus.FAILED)):
                 self.dash.bell_and_notice(text, ok)
             else:
                 self.status.set_notice(f"⚠ {text}")
@@ -215,7 +216,7 @@ class RunsScreen(DashScreen):
         total = sum(c.values())
         shown = self.table.shown_count
         parts = [f"{shown} of {total} runs shown" if shown != total else f"{total} runs"]
-        parts += [f"{c[s]} {s}" for s in ("running", "queued", "failed", "done", "cancelled") if c.get(s)]
+        parts += [f"{c[s]} {s}" for s in (JobStatus.RUNNING, JobStatus.QUEUED, JobStatus.FAILED, JobStatus.DONE, JobStatus.CANCELLED) if c.get(s)]
         parts.append(f"{self._workers_alive} worker{'s' if self._workers_alive != 1 else ''} alive")
         parts.append(self.dash.label)
         if self.dash.show_timings and elapsed_ms is not None:

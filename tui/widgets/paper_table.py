@@ -7,11 +7,12 @@ from typing import Any
 
 from rich.text import Text
 
-from ctxsim.report.table import table_cells_text
+from ctxsim.registry.states import JobStatus
+from ctxsim.report.table import CELL_MISSING, table_cells_text
 from ctxsim.tui.widgets.keyed_table import KeyedTable
 
 # how an "ours" cell looks by its state: a filled cell plain, a pending one coloured, a missing one dim
-STATE_STYLES = {"done": "", "running": "yellow", "queued": "cyan", "missing": "dim"}
+STATE_STYLES = {JobStatus.DONE: "", JobStatus.RUNNING: "yellow", JobStatus.QUEUED: "cyan", CELL_MISSING: "dim"}
 
 
 def paper_table_rows(data: dict[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[str, list[Any]]], list[str]]:

@@ -9,6 +9,7 @@ from typing import Any, Optional
 from rich.text import Text
 from textual.widgets import Static
 
+from ctxsim.registry.states import JobStatus
 from ctxsim.tui.format import STATUS_STYLE, elapsed_s, eta_s, fmt_delta, fmt_duration, fmt_float, pct
 
 
@@ -34,7 +35,7 @@ class RunHeader(Static):
         eta = None if stale else eta_s(d, now)
         if eta is not None:
             t.append(f" ETA {fmt_duration(eta)}", style="bold")
-        if d.get("error") and d["status"] in ("failed", "cancelled"):
+        if d.get("error") and d["status"] in (JobStatus.FAILED, JobStatus.CANCELLED):
             t.append(sep)
             t.append(d["error"].splitlines()[0], style="red")
         summ = d.get("summaries") or {}
@@ -53,7 +54,7 @@ class RunHeader(Static):
         if "train/loss" in summ:
             t.append(f"{sep}loss {fmt_float(summ['train/loss']['last'])}")
         ips = summ.get("train/images_per_s")
-        if ips and d["status"] == "running" and ips.get("last") is not None:
+        if ips and d["status"] == JobStatus.RUNNING and ips.get("last") is not None:
             t.append(f"{sep}{ips['last']:.0f} img/s")
         el = elapsed_s(d, now)
         if el is not None:
