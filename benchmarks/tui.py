@@ -166,8 +166,8 @@ async def bench_app(reg, runs: int, repeat: int, out: dict) -> None:
         assert len(table.row_keys) == runs, len(table.row_keys)
 
         # refresh: read in the thread, apply on the UI thread
-        from ctxsim.tui.format import run_row
         from ctxsim.registry import queries
+        from ctxsim.tui.format import run_row
 
         read, apply, total = Clock(), Clock(), Clock()
         read_full, apply_full = Clock(), Clock()
@@ -258,9 +258,9 @@ async def bench_app(reg, runs: int, repeat: int, out: dict) -> None:
 
 def bench_detail(reg, runs: int, repeat: int, out: dict) -> None:
     from ctxsim.registry import queries
+    from ctxsim.registry.db import read_registry
     from ctxsim.registry.sink import RegistrySink
     from ctxsim.train.events import Event
-    from ctxsim.registry.db import read_registry
     from ctxsim.tui.data import SeriesCache
 
     ro = read_registry(reg)
@@ -312,9 +312,9 @@ def main() -> None:
     bench_detail(reg, a.runs, 1, {})
     detail_peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.reset_peak()
+    from ctxsim.baselines import paper as reference_numbers
     from ctxsim.registry import queries
     from ctxsim.registry.db import read_registry
-    from ctxsim.report import compare as reference_numbers
     from ctxsim.tui.format import run_row
 
     ro = read_registry(reg)

@@ -139,7 +139,8 @@ def compare(
     with deltas for the runs that are comparable; --test A B for a paired significance test, --table
     224|256 for the paper's table layout."""
     from ctxsim.registry.models import JOB_STATUSES
-    from ctxsim.report.compare import NotFoundError, compare_rows, display_table, to_csv, to_json, to_markdown
+    from ctxsim.report.compare import NotFoundError, compare_rows
+    from ctxsim.report.render import display_table, to_csv, to_json, to_markdown
 
     if as_json:
         fmt = Format.json
@@ -173,7 +174,7 @@ def compare(
         if rows:
             sys.stdout.write(to_markdown(rows))
     elif rows:
-        from ctxsim.report.compare import NUMERIC_COLUMNS
+        from ctxsim.report.render import NUMERIC_COLUMNS
 
         header, cells, notes = display_table(rows, compact=True)
         _print_table("Runs vs reference numbers (percent)", header, cells, notes,
@@ -205,7 +206,7 @@ def _csv_list(value: Optional[str]) -> Optional[list[str]]:
 
 def _paired_test(test: tuple[str, str], resamples: int, seed: int, fmt: Format, db: Optional[str]) -> None:
     from ctxsim.errors import CtxsimError
-    from ctxsim.report.compare import format_paired_test, paired_test
+    from ctxsim.report.paired import format_paired_test, paired_test
 
     if resamples < 1:
         fail(f"--resamples must be >= 1, not {resamples}")

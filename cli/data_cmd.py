@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ctxsim.cli.common import EXIT_FAILED, err_console, fail, fail_on, info, print_json
+from ctxsim.cli.common import EXIT_FAILED, err_console, fail_on, info, print_json
 from ctxsim.errors import ConfigError
 from ctxsim.names import SMALL_DATASETS as SMALL
 from ctxsim.names import canonical_dataset

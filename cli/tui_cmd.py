@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ctxsim.cli.common import DbOption, EXIT_USAGE, fail, info, open_registry_or_exit
+from ctxsim.cli.common import EXIT_USAGE, DbOption, fail, info, open_registry_or_exit
 
 
 def port_problem(host: str, port: int) -> Optional[str]:

@@ -11,14 +11,9 @@ from typer.testing import CliRunner
 from ctxsim.cli.main import app
 from ctxsim.data.fingerprint import REFERENCE_COUNTS, REFERENCE_SHA256_PREFIX
 from ctxsim.registry.models import Job, JobEvent, Summary
-from ctxsim.report.compare import (
-    NON_RESULT_KEYS,
-    NOT_COMPARABLE,
-    comparability,
-    compare_rows,
-    config_deviations,
-    to_markdown,
-)
+from ctxsim.report.comparability import NON_RESULT_KEYS, NOT_COMPARABLE, comparability, config_deviations
+from ctxsim.report.compare import compare_rows
+from ctxsim.report.render import to_markdown
 from ctxsim.train.configure import configure
 from ctxsim.train.recipes import recipe
 

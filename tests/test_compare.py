@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from ctxsim.baselines import import_baselines, parse_baselines
 from ctxsim.cli.main import app
 from ctxsim.registry.models import Job, JobEvent, Metric, Summary
-from ctxsim.report.compare import MISSING, NotFoundError, compare_rows, to_csv, to_markdown
+from ctxsim.report.compare import NotFoundError, compare_rows
+from ctxsim.report.render import MISSING, to_csv, to_markdown
 
 # R@1 per evaluation (fractions, as runs store them), epochs 5, 10, 15
 CUB_SEEDS = {0: [0.600, 0.680, 0.670], 1: [0.610, 0.690, 0.685], 2: [0.620, 0.700, 0.675]}

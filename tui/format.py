@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 from rich.cells import cell_len
 from rich.text import Text
 
-from ctxsim.registry.states import JOB_STATUS_STYLE, STALE, JobStatus
+from ctxsim.registry.states import JOB_STATUS_STYLE, JobStatus
 
 Clock = Callable[[], datetime]
 

@@ -31,8 +31,8 @@ from ctxsim.baselines.store import (
     import_baselines,
     load_shipped,
     parse_baselines,
-    shipped_current,
     read_baseline_file,
+    shipped_current,
 )
 
 

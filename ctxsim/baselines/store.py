@@ -17,9 +17,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterable, Optional
 
-from ctxsim.names import DATASETS, RESOLUTIONS
 from ctxsim.baselines.names import normalize_dataset
 from ctxsim.errors import DataError, MissingFileError
+from ctxsim.names import DATASETS, RESOLUTIONS
 
 COLUMNS = ("resolution", "dataset", "method", "metric", "value", "kind", "source")
 

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-import numpy as np
-
 from ctxsim.data.common import (
     DataBundle,
     ImageListDataset,

@@ -29,8 +29,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from ctxsim.data.transforms import (FastImagePipeline, Recipe, _center_box, _crop, _resized_short_side,
-                                    _rrc_params)
+from ctxsim.data.transforms import FastImagePipeline, Recipe, _center_box, _crop, _resized_short_side, _rrc_params
 from ctxsim.errors import ConfigError, DataError, one_line
 
 DECODES = ("cpu", "gpu")  # values of data.decode (keep in sync with ctxsim.train.config)

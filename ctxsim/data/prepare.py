@@ -16,7 +16,7 @@ import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from ctxsim.data.common import check_image, sha256_file, shipped_split
 from ctxsim.data.datasets import LAYOUTS, read_split

@@ -3,8 +3,7 @@ a Linear embedding with L2-normalised output, an optional 224 bottleneck, and Ba
 (reference-implementation §3.1, §3.2)."""
 
 from ctxsim.models.backbones import ARCHS, OFFLINE_ENV, ResNet50Trunk, TinyTrunk
-from ctxsim.models.embedding import (BN_MODES, BOTTLENECKS, EMBEDDING_INITS, EmbeddingModel,
-                                     build_model)
+from ctxsim.models.embedding import BN_MODES, BOTTLENECKS, EMBEDDING_INITS, EmbeddingModel, build_model
 from ctxsim.models.heads import POOLINGS, AvgMaxPool, GeM, LinearBottleneck
 
 __all__ = [

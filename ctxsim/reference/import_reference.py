@@ -275,8 +275,8 @@ def import_reference(path: str | os.PathLike, dataset: str, out: Optional[str | 
     the same random batch (2 x 3 x check_size^2, eval mode, fp32); a max |difference| above
     ``tolerance`` aborts the import.
     """
-    from ctxsim.train.checkpoint import FORMAT_VERSION, atomic_save
     from ctxsim.names import canonical_dataset as normalize_dataset
+    from ctxsim.train.checkpoint import FORMAT_VERSION, atomic_save
 
     src = Path(path)
     ds = normalize_dataset(dataset)
@@ -340,8 +340,8 @@ def run_reference_eval_job(cfg: dict[str, Any], sink: Any, run_dir: str | os.Pat
     80-epoch run, selected on the test set as main.py did. Returns the metrics (fractions)."""
     from ctxsim.eval import evaluate_bundle
     from ctxsim.runner.kinds import RUNTIME_DEVICE
-    from ctxsim.train.checkpoint import load_checkpoint_model
     from ctxsim.train.build import build_run_data, resolve_device
+    from ctxsim.train.checkpoint import load_checkpoint_model
     from ctxsim.train.events import Event
 
     ck_path = Path(cfg["checkpoint"])
@@ -380,8 +380,8 @@ def evaluate_reference_checkpoint(reg: Any, checkpoint: str | os.PathLike, root:
     from ctxsim.registry import jobs
     from ctxsim.runner.job import run_job_foreground
     from ctxsim.train import RunConfig
-    from ctxsim.train.checkpoint import load_checkpoint
     from ctxsim.train.build import build_run_data
+    from ctxsim.train.checkpoint import load_checkpoint
 
     ck_path = Path(checkpoint).absolute()
     ck = load_checkpoint(ck_path)

@@ -313,7 +313,7 @@ def plot_toy(runs: list[ToyRun], path: str | os.PathLike) -> Path:
             ax.scatter(e[:, 0], e[:, 1], s=4, color=colors[c])
         f = run.final
         ax.set_title(f"{run.cfg['loss']}: R@1 {f.get('R@1', float('nan')):.3f}, MAP@R {f.get('MAP@R', float('nan')):.3f}")
-        ax.set_xlabel(f"unit-circle embedding (class c drawn at radius 1 + 0.04c)", fontsize=8)
+        ax.set_xlabel("unit-circle embedding (class c drawn at radius 1 + 0.04c)", fontsize=8)
         ax.set_aspect("equal")
         ax.set_xlim(-1.3, 1.3)
         ax.set_ylim(-1.3, 1.3)

@@ -22,7 +22,6 @@ import torch
 
 from ctxsim.errors import ReferenceFormatError, one_line
 
-
 # -- inert stand-ins ---------------------------------------------------------------------------
 
 

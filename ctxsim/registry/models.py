@@ -12,9 +12,9 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     DateTime,
-    JSON,
     Float,
     ForeignKey,
     Index,

@@ -177,7 +177,8 @@ def write_report(reg, out_dir, ids: Optional[Sequence[int]] = None, dataset: Opt
     """
     from ctxsim.baselines import display_method
     from ctxsim.registry.queries import metric_series, runs_table
-    from ctxsim.report.compare import NotFoundError, compare_rows, to_markdown
+    from ctxsim.report.compare import NotFoundError, compare_rows
+    from ctxsim.report.render import to_markdown
 
     out = Path(out_dir)
     jobs = runs_table(reg, status=None if ids else statuses, dataset=dataset, loss=loss,

@@ -9,15 +9,8 @@ from typing import Any, Iterable, Optional
 
 from ctxsim.baselines import FINAL_KIND_PRIORITY, display_method, list_baselines
 from ctxsim.registry.states import JobStatus
-from ctxsim.report.compare import (
-    MISSING,
-    TEST_SELECTED_MARK,
-    _md_cell,
-    _pick_reference,
-    final_and_best,
-    fmt_paper,
-    to_percent,
-)
+from ctxsim.report.compare import _pick_reference, final_and_best, to_percent
+from ctxsim.report.render import MISSING, TEST_SELECTED_MARK, _md_cell, fmt_paper
 from ctxsim.report.reproduce import ACTIVE, cell_runs, table_cells
 from ctxsim.report.stats import seed_summary
 

@@ -7,7 +7,7 @@ runner, registry, train and the core packages; nothing imports it but the CLI).
 """
 
 from ctxsim.tuning.space import Param, parse_param, parse_space
-from ctxsim.tuning.study import TuneResult, TuneSpec, Tuner, build_spec, load_existing, storage, study_tag, val_key
+from ctxsim.tuning.study import Tuner, TuneResult, TuneSpec, build_spec, load_existing, storage, study_tag, val_key
 from ctxsim.tuning.summary import StudyReader, list_studies, study_summary
 
 __all__ = ["Param", "parse_param", "parse_space", "TuneSpec", "TuneResult", "Tuner", "build_spec", "load_existing",

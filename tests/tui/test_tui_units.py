@@ -16,15 +16,15 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from tui_seed import FIXED_NOW
 
+from ctxsim.baselines import paper as reference_numbers
 from ctxsim.errors import ConfigError
 from ctxsim.registry import queries
-from ctxsim.report import compare as reference_numbers
+from ctxsim.registry.db import read_registry
 from ctxsim.registry.sink import RegistrySink
+from ctxsim.runner.logs import LogFollower
 from ctxsim.train.events import Event
 from ctxsim.tui import format as F
 from ctxsim.tui.actions import build_config, change_priority, parse_overrides
-from ctxsim.registry.db import read_registry
-from ctxsim.runner.logs import LogFollower
 from ctxsim.tui.data import SeriesCache
 
 

@@ -10,6 +10,7 @@ from ctxsim.tui.data import problem_text, timed
 from ctxsim.tui.messages import RegistryStatus
 from ctxsim.tui.widgets.status_line import StatusLine
 
+
 class Dashboard(Protocol):
     """What the screens use of the app (``ctxsim.tui.app.CtxsimApp``): its state and its actions.
     A protocol, so that screens never import the app module that imports them."""

@@ -9,8 +9,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Header
 
+from ctxsim.baselines import paper as reference_numbers
 from ctxsim.registry import queries
-from ctxsim.report import compare as reference_numbers
+from ctxsim.report.comparability import comparability
 from ctxsim.tui.data import SeriesCache
 from ctxsim.tui.format import paper_key, pct
 from ctxsim.tui.messages import CompareLoaded, RegistryStatus
@@ -66,7 +67,7 @@ class CompareScreen(DashScreen):
         runs = queries.runs_table(reg, ids=self.job_ids, summary_keys=("R@1", "MAP@R", "epoch/loss"))
         runs.sort(key=lambda r: self.job_ids.index(r["id"]))
         paper = reference_numbers.paper_numbers(reg)
-        comparable = reference_numbers.comparability(reg, [r["id"] for r in runs])
+        comparable = comparability(reg, [r["id"] for r in runs])
         curves: dict[tuple, list] = {}
         series = {}
         for r in runs:

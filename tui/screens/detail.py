@@ -10,9 +10,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Header, Static, TabbedContent, TabPane, Tabs
 
+from ctxsim.baselines import paper as reference_numbers
 from ctxsim.registry import history, queries
 from ctxsim.registry.states import JobStatus
-from ctxsim.report import compare as reference_numbers
 from ctxsim.runner.logs import LogFollower
 from ctxsim.tui.data import SeriesCache, checkpoint_files
 from ctxsim.tui.format import fmt_duration, is_stale, overrides_of, paper_key, series_groups

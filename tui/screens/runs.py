@@ -9,9 +9,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Header, Input, Select
 
+from ctxsim.baselines import paper as reference_numbers
 from ctxsim.registry import history, queries
 from ctxsim.registry.states import JobStatus
-from ctxsim.report import compare as reference_numbers
 from ctxsim.tui.format import RUN_COLUMNS, metric_drop, overrides_of, run_row
 from ctxsim.tui.messages import RegistryStatus, RunsLoaded
 from ctxsim.tui.screens.base import DashScreen

@@ -13,8 +13,7 @@ from rich.text import Text
 from textual import events
 from textual.message import Message
 
-from ctxsim.tui.format import (KEY_COLUMNS, OPTIONAL_COLUMNS, RUN_COLUMNS, RunFilter, RunRow, cell_width,
-                               fit_columns, order_rows)
+from ctxsim.tui.format import KEY_COLUMNS, OPTIONAL_COLUMNS, RUN_COLUMNS, RunFilter, RunRow, cell_width, fit_columns, order_rows
 from ctxsim.tui.widgets.keyed_table import KeyedTable
 
 MARK = "●"
