@@ -83,7 +83,7 @@ def main() -> None:
             rec = recipe_transforms(ds, res)[which]
             ref = reference_transform(rec)
             fast = FastImagePipeline(rec)
-            t_plain, t_fast = time_pair(lambda p: ref(pil_rgb_loader(p)), fast, paths, args.repeats)
+            t_plain, t_fast = time_pair(lambda p, ref=ref: ref(pil_rgb_loader(p)), fast, paths, args.repeats)
             print(f"{label:48s} {1 / t_plain:11.0f} {1 / t_fast:10.0f} {t_plain * 1e3:8.2f} {t_fast * 1e3:7.2f} "
                   f"{t_plain / t_fast:5.2f}x {peak_rss_mb():11.0f}")
         # large photos (e.g. SOP/iNat originals): the JPEG draft path
@@ -93,7 +93,7 @@ def main() -> None:
             rec = recipe_transforms(ds, res)[which]
             ref = reference_transform(rec)
             fast = FastImagePipeline(rec)
-            t_plain, t_fast = time_pair(lambda p: ref(pil_rgb_loader(p)), fast, big, args.repeats)
+            t_plain, t_fast = time_pair(lambda p, ref=ref: ref(pil_rgb_loader(p)), fast, big, args.repeats)
             print(f"{label:48s} {1 / t_plain:11.0f} {1 / t_fast:10.0f} {t_plain * 1e3:8.2f} {t_fast * 1e3:7.2f} "
                   f"{t_plain / t_fast:5.2f}x {peak_rss_mb():11.0f}")
 

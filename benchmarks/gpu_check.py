@@ -152,7 +152,7 @@ def pipeline_bench(resolution: int, decode: str, root: Path, device: torch.devic
     wave = max(cfg.num_workers, 1)
     n_alone = 4 * wave
     marks = []
-    for images, _ in loader_of(_batches(run, n_alone)):
+    for _images, _ in loader_of(_batches(run, n_alone)):
         _sync(device)
         marks.append(time.perf_counter())
     loader_ips = (n_alone - wave) * cfg.batch_size / max(marks[-1] - marks[wave - 1], 1e-9)
@@ -617,11 +617,11 @@ def main(argv=None) -> int:
         s_in = f"Input pipeline: Trainer loader + train_step, recipe batch, {args.workers} workers"
         for res in (224, 256):
             for decode in ("cpu", "gpu"):
-                section(s_in, lambda: pipeline_bench(res, decode, work, device, args.steps, args.warmup, args.tiny,
+                section(s_in, lambda res=res, decode=decode: pipeline_bench(res, decode, work, device, args.steps, args.warmup, args.tiny,
                                                      args.workers), f"train {res} cub/hybrid decode={decode}")
         s_step = "Training step on preloaded batches: ctxsim vs plain loop; AMP / channels_last / compile variants"
         for res in (224, 256):
-            section(s_step, lambda: step_bench(res, work, device, args.steps, args.warmup, args.tiny, args.workers),
+            section(s_step, lambda res=res: step_bench(res, work, device, args.steps, args.warmup, args.tiny, args.workers),
                     f"step {res}")
         section("Exact k-NN at iNat size", lambda: knn_bench(args.knn_n, args.knn_dim, 50, device),
                 f"k-NN {args.knn_n}x{args.knn_dim}")

@@ -108,7 +108,7 @@ def main() -> None:
     print(f"threads={args.threads}  cpu_count={os.cpu_count()}  load avg at start={os.getloadavg()[0]:.2f}")
     for title, n, dim, classes, noise, ks, impls in cases:
         print(f"\n### {title}")
-        print(f"| impl | time s | ratio vs PML | peak RSS MB | RSS over data MB | metrics |")
+        print("| impl | time s | ratio vs PML | peak RSS MB | RSS over data MB | metrics |")
         print("|---|---|---|---|---|---|")
         rows = {}
         for impl in impls:

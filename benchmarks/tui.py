@@ -174,7 +174,7 @@ async def bench_app(reg, runs: int, repeat: int, out: dict) -> None:
         posted = []
         real_post = scr.post_message
 
-        def capture(msg):  # noqa: ANN001 - keep the RunsLoaded for the apply measurement
+        def capture(msg):  # - keep the RunsLoaded for the apply measurement
             posted.append(msg)
             return True
 
@@ -222,7 +222,7 @@ async def bench_app(reg, runs: int, repeat: int, out: dict) -> None:
         # next screen update
         from textual import events
 
-        async def press(key: str, done, n: int, before=None) -> Clock:  # noqa: ANN001
+        async def press(key: str, done, n: int, before=None) -> Clock:
             c = Clock()
             for _ in range(n):
                 if before is not None:
@@ -236,9 +236,13 @@ async def bench_app(reg, runs: int, repeat: int, out: dict) -> None:
                 await pilot.pause()
             return c
 
-        row = lambda prev: table.cursor_row if prev is None else table.cursor_row != prev  # noqa: E731
-        sort = lambda prev: table.sort_key if prev is None else table.sort_key != prev  # noqa: E731
-        text = lambda prev: table.filter.text if prev is None else table.filter.text != prev  # noqa: E731
+        def changed(attr):
+            """A probe for press(): the attribute's value first, then whether it moved away from it."""
+            return lambda prev: attr() if prev is None else attr() != prev
+
+        row = changed(lambda: table.cursor_row)
+        sort = changed(lambda: table.sort_key)
+        text = changed(lambda: table.filter.text)
         out["key: cursor down"] = (await press("down", row, repeat)).result()
         out["key: sort (s, reorders 1,000 rows)"] = (await press("s", sort, repeat)).result()
         in_flight = []
@@ -266,7 +270,7 @@ def bench_detail(reg, runs: int, repeat: int, out: dict) -> None:
     ro = read_registry(reg)
     job = runs  # a running job
     first, inc, plain = Clock(), Clock(), Clock()
-    for k in range(repeat):
+    for _ in range(repeat):
         first.start()
         cache = SeriesCache(job)
         cache.update(ro, queries.job_detail(ro, job)["summaries"])

@@ -76,7 +76,9 @@ def print_rows(header: list[str], rows: list[list[str]], fmt: str = "table", tit
     """A table of plain strings: rich on a terminal (full values through a pipe), or ``fmt="tsv"``:
     a header line and one line per row, tab-separated (tabs and newlines in values become spaces)."""
     if fmt == "tsv":
-        clean = lambda v: re.sub(r"[\t\r\n]+", " ", v)  # noqa: E731
+        def clean(v: str) -> str:
+            return re.sub(r"[\t\r\n]+", " ", v)
+
         sys.stdout.write("\t".join(header) + "\n")
         sys.stdout.writelines("\t".join(clean(v) for v in r) + "\n" for r in rows)
         sys.stdout.flush()

@@ -72,8 +72,10 @@ def baselines(
     method: Annotated[Optional[str], typer.Option("--method", "-m", help="A ctxsim loss (ms_miner) or a method name (MS+miner).")] = None,
     kind: Annotated[Optional[list[str]], typer.Option("--kind", help="Only these provenance kinds (repeatable).")] = None,
     curves: Annotated[bool, typer.Option("--curves", help="Include the learning-curve rows (kind reference_log_curve).")] = False,
-    import_file: Annotated[Optional[Path], typer.Option("--import", help="Validate and add the rows of a CSV file (columns resolution,dataset,method,metric,value,kind,source).")] = None,
-    replace: Annotated[bool, typer.Option("--replace", help="With --import: a row for a cell (resolution, dataset, method, metric, kind) that already has a different imported number replaces it (refused otherwise).")] = False,
+    import_file: Annotated[Optional[Path], typer.Option("--import", help="Validate and add the rows of a CSV file (columns "
+        "resolution,dataset,method,metric,value,kind,source).")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="With --import: a row for a cell (resolution, dataset, method, metric, kind) that already has a "
+        "different imported number replaces it (refused otherwise).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     db: Optional[str] = DbOption,
 ) -> None:
@@ -127,7 +129,8 @@ def compare(
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     status: Annotated[Optional[list[str]], typer.Option("--status", help="Job statuses to include without ids (repeatable; default done).")] = None,
-    test: Annotated[Optional[tuple[str, str]], typer.Option("--test", help="A B: paired bootstrap of A - B in R@1 and MAP@R (job ids or groups like cub/hybrid/256).")] = None,
+    test: Annotated[Optional[tuple[str, str]], typer.Option("--test", help="A B: paired bootstrap of A - B in R@1 and MAP@R (job ids or "
+        "groups like cub/hybrid/256).")] = None,
     resamples: Annotated[int, typer.Option("--resamples", help="With --test: bootstrap resamples.")] = 10_000,
     test_seed: Annotated[int, typer.Option("--test-seed", help="With --test: seed of the bootstrap's random draws.")] = 0,
     table: Annotated[Optional[int], typer.Option("--table", help="224 or 256: the paper's table layout, published number and ours per cell.")] = None,
@@ -182,7 +185,7 @@ def compare(
     sys.stdout.flush()
 
 
-def _print_table(title: str, header: list[str], lines: list[list[str]], notes: list[str], right,  # noqa: ANN001
+def _print_table(title: str, header: list[str], lines: list[list[str]], notes: list[str], right,
                  keep_whole: bool = False) -> None:
     """A rich table and its footnotes: ``right(h)`` right-aligns a column (and, with ``keep_whole``, never
     wraps it); piped output is not cut to 80 columns."""

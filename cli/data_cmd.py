@@ -97,8 +97,10 @@ def download_cmd(dataset: DatasetArg, root: RootOpt = None, archive: ArchiveOpt 
 
 def prepare_cmd(dataset: DatasetArg, root: RootOpt = None, archive: ArchiveOpt = None,
                 no_download: Annotated[bool, typer.Option("--no-download", help="Never touch the network.")] = False,
-                workers: Annotated[int, typer.Option("--workers", help="Worker processes for the iNat resize or the icons rendering (0 = all cores for icons, cores-1 for iNat).")] = 0,
-                themes_dir: Annotated[Optional[list[Path]], typer.Option("--themes-dir", help="icons: look for icon themes here instead of the XDG data dirs (repeatable).")] = None,
+                workers: Annotated[int, typer.Option("--workers", help="Worker processes for the iNat resize or the icons rendering (0 = all "
+                    "cores for icons, cores-1 for iNat).")] = 0,
+                themes_dir: Annotated[Optional[list[Path]], typer.Option("--themes-dir", help="icons: look for icon themes here instead of the XDG data "
+                    "dirs (repeatable).")] = None,
                 ) -> None:
     """Download (or take --archive), extract, place the split files, resize iNat: the reference layout."""
     from ctxsim.errors import CtxsimError

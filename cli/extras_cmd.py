@@ -76,7 +76,8 @@ def import_reference_cmd(
 
 def toy_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for toy.png and toy.json.")] = Path("toy"),
-    steps: Annotated[int, typer.Option("--steps", help="SGD steps per loss; 20000 reproduces the notebook's finding (the 2000 default is a quick look).")] = 2000,
+    steps: Annotated[int, typer.Option("--steps", help="SGD steps per loss; 20000 reproduces the notebook's finding (the "
+        "2000 default is a quick look).")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of data, initial weights and batches.")] = 0,
     noise: Annotated[float, typer.Option("--noise", help="Radial noise σ (default: ring spacing / 5).")] = 0.04,
     record: Annotated[bool, typer.Option("--record/--no-record", help="Record both runs in the registry.")] = True,

@@ -38,7 +38,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON only (on stdou
 
 
 @contextlib.contextmanager
-def _errors(reg=None) -> Iterator[None]:  # noqa: ANN001
+def _errors(reg=None) -> Iterator[None]:
     """Library errors -> one line and the exit code their class carries (ctxsim.errors)."""
     from sqlalchemy.exc import DBAPIError
 
@@ -149,19 +149,23 @@ def sweep(
     loss: Annotated[Optional[str], typer.Option("--loss", "-l", help="Losses, comma-separated (hybrid,contrastive).")] = None,
     resolution: Annotated[str, typer.Option("--resolution", "-r", help="Recipe families: 224, 256 or 224,256.")] = "256",
     seeds: Annotated[Optional[str], typer.Option("--seeds", help="A count (3 -> seeds 0,1,2) or a list (0,5,7).")] = None,
-    ablation: Annotated[Optional[str], typer.Option("--ablation", help="Contextual-similarity ablation grid (docs/reference-implementation.md §8): 'all' or ids like 0,3,7; implies --loss hybrid.")] = None,
+    ablation: Annotated[Optional[str], typer.Option("--ablation", help="Contextual-similarity ablation grid (docs/reference-implementation.md §8): 'all' "
+        "or ids like 0,3,7; implies --loss hybrid.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="key=v1,v2: one more grid axis (repeatable).")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Override the recipe's epochs.")] = None,
     root: Annotated[Optional[str], typer.Option("--root", help="Dataset root folder.")] = None,
-    profile: Annotated[Optional[str], typer.Option("--profile", help="reference (the authors' code exactly; default for the paper datasets) or fixed (corrected behaviour; docs/profiles.md).")] = None,
-    gpus_per_job: Annotated[Optional[int], typer.Option("--gpus-per-job", help="GPUs each job needs (default: 1 if nvidia-smi or CUDA_VISIBLE_DEVICES shows a GPU here, else 0).")] = None,
+    profile: Annotated[Optional[str], typer.Option("--profile", help="reference (the authors' code exactly; default for the paper datasets) or fixed "
+        "(corrected behaviour; docs/profiles.md).")] = None,
+    gpus_per_job: Annotated[Optional[int], typer.Option("--gpus-per-job", help="GPUs each job needs (default: 1 if nvidia-smi or "
+        "CUDA_VISIBLE_DEVICES shows a GPU here, else 0).")] = None,
     priority: Annotated[int, typer.Option("--priority", help="Higher runs first.")] = 0,
     max_attempts: Annotated[int, typer.Option("--max-attempts", help="Claims allowed before a crashing job is failed.")] = 3,
     name: Annotated[Optional[str], typer.Option("--name", help="Name given to every job.")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Tag (repeatable).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Queue even if an identical config is queued or running.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the grid without queueing anything.")] = False,
-    no_check: Annotated[bool, typer.Option("--no-check", help="Skip the checks that depend on this machine (data, device) for workers elsewhere; they run them before training. The config checks still run.")] = False,
+    no_check: Annotated[bool, typer.Option("--no-check", help="Skip the checks that depend on this machine (data, device) for workers elsewhere; they "
+        "run them before training. The config checks still run.")] = False,
     executor: Annotated[str, typer.Option("--executor", help="Who runs the jobs: local (ctxsim worker) or slurm (ctxsim worker --executor slurm).")] = "local",
     json_: JsonOpt = False,
     db: Optional[str] = DbOption,
@@ -229,7 +233,8 @@ def _grid_table(rows: list[dict], title: str) -> None:
 
 def worker(
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU ids this worker owns (0,1,...); '' for CPU only; default: all detected.")] = None,
-    once: Annotated[bool, typer.Option("--once", help="Drain the queue, then exit: when no queued job fits this worker and none it could take over is running elsewhere.")] = False,
+    once: Annotated[bool, typer.Option("--once", help="Drain the queue, then exit: when no queued job fits this worker and none it "
+        "could take over is running elsewhere.")] = False,
     max_jobs: Annotated[Optional[int], typer.Option("--max-jobs", help="Exit after starting this many jobs (and finishing them).")] = None,
     max_parallel: Annotated[Optional[int], typer.Option("--max-parallel", help="Jobs run at once (default: number of GPUs, at least 1).")] = None,
     poll: Annotated[float, typer.Option("--poll", help="Seconds between queue polls.")] = 2.0,
@@ -237,13 +242,17 @@ def worker(
     grace: Annotated[float, typer.Option("--grace", help="Seconds between SIGTERM and SIGKILL when stopping a job.")] = 10.0,
     device: Annotated[str, typer.Option("--device", help="Device passed to each job: auto, cpu or cuda.")] = "auto",
     host_name: Annotated[Optional[str], typer.Option("--host-name", help="Host name recorded on the jobs this worker runs (default: this machine's).")] = None,
-    executor: Annotated[str, typer.Option("--executor", help="local: run jobs here; slurm: submit jobs queued with --executor slurm through submitit.")] = "local",
+    executor: Annotated[str, typer.Option("--executor", help="local: run jobs here; slurm: submit jobs queued with "
+        "--executor slurm through submitit.")] = "local",
     partition: Annotated[Optional[str], typer.Option("--partition", help="Slurm: Partition.")] = None,
     time_min: Annotated[Optional[int], typer.Option("--time", help="Slurm: Time limit per job, minutes (requeued from its checkpoint when hit).")] = None,
     gpus_per_node: Annotated[Optional[int], typer.Option("--gpus-per-node", help="Slurm: GPUs a node has: jobs needing more stay queued.")] = None,
     account: Annotated[Optional[str], typer.Option("--account", help="Slurm: Account to charge.")] = None,
-    slurm_config: Annotated[Optional[str], typer.Option("--slurm-config", help="Slurm: TOML/JSON file of options (partition, time, gpus_per_node, account, qos, constraint, cpus_per_task, mem_gb, additional, folder).")] = None,
-    slurm_cluster: Annotated[Optional[str], typer.Option("--slurm-cluster", help="Slurm: slurm (default where sbatch exists) or local (submitit's local executor: tests, a workstation).")] = None,
+    slurm_config: Annotated[Optional[str], typer.Option(
+        "--slurm-config", help="Slurm: TOML/JSON file of options (partition, time, gpus_per_node, account, qos, "
+        "constraint, cpus_per_task, mem_gb, additional, folder).")] = None,
+    slurm_cluster: Annotated[Optional[str], typer.Option("--slurm-cluster", help="Slurm: slurm (default where sbatch exists) or local (submitit's local "
+        "executor: tests, a workstation).")] = None,
     db: Optional[str] = DbOption,
 ) -> None:
     """Run queued jobs: each in its own process group with CUDA_VISIBLE_DEVICES set; heartbeats,
@@ -282,7 +291,7 @@ def worker(
     info(f"worker {w.id}: started {n} job(s); exiting")
 
 
-def _slurm_worker(once, max_jobs, max_parallel, poll, heartbeat_expiry, grace, device, host_name,  # noqa: ANN001
+def _slurm_worker(once, max_jobs, max_parallel, poll, heartbeat_expiry, grace, device, host_name,
                   partition, time_min, gpus_per_node, account, slurm_config, slurm_cluster, db) -> None:
     """``ctxsim worker --executor slurm``: the submitit poller (ctxsim.runner.slurm)."""
     import logging
@@ -420,7 +429,7 @@ def show(
 
         out.print("[bold]summaries[/] (best @ step / last @ step; R@K, MAP@R, RP in percent)")
         for k, s in sorted(d["summaries"].items()):
-            num = (lambda v: fmt_metric(k, v)) if is_percent_metric(k) else (lambda v: f"{v:.5g}")
+            num = (lambda v, k=k: fmt_metric(k, v)) if is_percent_metric(k) else (lambda v: f"{v:.5g}")
             direction = metric_direction(k)
             best = f"{num(s['best'])} @ {s['best_step']} ({direction} is better)" if direction else "-"
             out.print(f"  {k:22} {best} / {num(s['last'])} @ {s['last_step']}", highlight=False)
@@ -543,7 +552,8 @@ def rm(
     job_id: Annotated[int, typer.Argument(help="Job id.")],
     force: Annotated[bool, typer.Option("--force", help="Also remove a running job (its worker stops it).")] = False,
     purge: Annotated[bool, typer.Option("--purge", help="Also delete its run directory.")] = False,
-    wait: Annotated[float, typer.Option("--wait", min=0, help="With --force: seconds to wait for a running job to stop cleanly (cancel, checkpoint) before removing it.")] = 60.0,
+    wait: Annotated[float, typer.Option("--wait", min=0, help="With --force: seconds to wait for a running job to stop cleanly "
+        "(cancel, checkpoint) before removing it.")] = 60.0,
     json_: JsonOpt = False,
     db: Optional[str] = DbOption,
 ) -> None:

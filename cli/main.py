@@ -27,7 +27,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
-    lock_timeout: Optional[float] = typer.Option(None, "--lock-timeout", envvar="CTXSIM_LOCK_TIMEOUT", min=0.0, max=86400.0, help="Seconds to wait for a registry locked by another process before giving up (exit 3); default 30."),
+    lock_timeout: Optional[float] = typer.Option(
+        None, "--lock-timeout", envvar="CTXSIM_LOCK_TIMEOUT", min=0.0, max=86400.0,
+        help="Seconds to wait for a registry locked by another process before giving up (exit 3); default 30."),
 ) -> None:
     """ctxsim: reproduce, extend and beat the contextual loss (Liao et al., ICML 2023)."""
     from ctxsim.cli.common import set_lock_timeout

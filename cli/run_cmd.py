@@ -97,7 +97,7 @@ def _ctrl_c_stops() -> Iterator[threading.Event]:
         yield flag
         return
 
-    def handler(signum, frame):  # noqa: ANN001
+    def handler(signum, frame):
         if flag.is_set():
             raise KeyboardInterrupt
         flag.set()
@@ -122,7 +122,7 @@ def _ctrl_c_deferred() -> Iterator[threading.Event]:
         yield flag
         return
 
-    def handler(signum, frame):  # noqa: ANN001
+    def handler(signum, frame):
         flag.set()
         interrupt_lock_wait()
 
@@ -148,22 +148,30 @@ def metrics_table(metrics: dict[str, float], title: Optional[str] = "metrics"):
 # ---- commands -----------------------------------------------------------------------------------------
 def run(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="cub, cars, sop, inat, inshop, fashion-mnist, digits, synthetic.")],
-    loss: Annotated[str, typer.Option("--loss", "-l", help="hybrid, contrastive, triplet, multisimilarity, ms_miner, proxy_anchor, proxy_nca, roadmap, smoothap, fastap, ntxent, normsoftmax.")],
+    loss: Annotated[str, typer.Option("--loss", "-l", help="hybrid, contrastive, triplet, multisimilarity, ms_miner, proxy_anchor, proxy_nca, "
+        "roadmap, smoothap, fastap, ntxent, normsoftmax.")],
     resolution: Annotated[int, typer.Option("--resolution", "-r", help="Recipe family: 224 (train.py) or 256 (main.py).")] = 256,
     root: Annotated[Optional[str], typer.Option("--root", help="Parent folder of the datasets.")] = None,
-    sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: key=value (repeatable), e.g. lr=1e-4, loss.lam=0.3, model.pooling=avg.")] = None,
+    sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: key=value (repeatable), e.g. lr=1e-4, "
+        "loss.lam=0.3, model.pooling=avg.")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Number of epochs.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU ids for this run, e.g. 0,1 (several: DDP under torchrun, needs --detach and a worker).")] = None,
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU ids for this run, e.g. 0,1 (several: DDP under torchrun, "
+        "needs --detach and a worker).")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Only queue the run for a worker (ctxsim worker) and print its job id.")] = False,
-    no_check: Annotated[bool, typer.Option("--no-check", help="With --detach: skip the checks that depend on this machine (data, device, GPUs) for a worker elsewhere; the worker runs them before it trains.")] = False,
+    no_check: Annotated[bool, typer.Option("--no-check", help="With --detach: skip the checks that depend on this machine (data, device, GPUs) for a "
+        "worker elsewhere; the worker runs them before it trains.")] = False,
     skip_bad_images: Annotated[bool, typer.Option("--skip-bad-images", help="Skip (and count) unreadable images instead of failing.")] = False,
-    backbone_weights: Annotated[Optional[str], typer.Option("--backbone-weights", help="Backbone weights: 'imagenet' (torchvision cache), a local ResNet-50 state dict .pth (air-gapped machines), or 'none'.")] = None,
-    profile: Annotated[Optional[str], typer.Option("--profile", help="reference (the authors' code exactly; default for the paper datasets) or fixed (corrected behaviour; docs/profiles.md).")] = None,
+    backbone_weights: Annotated[Optional[str], typer.Option(
+        "--backbone-weights", help="Backbone weights: 'imagenet' (torchvision cache), a local ResNet-50 state dict .pth "
+        "(air-gapped machines), or 'none'.")] = None,
+    profile: Annotated[Optional[str], typer.Option("--profile", help="reference (the authors' code exactly; default for the paper datasets) or fixed "
+        "(corrected behaviour; docs/profiles.md).")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Run name (also names the run folder).")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Tag (repeatable).")] = None,
-    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder; an unfinished checkpoint there is resumed (default: runs/<name>-<config hash>, beside the registry).")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder; an unfinished checkpoint there is resumed (default: "
+        "runs/<name>-<config hash>, beside the registry).")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over in a new folder even if an unfinished run of this config exists.")] = False,
     json_out: JsonOpt = False,
     db: Annotated[Optional[str], typer.Option("--db", envvar="CTXSIM_DB", help="Registry: SQLAlchemy URL or SQLite file (default ./experiments.db).")] = None,
@@ -298,7 +306,8 @@ def eval_cmd(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     which: Annotated[Optional[str], typer.Option("--which", help="last or best weights (default: the run's selection).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Evaluation batch size.")] = None,
-    grid: Annotated[Optional[Path], typer.Option("--grid", help="Also write a retrieval picture (PNG): queries and their top-K, hits green, misses red.")] = None,
+    grid: Annotated[Optional[Path], typer.Option("--grid", help="Also write a retrieval picture (PNG): queries and their top-K, "
+        "hits green, misses red.")] = None,
     grid_k: Annotated[int, typer.Option("--grid-k", min=1, help="Results per query in the picture.")] = 8,
     grid_queries: Annotated[int, typer.Option("--grid-queries", min=1, help="Queries (rows) in the picture.")] = 8,
     json_out: JsonOpt = False,

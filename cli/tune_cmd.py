@@ -80,7 +80,7 @@ def tune(
         res = tuner.run()
     except KeyboardInterrupt:
         info(f"interrupted: study {spec.study} kept; rerun the same command to continue it")
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except CtxsimError as e:
         fail_on(e)
     best = (f"best {objective} {res.best_value:.4f} (job {res.best_job}): "
@@ -116,7 +116,7 @@ def show(
         _study_text(data)
 
 
-def _fmt(v) -> str:  # noqa: ANN001
+def _fmt(v) -> str:
     if v is None:
         return "-"
     return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -11,8 +11,7 @@ from torch.utils.data import DataLoader
 
 from ctxsim.data import build_data
 from ctxsim.data.fake import make_fake_benchmark
-from ctxsim.data.gpu_decode import (DeviceTransform, ReadForDevice, check_decode, device_decoded_loader,
-                                    encoded_dataset)
+from ctxsim.data.gpu_decode import DeviceTransform, ReadForDevice, check_decode, device_decoded_loader, encoded_dataset
 from ctxsim.data.transforms import FastImagePipeline, Recipe, recipe_transforms
 from ctxsim.errors import ConfigError, DataError
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import require
 from ctxsim.cli.main import app
 from ctxsim.data import build_data
 from ctxsim.data.fake import make_fake_icon_themes

@@ -131,7 +131,7 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
     honour_range = True
     seen_ranges: list = []
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         rng = self.headers.get("Range")
         type(self).seen_ranges.append(rng)
         body, status = self.payload, 200

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import require
+
 from ctxsim.data import build_batch_sampler, build_data
 from ctxsim.data.small import FASHION_DIRS, find_fashion_dir
 from ctxsim.errors import ConfigError, DataError

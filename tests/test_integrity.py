@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from proc_helpers import ForegroundProbe, interrupt_after_first_step
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -23,7 +24,6 @@ from ctxsim.registry import jobs
 from ctxsim.registry.db import open_registry
 from ctxsim.registry.models import Job, JobEvent, Metric
 from ctxsim.runner.probe import probe_config
-from proc_helpers import ForegroundProbe, interrupt_after_first_step
 
 runner = CliRunner()
 FIXTURE_V2 = Path(__file__).parent / "fixtures" / "registry-v2.db"
@@ -185,8 +185,8 @@ def test_default_loader_workers_fit_the_cores(monkeypatch):
 
 
 def test_skipped_images_are_counted_in_the_result_and_the_done_event(tmp_path):
-    from ctxsim.registry.queries import job_event_payloads
     from ctxsim.registry.models import EventKind
+    from ctxsim.registry.queries import job_event_payloads
     from ctxsim.runner.job import run_job_foreground
     from ctxsim.train.configure import configure
 

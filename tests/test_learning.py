@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import require
 
 pytestmark = pytest.mark.timeout(600)
@@ -118,8 +117,8 @@ def test_digits_hybrid_fits_its_training_classes_without_losing_the_unseen_ones(
     from types import SimpleNamespace
 
     from ctxsim.data import build_data
-    from ctxsim.train import fit, load_checkpoint_model, recipe
     from ctxsim.eval import evaluate_bundle
+    from ctxsim.train import fit, load_checkpoint_model, recipe
     from ctxsim.train.build import build_run_model, seed_everything
 
     cfg = recipe("digits", "hybrid", 256).with_overrides(device="cpu", seed=0, num_workers=0)

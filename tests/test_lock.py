@@ -51,7 +51,7 @@ class Holder:
     def __enter__(self) -> "Holder":
         return self
 
-    def __exit__(self, *exc) -> None:  # noqa: ANN002
+    def __exit__(self, *exc) -> None:
         self.p.stdin.close()
         self.p.wait(timeout=30)
 

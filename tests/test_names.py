@@ -12,7 +12,6 @@ import pytest
 
 from ctxsim import names
 from ctxsim.errors import ConfigError
-from ctxsim.registry.states import JOB_STATUS_STYLE
 from ctxsim.names import (
     ARCHS,
     DATASETS,
@@ -24,6 +23,7 @@ from ctxsim.names import (
     canonical_dataset,
     canonical_loss,
 )
+from ctxsim.registry.states import JOB_STATUS_STYLE
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -95,8 +95,8 @@ def test_proxies_per_image_sizes_the_proxies():
 
 @pytest.mark.parametrize("profile,kept", [("reference", True), ("fixed", False)])
 def test_proxy_grads_accumulate_across_steps(profile, kept):
-    from ctxsim.train.trainer import Trainer
     from ctxsim.train.events import NullSink
+    from ctxsim.train.trainer import Trainer
 
     cfg = _synthetic("proxy_nca", 256, profile, proxy_lr=1e-3)
     assert cfg.proxy_grad_accumulate is kept

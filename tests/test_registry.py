@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from registry_helpers import pg_schema_url
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import OperationalError
 
@@ -22,7 +23,6 @@ from ctxsim.registry.queries import metric_series
 from ctxsim.registry.sink import RegistrySink
 from ctxsim.runner.probe import probe_config
 from ctxsim.train.events import Event
-from registry_helpers import pg_schema_url
 
 
 def _sha(path) -> str:

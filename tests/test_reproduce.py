@@ -7,6 +7,7 @@ import json
 
 import pytest
 from sqlalchemy import select
+from test_comparability import add_run, reference_fingerprint
 from typer.testing import CliRunner
 
 from ctxsim.cli.main import app
@@ -16,8 +17,6 @@ from ctxsim.report.reproduce import TABLES, plan, reproduce
 from ctxsim.report.table import table_data, table_markdown
 from ctxsim.train.configure import configure
 from ctxsim.train.recipes import recipe
-
-from test_comparability import add_run, reference_fingerprint
 
 
 def _jobs(reg):

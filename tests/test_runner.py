@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from registry_helpers import pg_schema_url
 from sqlalchemy import func, select
 
 from ctxsim.registry import jobs
@@ -23,7 +24,6 @@ from ctxsim.runner.job import run_job_foreground
 from ctxsim.runner.probe import probe_config
 from ctxsim.runner.worker import LocalWorker
 from ctxsim.train.events import read_events
-from registry_helpers import pg_schema_url
 
 
 def start_worker(url: str, *args: str, log: Path) -> subprocess.Popen:

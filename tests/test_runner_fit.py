@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from test_runner import job_row, start_worker, wait_for
 
 from ctxsim.registry import jobs
 from ctxsim.registry.db import open_registry
 from ctxsim.registry.models import JobEvent
 from ctxsim.registry.queries import metric_series
-from test_runner import job_row, start_worker, wait_for
 
 
 def tiny_cfg(epochs: int, steps: int):

@@ -73,7 +73,7 @@ def test_serve_on_a_busy_port_is_one_line_and_exit_2(db):
 def test_a_privileged_port_is_named_as_such(monkeypatch):
     from ctxsim.cli import tui_cmd
 
-    def refuse(self, addr):  # noqa: ANN001 - what bind() does for a normal user below 1024
+    def refuse(self, addr):  # - what bind() does for a normal user below 1024
         raise PermissionError(errno.EACCES, "Permission denied")
 
     monkeypatch.setattr(socket.socket, "bind", refuse)
@@ -100,10 +100,10 @@ def _need(what: str, ok: bool) -> None:
 class DevTools:
     """Minimal Chrome DevTools protocol client on aiohttp (a textual-serve dependency)."""
 
-    def __init__(self, ws) -> None:  # noqa: ANN001
+    def __init__(self, ws) -> None:
         self.ws, self.n = ws, 0
 
-    async def call(self, method: str, **params):  # noqa: ANN201
+    async def call(self, method: str, **params):
         self.n += 1
         await self.ws.send_json({"id": self.n, "method": method, "params": params})
         while True:
@@ -188,9 +188,9 @@ async def _browse(url: str, out: Path, deadline_s: float) -> tuple[dict, bytes]:
 def test_a_real_browser_shows_the_runs_table(db, tmp_path):
     _need("chromium", shutil.which("chromium") is not None)
     try:
-        import aiohttp  # noqa: F401
-        import textual_serve  # noqa: F401
-        from PIL import Image  # noqa: F401
+        import aiohttp  # noqa: F401  (only: is it installed?)
+        import textual_serve  # noqa: F401  (as above)
+        from PIL import Image  # noqa: F401  (as above)
     except ImportError as e:
         _need(e.name or "textual-serve", False)
     port = _free_port()

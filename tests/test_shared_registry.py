@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from registry_helpers import pg_schema_url
 from sqlalchemy import func, select
 
 from ctxsim.registry.db import open_registry
 from ctxsim.registry.models import Job, JobEvent, Metric, Worker
 from ctxsim.train.events import read_events
-from registry_helpers import pg_schema_url
 
 
 def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:

@@ -118,11 +118,11 @@ def _pq(path, hits, aps, labels=None):
 def test_compare_test_cli(registry, tmp_path):
     import json
 
+    from test_comparability import add_run
     from typer.testing import CliRunner
 
     from ctxsim.cli.main import app
     from ctxsim.train.recipes import recipe
-    from test_comparability import add_run
 
     rng = np.random.default_rng(0)
     n = 41

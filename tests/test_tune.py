@@ -17,6 +17,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
+from registry_helpers import pg_schema_url
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -29,7 +30,6 @@ from ctxsim.train.config import RunConfig
 from ctxsim.train.configure import configure
 from ctxsim.tuning import Tuner, build_spec, parse_param, parse_space, study_summary
 from ctxsim.tuning.space import check_keys
-from registry_helpers import pg_schema_url
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -47,7 +47,7 @@ def tuning_base(epochs: int = 30) -> RunConfig:
 class OddTrialsPruner(optuna.pruners.BasePruner):
     """Deterministic: prunes every odd-numbered trial at its first report, never an even one."""
 
-    def prune(self, study, trial) -> bool:  # noqa: ANN001
+    def prune(self, study, trial) -> bool:
         return trial.number % 2 == 1 and bool(trial.intermediate_values)
 
 

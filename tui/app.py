@@ -201,7 +201,7 @@ class CtxsimApp(App):
         if self.refuse_write("queue a new run"):
             return
 
-        def done(result) -> None:  # noqa: ANN001 - job id, ("open", id) or None
+        def done(result) -> None:  # - job id, ("open", id) or None
             if isinstance(result, tuple) and result[0] == "open":
                 self.open_detail(result[1])
             elif result is not None:
@@ -220,7 +220,7 @@ class CtxsimApp(App):
         self._notice(f"{READONLY_NOTICE}: cannot {what} (the file or its folder is not writable)", ok=True)
         return True
 
-    def _write(self, fn, *args) -> None:  # noqa: ANN001
+    def _write(self, fn, *args) -> None:
         """Runs ``fn(registry, *args)`` in a thread; after WAIT_NOTICE_AFTER_S still waiting for the
         registry lock, the status line says so and Esc cancels it."""
         from ctxsim.tui.writes import WAIT_NOTICE_AFTER_S, CancellableWrites, WriteCancelled, ui_write_engine

@@ -27,7 +27,7 @@ WAIT_NOTICE_AFTER_S = 1.0
 READONLY_NOTICE = "read-only registry"
 
 
-def ui_write_engine(reg: Registry):  # noqa: ANN201
+def ui_write_engine(reg: Registry):
     """The engine for the dashboard's writes: the registry's own, or on SQLite a second one whose
     tries wait UI_BUSY_TIMEOUT_MS for the lock instead of the writers' long timeout."""
     if not reg.is_sqlite:
@@ -36,11 +36,11 @@ def ui_write_engine(reg: Registry):  # noqa: ANN201
 
 
 class CancellableWrites(Registry):
-    def __init__(self, reg: Registry, engine, cancel: threading.Event) -> None:  # noqa: ANN001
+    def __init__(self, reg: Registry, engine, cancel: threading.Event) -> None:
         super().__init__(reg.url, engine)
         self.cancel = cancel
 
-    def run(self, fn: Callable, what: str = "registry write"):  # noqa: ANN201
+    def run(self, fn: Callable, what: str = "registry write"):
         delay = 0.02
         while True:
             if self.cancel.is_set():
@@ -55,5 +55,5 @@ class CancellableWrites(Registry):
                 delay = min(delay * 2, 0.25)
 
 
-__all__ = ["CancellableWrites", "READONLY_NOTICE", "WAIT_NOTICE_AFTER_S", "WriteCancelled", 
+__all__ = ["CancellableWrites", "READONLY_NOTICE", "WAIT_NOTICE_AFTER_S", "WriteCancelled",
            "ui_write_engine"]

@@ -36,7 +36,7 @@ try:  # the one faiss import site of ctxsim
     import faiss  # type: ignore[import-not-found]
 
     try:  # lets faiss calls take torch tensors (needed for CUDA tensors on GPU indexes)
-        import faiss.contrib.torch_utils  # type: ignore[import-not-found]  # noqa: F401
+        import faiss.contrib.torch_utils  # type: ignore[import-not-found]  # noqa: F401  (registers torch tensor support)
     except Exception:  # pragma: no cover - older faiss builds
         pass
 except ImportError:  # pragma: no cover - exercised only where faiss is absent

@@ -52,7 +52,7 @@ def _sqlite_setup(engine: Engine, url: str, timeout_s: float) -> None:
     # pysqlite's own transaction handling defers BEGIN; take it over so every write
     # transaction starts with BEGIN IMMEDIATE (no lock upgrade deadlocks between workers).
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+    def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
@@ -66,7 +66,7 @@ def _sqlite_setup(engine: Engine, url: str, timeout_s: float) -> None:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # noqa: ANN001
+    def _on_begin(conn):
         # the write lock: the one wait another process can cause, waited for in Python (Ctrl-C)
         poll_lock(conn.connection.dbapi_connection, lambda: conn.exec_driver_sql("BEGIN IMMEDIATE"), url,
                    timeout_s)
@@ -136,7 +136,7 @@ def _query_only(engine: Engine, busy_timeout_ms: int) -> None:
     """Every connection of ``engine`` (SQLite) refuses writes and waits ``busy_timeout_ms`` for a lock."""
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+    def _on_connect(dbapi_conn, _record):
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cur.execute("PRAGMA query_only=1")
@@ -152,14 +152,14 @@ def _readonly_sqlite_engine(path: Path, url: str, timeout_s: float, immutable: b
 
     uri = "file:" + pathname2url(str(path)) + "?mode=ro" + ("&immutable=1" if immutable else "")
 
-    def connect():  # noqa: ANN202
+    def connect():
         return sqlite3.connect(uri, uri=True, timeout=timeout_s, check_same_thread=False)
 
     engine = create_engine("sqlite://", creator=connect)
     _query_only(engine, int(timeout_s * 1000))
 
     @event.listens_for(engine, "before_cursor_execute")
-    def _before(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+    def _before(conn, cursor, statement, parameters, context, executemany):
         # a read waits only for a lock held outside WAL mode (e.g. sqlite3's BEGIN EXCLUSIVE on a
         # rollback-journal file): report that wait like a writer's
         if locks.lock_wait_notifier is not None:
@@ -168,13 +168,13 @@ def _readonly_sqlite_engine(path: Path, url: str, timeout_s: float, immutable: b
             conn.info["ctxsim_lock_wait"] = cm
 
     @event.listens_for(engine, "after_cursor_execute")
-    def _after(conn, *_a):  # noqa: ANN001
+    def _after(conn, *_a):
         cm = conn.info.pop("ctxsim_lock_wait", None)
         if cm is not None:
             cm.__exit__(None, None, None)
 
     @event.listens_for(engine, "handle_error")
-    def _failed(ctx):  # noqa: ANN001
+    def _failed(ctx):
         conn = ctx.connection
         cm = conn.info.pop("ctxsim_lock_wait", None) if conn is not None else None
         if cm is not None:

@@ -87,7 +87,7 @@ def _is_locked(exc: BaseException) -> bool:
     return "database is locked" in text or "database is busy" in text
 
 
-def poll_lock(dbapi_conn, attempt: Callable[[], T], url: str, timeout_s: float) -> T:  # noqa: ANN001
+def poll_lock(dbapi_conn, attempt: Callable[[], T], url: str, timeout_s: float) -> T:
     """``attempt()`` (a statement that may wait for another process's lock, e.g. BEGIN IMMEDIATE)
     under a busy timeout of LOCK_POLL_MS, retried until ``timeout_s``: the wait happens here in
     Python, not inside SQLite's C busy handler, so a KeyboardInterrupt is raised between tries

@@ -44,7 +44,7 @@ def display_url(url: str) -> str:
     return redact(url)
 
 
-def sqlite_file(u) -> Optional[Path]:  # noqa: ANN001
+def sqlite_file(u) -> Optional[Path]:
     if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:" \
             or u.database.startswith("file:"):
         return None

@@ -136,7 +136,7 @@ def build_run_sampler(cfg: RunConfig, data):
         return build_batch_sampler(cfg.sampler, data.train_labels, cfg.batch_size,
                                    samples_per_class=cfg.samples_per_class, super_labels=data.train_super_labels,
                                    seed=cfg.seed, **cfg.sampler_kw)
-    except (TypeError,) as e:
+    except TypeError as e:
         raise ConfigError(f"sampler {cfg.sampler}: {one_line(e)}") from None
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ctxsim.errors import ConfigError
-from ctxsim.names import DATASETS, PAPER_DATASETS_BY_RESOLUTION, PROXY_LOSSES, SMALL_DATASETS  # noqa: F401
+from ctxsim.names import DATASETS, PAPER_DATASETS_BY_RESOLUTION, PROXY_LOSSES, SMALL_DATASETS  # noqa: F401  (DATASETS: importable from here)
 from ctxsim.names import LOSSES as LOSS_NAMES  # noqa: F401  (importable from here, as before)
 from ctxsim.names import canonical_dataset as normalize_dataset
 from ctxsim.names import canonical_loss as normalize_loss

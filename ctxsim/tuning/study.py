@@ -368,7 +368,7 @@ class Tuner:
             sink = _ReportSink(lv.trial, self.spec.objective)
             try:
                 run_job_foreground(self.reg, lv.job_id, extra_sink=sink, device=self.device,
-                               should_stop=lambda: sink.pruned.is_set() or self.should_stop())
+                               should_stop=lambda sink=sink: sink.pruned.is_set() or self.should_stop())
             except KeyboardInterrupt:
                 raise  # the job is cancelled, the trial stays running: a rerun resumes it
             except Exception as e:  # the job is marked failed with its one-line error

@@ -482,7 +482,7 @@ async def test_new_run_form_runs_the_config_preflight_and_queues_nothing(make_ap
                                 ("loss.nosuch=3", "loss 'hybrid' has no option nosuch")):
             form.set_overrides(overrides)
             await pilot.press("ctrl+s")
-            await until(pilot=pilot, pred=lambda: line in str(form.query_one("#error").render()))
+            await until(pilot=pilot, pred=lambda line=line: line in str(form.query_one("#error").render()))
             text = str(form.query_one("#error").render())
             assert "\n" not in text.strip() and isinstance(app.screen, NewRunScreen), text
     with seeded.Session() as s:

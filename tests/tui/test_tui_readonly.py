@@ -48,9 +48,8 @@ def _app(db, **kw):
 
 
 def test_readonly_rule_matches_the_registry(ro_db, tmp_path):
-    from ctxsim.registry.db import open_registry
     from ctxsim.errors import RegistryError
-    from ctxsim.registry.db import registry_is_readonly
+    from ctxsim.registry.db import open_registry, registry_is_readonly
 
     assert registry_is_readonly(str(ro_db))
     with pytest.raises(RegistryError, match="read-only"):  # what `ctxsim tui` used to exit 3 with
@@ -143,9 +142,8 @@ def test_cli_tui_on_readonly_file_starts_the_dashboard(ro_db, monkeypatch):
     """`ctxsim tui --db <read-only file>` used to exit 3 ("registry ... is read-only")."""
     from typer.testing import CliRunner
 
-    from ctxsim.cli.main import app as cli
-
     import ctxsim.cli.tui_cmd as tui_cmd
+    from ctxsim.cli.main import app as cli
 
     seen = _capture_run(monkeypatch)
     tty = SimpleNamespace(isatty=lambda: True)  # the command sees a terminal (CliRunner swaps sys.stdin)

@@ -24,7 +24,7 @@ def fixed_clock() -> datetime:
     return FIXED_NOW
 
 
-def _job(id, name, dataset, loss, res, status, epoch, total, **kw) -> Job:  # noqa: A002, ANN001
+def _job(id, name, dataset, loss, res, status, epoch, total, **kw) -> Job:
     cfg = {"dataset": dataset, "loss": loss, "resolution": res, "epochs": total, "seed": 0, "lr": 8e-5,
            "batch_size": 128, "embedding_size": 512}
     return Job(id=id, name=name, dataset=dataset, loss=loss, resolution=res, seed=0,

@@ -93,7 +93,7 @@ class CompareScreen(DashScreen):
             return
         total = {r["id"]: r.get("total_epochs") for r in msg.runs}
 
-        def x(pts, t):  # noqa: ANN001, ANN202
+        def x(pts, t):
             return fraction_axis(pts, t) if self.by_fraction else list(pts)
 
         r1 = {f"#{j}": x([(s, pct(v)) for s, v in pts.get("R@1", [])], total.get(j)) for j, pts in msg.series.items()}
@@ -137,7 +137,7 @@ class CompareScreen(DashScreen):
         if k is not None:
             self.dash.open_detail(int(k))
 
-    def on_data_table_row_selected(self, event) -> None:  # noqa: ANN001 - enter on a row opens it
+    def on_data_table_row_selected(self, event) -> None:  # - enter on a row opens it
         if isinstance(event.data_table, CompareTable):
             event.stop()
             self.dash.open_detail(int(event.row_key.value))

@@ -117,7 +117,7 @@ class DetailScreen(DashScreen):
         if lines or reset:
             self.post_message(LogLines(self.job_id, lines, reset))
 
-    def _skipped_images(self, reg, status: str) -> int:  # noqa: ANN001
+    def _skipped_images(self, reg, status: str) -> int:
         """The done event's ``skipped_images`` (--skip-bad-images), read once the job is done."""
         if status != JobStatus.DONE:
             self._skipped = None
@@ -130,7 +130,7 @@ class DetailScreen(DashScreen):
             self._skipped = int((last or {}).get("skipped_images") or 0)
         return self._skipped
 
-    def _read_events(self, reg) -> list[dict]:  # noqa: ANN001
+    def _read_events(self, reg) -> list[dict]:
         """Newest first: the newest page at first, then every newer event each poll (no gaps), and
         one more page of older ones when asked (``b``)."""
         if not self.events:

@@ -15,7 +15,7 @@ from textual.widgets import Static
 from ctxsim.tui.bindings import APP_BINDINGS, TABLE_KEYS
 
 
-def binding_rows(bindings: Iterable[BindingType], key_display) -> list[tuple[str, str]]:  # noqa: ANN001
+def binding_rows(bindings: Iterable[BindingType], key_display) -> list[tuple[str, str]]:
     """(keys, description) for each described binding, keys of one action merged."""
     rows: dict[str, tuple[list[str], str]] = {}
     for b in bindings:

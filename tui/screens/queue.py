@@ -139,7 +139,7 @@ class QueueScreen(DashScreen):
         if (j := self._current()) is not None:
             self.dash.open_detail(j)
 
-    def on_data_table_row_selected(self, event) -> None:  # noqa: ANN001 - enter on a row opens it
+    def on_data_table_row_selected(self, event) -> None:  # - enter on a row opens it
         if isinstance(event.data_table, QueueTable):
             event.stop()
             self.dash.open_detail(int(event.row_key.value))

@@ -141,7 +141,7 @@ class RunsScreen(DashScreen):
         self.post_message(RunsLoaded(list(self._rows.values()), 0.0, self._notes_for(workers, now),
                                      None if (full or reload_paper) else redo, drops))
 
-    def _add_history(self, reg, fetched: set[int], full: bool) -> None:  # noqa: ANN001
+    def _add_history(self, reg, fetched: set[int], full: bool) -> None:
         """Configs (searched as key=value; read once per job), overrides of the recipe, and the
         time of earlier attempts (re-read for the jobs that changed)."""
         new = [j for j in fetched if j not in self._configs]
@@ -171,7 +171,7 @@ class RunsScreen(DashScreen):
         self._overrides[jid] = diff
         return diff
 
-    def _notes_for(self, workers: list, now) -> list[str]:  # noqa: ANN001
+    def _notes_for(self, workers: list, now) -> list[str]:
         """Warnings (first on the status line, never cut): dead workers, running jobs without heartbeat."""
         stale = self.dash.stale_after_s
         self._counts = dict(Counter(j["status"] for j in self._jobs.values()))
@@ -192,7 +192,7 @@ class RunsScreen(DashScreen):
         self.set_warnings(self._warnings)
         self._announce(msg.rows, msg.drops)
 
-    def _announce(self, rows, drops: dict) -> None:  # noqa: ANN001
+    def _announce(self, rows, drops: dict) -> None:
         """Bell + notice when a job finishes or fails; a notice when a running job's R@1 drops."""
         first = not self._last_status
         news = []
@@ -211,7 +211,7 @@ class RunsScreen(DashScreen):
             else:
                 self.status.set_notice(f"⚠ {text}")
 
-    def info_text(self, elapsed_ms=None) -> str:  # noqa: ANN001
+    def info_text(self, elapsed_ms=None) -> str:
         c = self._counts
         total = sum(c.values())
         shown = self.table.shown_count
@@ -261,7 +261,7 @@ class RunsScreen(DashScreen):
             return
         self.dash.open_diff(ids[0], ids[1])
 
-    def _job(self):  # noqa: ANN202
+    def _job(self):
         jid = self.table.current_id()
         return self._jobs.get(jid) if jid is not None else None
 

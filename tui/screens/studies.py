@@ -73,7 +73,7 @@ class StudiesScreen(DashScreen):
             return
         self.dash.open_detail(job)
 
-    def on_data_table_row_selected(self, event) -> None:  # noqa: ANN001 - enter on a row
+    def on_data_table_row_selected(self, event) -> None:  # - enter on a row
         if isinstance(event.data_table, StudiesTable):
             event.stop()
             self.action_open()

@@ -180,7 +180,7 @@ class CurvePlot(PlotextPlot):
         log = self.log_y
         xs: list[float] = []
         ys: list[float] = []
-        for i, (name, pts) in enumerate(self.series.items()):
+        for i, pts in enumerate(self.series.values()):
             if log:
                 pts = [p for p in pts if p[1] is not None and p[1] > 0]
             if pts:
@@ -188,7 +188,7 @@ class CurvePlot(PlotextPlot):
                 plt.plot([p[0] for p in pts], [p[1] for p in pts], marker=MARKERS[i % len(MARKERS)])
                 xs += [pts[0][0], pts[-1][0]]
                 ys += [p[1] for p in pts]
-        for name, pts in self.reference.items():
+        for pts in self.reference.values():
             if pts:
                 for seg in dashes(pts, max(3, width // 8)):
                     plt.plot([p[0] for p in seg], [p[1] for p in seg], marker="braille")
