@@ -1,7 +1,10 @@
-"""Typed messages posted by the dashboard's thread workers back to the UI thread."""
+"""Typed messages posted by the dashboard's thread workers back to the UI thread. Dataclasses
+(Textual's Message initialises itself in ``__post_init__``) without generated equality: a message
+is one event, compared and hashed by identity."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from textual.message import Message
@@ -9,106 +12,103 @@ from textual.message import Message
 from ctxsim.tui.format import RunRow
 
 
+@dataclass(eq=False)
 class RegistryStatus(Message):
     """A read finished: ``problem`` is None when it succeeded, else one line saying what is wrong."""
 
-    def __init__(self, problem: Optional[str], elapsed_ms: Optional[float] = None) -> None:
-        super().__init__()
-        self.problem = problem
-        self.elapsed_ms = elapsed_ms
+    problem: Optional[str]
+    elapsed_ms: Optional[float] = None
 
 
+@dataclass(eq=False)
 class RunsLoaded(Message):
     """All runs, formatted, plus the facts the status line shows; ``changed`` holds the ids whose
     row was re-formatted (None: all of them)."""
 
-    def __init__(self, rows: list[RunRow], elapsed_ms: float, notes: list[str],
-                 changed: Optional[set[int]] = None,
-                 drops: Optional[dict[int, tuple[float, float]]] = None) -> None:
-        super().__init__()
-        self.rows = rows
-        self.drops = drops or {}  # running job id -> (best, last) R@1 % after a sharp fall
-        self.changed = changed
-        self.elapsed_ms = elapsed_ms
-        self.notes = notes
+    rows: list[RunRow]
+    elapsed_ms: float
+    notes: list[str]
+    changed: Optional[set[int]] = None
+    drops: Optional[dict[int, tuple[float, float]]] = None  # running job id -> (best, last) R@1 % after a sharp fall
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.drops = self.drops or {}
 
 
+@dataclass(eq=False)
 class DetailLoaded(Message):
     """A job's row, a copy of all its points held so far (``new_points`` of them new) and its paper curve."""
 
-    def __init__(self, job_id: int, detail: Optional[dict[str, Any]], new_points: int,
-                 paper: Optional[dict[str, Any]], paper_curve: list[tuple[int, float]],
-                 events: list[dict[str, Any]], checkpoints: list[dict[str, Any]],
-                 points: Optional[dict[str, list[tuple[int, float]]]] = None) -> None:
-        super().__init__()
-        self.job_id = job_id
-        self.points = points or {}
-        self.detail = detail
-        self.new_points = new_points
-        self.paper = paper
-        self.paper_curve = paper_curve
-        self.events = events
-        self.checkpoints = checkpoints
+    job_id: int
+    detail: Optional[dict[str, Any]]
+    new_points: int
+    paper: Optional[dict[str, Any]]
+    paper_curve: list[tuple[int, float]]
+    events: list[dict[str, Any]]
+    checkpoints: list[dict[str, Any]]
+    points: Optional[dict[str, list[tuple[int, float]]]] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.points = self.points or {}
 
 
+@dataclass(eq=False)
 class LogLines(Message):
-    def __init__(self, job_id: int, lines: list[str], reset: bool) -> None:
-        super().__init__()
-        self.job_id = job_id
-        self.lines = lines
-        self.reset = reset
+    """New lines of a job's log (``reset``: the log started over, e.g. a new attempt)."""
+
+    job_id: int
+    lines: list[str]
+    reset: bool
 
 
+@dataclass(eq=False)
 class QueueLoaded(Message):
     """Workers, queue rows and this machine's GPUs (None: no GPU / no NVML)."""
 
-    def __init__(self, workers: list[dict[str, Any]], jobs: list[dict[str, Any]],
-                 gpus: Optional[list[dict[str, Any]]] = None) -> None:
-        super().__init__()
-        self.workers = workers
-        self.jobs = jobs
-        self.gpus = gpus
+    workers: list[dict[str, Any]]
+    jobs: list[dict[str, Any]]
+    gpus: Optional[list[dict[str, Any]]] = None
 
 
+@dataclass(eq=False)
 class CompareLoaded(Message):
-    def __init__(self, runs: list[dict[str, Any]], series: dict[int, dict[str, list[tuple[int, float]]]],
-                 paper_curves: dict[tuple, list[tuple[int, float]]]) -> None:
-        super().__init__()
-        self.runs = runs
-        self.series = series
-        self.paper_curves = paper_curves
+    """The compared runs, their metric series and the paper curves of their cells."""
+
+    runs: list[dict[str, Any]]
+    series: dict[int, dict[str, list[tuple[int, float]]]]
+    paper_curves: dict[tuple, list[tuple[int, float]]] = field(default_factory=dict)
 
 
+@dataclass(eq=False)
 class DiffLoaded(Message):
     """Two jobs' parsed configs (None: that job is gone)."""
 
-    def __init__(self, a: int, b: int, a_config: Optional[dict[str, Any]], b_config: Optional[dict[str, Any]]) -> None:
-        super().__init__()
-        self.a, self.b = a, b
-        self.a_config, self.b_config = a_config, b_config
+    a: int
+    b: int
+    a_config: Optional[dict[str, Any]]
+    b_config: Optional[dict[str, Any]]
 
 
+@dataclass(eq=False)
 class WriteWaiting(Message):
     """A write from the UI has waited over a second for the registry lock (``done``: it ended)."""
 
-    def __init__(self, what: str, done: bool = False) -> None:
-        super().__init__()
-        self.what = what
-        self.done = done
+    what: str
+    done: bool = False
 
 
+@dataclass(eq=False)
 class ActionDone(Message):
     """A write (enqueue, cancel, retry, priority) finished; ``ok`` False means ``text`` is the error."""
 
-    def __init__(self, text: str, ok: bool = True) -> None:
-        super().__init__()
-        self.text = text
-        self.ok = ok
+    text: str
+    ok: bool = True
 
 
+@dataclass(eq=False)
 class StudiesLoaded(Message):
     """The tuning studies in the registry database (``ctxsim.tuning.list_studies``)."""
 
-    def __init__(self, studies: list[dict[str, Any]]) -> None:
-        super().__init__()
-        self.studies = studies
+    studies: list[dict[str, Any]]

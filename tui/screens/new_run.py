@@ -39,10 +39,9 @@ class NewRunScreen(ModalScreen[Result]):
         self._pending: Optional[tuple[dict, int]] = None
 
     def compose(self) -> ComposeResult:
-        from ctxsim.names import RESOLUTIONS
-        from ctxsim.train.recipes import DATASETS, LOSS_NAMES
+        from ctxsim.names import DATASETS, LOSSES, RESOLUTIONS
 
-        yield NewRunForm(list(DATASETS), list(LOSS_NAMES), list(RESOLUTIONS), self.prefill)
+        yield NewRunForm(list(DATASETS), list(LOSSES), list(RESOLUTIONS), self.prefill)
 
     def on_mount(self) -> None:
         self.query_one("#dataset").focus()

@@ -75,10 +75,10 @@ class RunsScreen(DashScreen):
         self._recipes: dict[tuple, dict] = {}
 
     def compose(self) -> ComposeResult:
-        from ctxsim.train.recipes import DATASETS, LOSS_NAMES
+        from ctxsim.names import DATASETS, LOSSES
 
         yield Header()
-        yield FilterBar(DATASETS, LOSS_NAMES)
+        yield FilterBar(DATASETS, LOSSES)
         yield RunsTable(id="runs")
         yield StatusLine()
         yield KeyBar()
