@@ -54,10 +54,15 @@ DEFAULT_VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
-# icons (docs/icons.md): the recipe of each loss, and the best of 6 `ctxsim tune` trials per loss on the
-# validation classes (val_classes=0.2, seed 0; lr and one loss parameter each; the commands are in
-# benchmarks/results/learning-icons-2026-12-07.md)
-ICONS_TUNED: dict[str, tuple[str, list[str]]] = {}
+# icons (docs/icons.md): the recipe of each loss, and the best of 4 `ctxsim tune` trials per loss on the
+# validation classes (val_classes=0.2, seed 0; lr and one loss parameter each, TPE sampler seed 0; the
+# commands and studies are in benchmarks/results/learning-icons-2026-12-07.md)
+ICONS_TUNED: dict[str, tuple[str, list[str]]] = {
+    "hybrid (tuned: lr 8.8e-4, lam 0.60)": ("hybrid", ["lr=0.0008841", "loss.lam=0.6006"]),
+    "contrastive (tuned: lr 6.3e-4, neg_margin 0.62)": ("contrastive", ["lr=0.0006299", "loss.neg_margin=0.6229"]),
+    "multisimilarity (tuned: lr 8.8e-4, base 0.66)": ("multisimilarity", ["lr=0.0008841", "loss.base=0.6576"]),
+    "proxy_anchor (tuned: lr 1.0e-3, mrg 0.16)": ("proxy_anchor", ["lr=0.001023", "loss.mrg=0.1635"]),
+}
 ICONS_VARIANTS: dict[str, tuple[str, list[str]]] = {
     "hybrid (recipe)": ("hybrid", []),
     "contrastive (recipe)": ("contrastive", []),
