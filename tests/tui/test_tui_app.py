@@ -273,6 +273,7 @@ async def test_new_run_form_validates_and_enqueues(make_app, seeded):
         await pilot.pause()
         assert isinstance(app.screen, NewRunScreen)
         form = app.screen.query_one(NewRunForm)
+        assert "icons" in [value for _, value in form.query_one("#dataset")._options]  # every dataset is offered
         form.query_one("#enqueue").press()
         await pilot.pause()
         assert "choose dataset" in str(form.query_one("#error").render())
@@ -387,27 +388,3 @@ async def test_incremental_refresh_sees_evals_deletes_and_full_reload(make_app, 
         await refreshed(pilot)
         assert scr.table.run_rows[5].cells["name"] == "renamed-raw"
 
-
-@sync
-async def test_new_run_form_offers_icons(make_app, seeded):
-    from ctxsim.tui.screens.new_run import NewRunScreen
-    from ctxsim.tui.screens.runs import RunsScreen
-    from ctxsim.tui.widgets.new_run_form import NewRunForm
-
-    app = make_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await settled(pilot, RunsScreen)
-        await pilot.press("n")
-        await pilot.pause()
-        assert isinstance(app.screen, NewRunScreen)
-        form = app.screen.query_one(NewRunForm)
-        dataset = form.query_one("#dataset")
-        assert "icons" in [value for _, value in dataset._options]
-        dataset.value = "icons"
-        form.query_one("#name").value = "icons-from-the-form"
-        form.query_one("#enqueue").press()
-        await until(lambda: isinstance(app.screen, RunsScreen), what="the form closing")
-        with seeded.Session() as s:
-            job = s.scalar(select(Job).where(Job.name == "icons-from-the-form"))
-        assert job is not None and job.dataset == "icons" and job.loss == "hybrid"
-        assert json.loads(job.config_json)["model"]["bn_mode"] == "none"  # the icons recipe
