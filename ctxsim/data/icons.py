@@ -29,6 +29,7 @@ import configparser
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -40,6 +41,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from ctxsim.data.common import sha256_file
 from ctxsim.errors import DataError, one_line
 
 SUBDIR = "icons"
@@ -60,6 +62,7 @@ APT_PACKAGES = (
 )
 INSTALL_HINT = f"apt-get install {APT_PACKAGES}"
 _EXTS = (".png", ".svg", ".svgz")
+log = logging.getLogger(__name__)
 
 Progress = Optional[Callable[[int, Optional[int], str], None]]
 
@@ -170,8 +173,8 @@ def _dpkg_owners(paths: Sequence[Path]) -> dict[str, tuple[str, str]]:
             for line in res.stdout.splitlines():
                 name, _, ver = line.partition("\t")
                 versions[name.strip()] = ver.strip()
-        except (OSError, subprocess.SubprocessError):
-            pass
+        except (OSError, subprocess.SubprocessError) as e:  # the packages stay named, their versions unknown
+            log.warning("dpkg-query could not read the theme package versions: %s", e)
     return {p: (pkg, versions.get(pkg, "")) for p, pkg in owner.items()}
 
 
@@ -308,12 +311,6 @@ def near_duplicate_count(images: np.ndarray, threshold: float = NEAR_DUPLICATE) 
 
 # -- prepare --------------------------------------------------------------------------------------
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _save_png(arr: np.ndarray, path: Path) -> None:
     from PIL import Image
 
@@ -403,9 +400,8 @@ def prepare_icons(root: os.PathLike, search_dirs: Optional[Sequence[os.PathLike]
             d.mkdir(parents=True)
             for theme, arr in items:
                 _save_png(arr, d / f"{theme}.png")
-        train_text, test_text = "".join(f"{n}\n" for n in train), "".join(f"{n}\n" for n in test)
-        (tmp / "train.txt").write_text(train_text, encoding="utf-8")
-        (tmp / "test.txt").write_text(test_text, encoding="utf-8")
+        for split, names in (("train", train), ("test", test)):
+            (tmp / f"{split}.txt").write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
         used = sorted({th for items in kept.values() for th, _ in items})
         manifest = {
             "version": MANIFEST_VERSION,
@@ -415,16 +411,16 @@ def prepare_icons(root: os.PathLike, search_dirs: Optional[Sequence[os.PathLike]
                        for t in themes if t.name in used],
             "classes": len(kept), "images": n_images,
             "splits": {"train": {"classes": len(train), "images": sum(len(kept[n]) for n in train),
-                                 "sha256": _sha256_text(train_text)},
+                                 "sha256": sha256_file(tmp / "train.txt")},
                        "test": {"classes": len(test), "images": sum(len(kept[n]) for n in test),
-                                "sha256": _sha256_text(test_text)}},
+                                "sha256": sha256_file(tmp / "test.txt")}},
             "exact_duplicates_removed": exact,
             "near_duplicates": near, "near_duplicate_share": round(near / n_images, 4),
             "near_duplicate_rule": f"Pearson correlation of {IMAGE_SIZE}px pixels > {NEAR_DUPLICATE} within a class",
             "names_below_min_themes": n_names - len(kept),
             "render_failures": len(failures), "render_failure_examples": failures[:5],
         }
-        _atomic_text(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")  # the whole tree is renamed below
         dest = root / SUBDIR
         old = None
         if dest.exists():
@@ -559,7 +555,7 @@ def verify_icons(root: os.PathLike, decode: bool = True, progress: Progress = No
             continue
         splits[split] = names
         want = (manifest.get("splits") or {}).get(split, {})
-        got = _sha256_text("".join(f"{n}\n" for n in names))
+        got = sha256_file(ddir / f"{split}.txt")
         if want.get("sha256") and want["sha256"] != got:
             rep.add("checksum", f"{split}.txt differs from the manifest (sha256 {got[:8]}, expected {want['sha256'][:8]})")
     if "train" in splits and "test" in splits:
