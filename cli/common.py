@@ -5,10 +5,11 @@ Keep this module light: no torch import here (``ctxsim --help`` must stay fast).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
-from typing import Any, NoReturn, Optional
+from typing import Any, Callable, NoReturn, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -25,6 +26,8 @@ from ctxsim.errors import (  # noqa: F401  (re-exported for the command modules)
     one_line,
 )
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -38,6 +41,33 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 def fail_on(exc: BaseException) -> NoReturn:
     """Prints an exception as one line and exits with its own exit code (ctxsim.errors)."""
     fail(one_line(exc), exit_code_of(exc))
+
+
+_opened_url = ""  # the registry the running command opened: database errors name it
+
+
+def exits_on_error(command: F) -> F:
+    """Every command runs under this (cli.main wraps them all): a library error (CtxsimError) becomes
+    one line and the exit code its class carries; a database error, one line naming the registry
+    (password hidden) and exit 3. Commands catch only what they word differently."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ctxsim.errors import CtxsimError
+
+        try:
+            return command(*args, **kwargs)
+        except CtxsimError as e:
+            fail_on(e)
+        except Exception as e:
+            sa_exc = sys.modules.get("sqlalchemy.exc")
+            if sa_exc is None or not isinstance(e, sa_exc.DBAPIError):
+                raise
+            from ctxsim.registry.urls import describe_db_error
+
+            fail(describe_db_error(_opened_url, e), EXIT_REGISTRY)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def info(message: str) -> None:
@@ -126,13 +156,14 @@ def open_registry_or_exit(db: Optional[str], create: bool = True, readonly: bool
     from ctxsim.registry import db as registry_db
     from ctxsim.registry import locks
 
+    global _opened_url
     locks.lock_wait_notifier = _say_locked
     try:
-        return registry_db.open_registry(db, create=create, readonly=readonly, lock_timeout=_lock_timeout)
+        reg = registry_db.open_registry(db, create=create, readonly=readonly, lock_timeout=_lock_timeout)
+        _opened_url = reg.url
+        return reg
     except CtxsimError as e:
         fail_on(e)
     except Exception as e:  # SQLAlchemy / driver errors: name the database, hide the password
         fail(f"cannot open registry {registry_db.redact(registry_db.resolve_url(db))}: {one_line(e)}", EXIT_REGISTRY)
 
-
-DbOption = typer.Option(None, "--db", envvar="CTXSIM_DB", help="Registry: SQLAlchemy URL or SQLite file (default ./experiments.db).")

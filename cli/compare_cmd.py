@@ -15,14 +15,13 @@ import typer
 from ctxsim.cli.common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
-    DbOption,
     console,
     fail,
-    fail_on,
     info,
     open_registry_or_exit,
     print_json,
 )
+from ctxsim.cli.options import DbOpt, json_option
 from ctxsim.registry.states import JobStatus
 
 
@@ -57,13 +56,9 @@ def _dataset(name: Optional[str]) -> Optional[str]:
 def _loss(name: Optional[str]) -> Optional[str]:
     if name is None:
         return None
-    from ctxsim.errors import ConfigError
     from ctxsim.names import canonical_loss as normalize_loss
 
-    try:
-        return normalize_loss(name)
-    except ConfigError as e:
-        fail_on(e)
+    return normalize_loss(name)
 
 
 def baselines(
@@ -76,8 +71,8 @@ def baselines(
         "resolution,dataset,method,metric,value,kind,source).")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="With --import: a row for a cell (resolution, dataset, method, metric, kind) that already has a "
         "different imported number replaces it (refused otherwise).")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
-    db: Optional[str] = DbOption,
+    as_json: json_option("Print JSON only.") = False,
+    db: DbOpt = None,
 ) -> None:
     """List the stored reference numbers (percent) with their provenance, or import more."""
     from ctxsim.baselines import KINDS, import_baselines, list_baselines, read_baseline_file
@@ -88,12 +83,8 @@ def baselines(
             fail(f"unknown kind {k!r} (one of: {', '.join(KINDS)})")
     reg = open_registry_or_exit(db)
     if import_file is not None:
-        from ctxsim.errors import CtxsimError
 
-        try:
-            added, skipped = import_baselines(reg, read_baseline_file(import_file), replace=replace)
-        except CtxsimError as e:  # a bad row: one line naming it, exit 2, nothing imported
-            fail_on(e)
+        added, skipped = import_baselines(reg, read_baseline_file(import_file), replace=replace)
         if as_json:
             print_json({"file": str(import_file), "added": added, "skipped": skipped})
         else:
@@ -127,7 +118,7 @@ def compare(
     resolution: Annotated[Optional[int], typer.Option("--resolution", "-r", help="Only this resolution.")] = None,
     metric: Annotated[Optional[list[str]], typer.Option("--metric", help="Metrics to show (repeatable; default: every R@K/MAP@R/RP the runs have).")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
-    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    as_json: json_option("Same as --format json.") = False,
     status: Annotated[Optional[list[str]], typer.Option("--status", help="Job statuses to include without ids (repeatable; default done).")] = None,
     test: Annotated[Optional[tuple[str, str]], typer.Option("--test", help="A B: paired bootstrap of A - B in R@1 and MAP@R (job ids or "
         "groups like cub/hybrid/256).")] = None,
@@ -136,13 +127,13 @@ def compare(
     table: Annotated[Optional[int], typer.Option("--table", help="224 or 256: the paper's table layout, published number and ours per cell.")] = None,
     datasets: Annotated[Optional[str], typer.Option("--datasets", help="With --table: only these datasets (comma-separated).")] = None,
     losses: Annotated[Optional[str], typer.Option("--losses", help="With --table: only these methods (comma-separated).")] = None,
-    db: Optional[str] = DbOption,
+    db: DbOpt = None,
 ) -> None:
     """Runs' final and best metrics (mean ± std and 95% CI over seeds) against the paper's numbers,
     with deltas for the runs that are comparable; --test A B for a paired significance test, --table
     224|256 for the paper's table layout."""
     from ctxsim.registry.models import JOB_STATUSES
-    from ctxsim.report.compare import NotFoundError, compare_rows
+    from ctxsim.report.compare import compare_rows
     from ctxsim.report.render import display_table, to_csv, to_json, to_markdown
 
     if as_json:
@@ -162,11 +153,8 @@ def compare(
     if resolution is not None and resolution <= 0:
         fail(f"resolution must be positive, not {resolution}")
     reg = open_registry_or_exit(db, readonly=True)  # reads only
-    try:
-        rows = compare_rows(reg, ids=ids or None, dataset=ds, loss=loss, resolution=resolution,
-                            metrics=metric or None, statuses=tuple(status) if status else (JobStatus.DONE,))
-    except NotFoundError as e:
-        fail_on(e)
+    rows = compare_rows(reg, ids=ids or None, dataset=ds, loss=loss, resolution=resolution,
+                        metrics=metric or None, statuses=tuple(status) if status else (JobStatus.DONE,))
     if not rows:
         info("no runs with evaluation metrics match" + ("" if ids else " (finished runs only; see --status)"))
     if fmt is Format.json:
@@ -208,7 +196,6 @@ def _csv_list(value: Optional[str]) -> Optional[list[str]]:
 
 
 def _paired_test(test: tuple[str, str], resamples: int, seed: int, fmt: Format, db: Optional[str]) -> None:
-    from ctxsim.errors import CtxsimError
     from ctxsim.report.paired import format_paired_test, paired_test
 
     if resamples < 1:
@@ -216,10 +203,7 @@ def _paired_test(test: tuple[str, str], resamples: int, seed: int, fmt: Format, 
     if fmt not in (Format.table, Format.json):
         fail("--test prints a table or --format json")
     reg = open_registry_or_exit(db, readonly=True)  # reads only
-    try:
-        result = paired_test(reg, test[0], test[1], n_resamples=resamples, seed=seed)
-    except CtxsimError as e:
-        fail_on(e)
+    result = paired_test(reg, test[0], test[1], n_resamples=resamples, seed=seed)
     if fmt is Format.json:
         print_json(result)
         return
@@ -230,14 +214,10 @@ def _paired_test(test: tuple[str, str], resamples: int, seed: int, fmt: Format, 
 
 def _paper_table(table: int, datasets: Optional[str], losses: Optional[str], metric: str, fmt: Format,
                  db: Optional[str]) -> None:
-    from ctxsim.errors import CtxsimError
     from ctxsim.report.table import table_cells_text, table_data, table_markdown
 
     reg = open_registry_or_exit(db, readonly=True)  # reads only
-    try:
-        data = table_data(reg, table, _csv_list(datasets), _csv_list(losses), metric=metric)
-    except CtxsimError as e:
-        fail_on(e)
+    data = table_data(reg, table, _csv_list(datasets), _csv_list(losses), metric=metric)
     if fmt is Format.json:
         print_json(data)
     elif fmt is Format.markdown:
@@ -257,21 +237,18 @@ def report(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNG files and index.md.")] = Path("report"),
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="With --all: only this dataset.")] = None,
     loss: Annotated[Optional[str], typer.Option("--loss", "-l", help="With --all: only this loss.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the written files as JSON.")] = False,
-    db: Optional[str] = DbOption,
+    as_json: json_option("Print the written files as JSON.") = False,
+    db: DbOpt = None,
 ) -> None:
     """PNG curves of loss and R@K per run and overlaid per dataset, with the paper's learning curve."""
     if (job_id is None) == (not all_runs):
         fail("give one job id or --all")
     ds, loss = _dataset(dataset), _loss(loss)
     reg = open_registry_or_exit(db, readonly=True)  # reads only
-    from ctxsim.report.compare import NotFoundError
     from ctxsim.report.plots import write_report
 
     try:
         written = write_report(reg, out, ids=[job_id] if job_id is not None else None, dataset=ds, loss=loss)
-    except NotFoundError as e:
-        fail_on(e)
     except OSError as e:
         fail(f"cannot write to {out}: {e.strerror or e}")
     if not written["runs"]:

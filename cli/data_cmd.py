@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ctxsim.cli.common import EXIT_FAILED, err_console, fail_on, info, print_json
-from ctxsim.errors import ConfigError
+from ctxsim.cli.common import EXIT_FAILED, err_console, info, print_json
+from ctxsim.cli.options import json_option
 from ctxsim.names import SMALL_DATASETS as SMALL
 from ctxsim.names import canonical_dataset
 
@@ -24,10 +24,7 @@ ArchiveOpt = Annotated[Optional[Path], typer.Option("--archive", help="Use this 
 
 
 def _dataset(name: str) -> str:
-    try:
-        return canonical_dataset(name)
-    except ConfigError as e:
-        fail_on(e)
+    return canonical_dataset(name)
 
 
 def _root(root: Optional[Path]) -> Path:
@@ -78,21 +75,17 @@ def _small_status(key: str, root: Optional[Path]) -> None:
 
 def download_cmd(dataset: DatasetArg, root: RootOpt = None, archive: ArchiveOpt = None) -> None:
     """Download a benchmark's archives into --root, resuming partial downloads (HTTP Range)."""
-    from ctxsim.errors import CtxsimError
 
     key = _dataset(dataset)
-    try:
-        if key in SMALL:
-            _small_status(key, root)
-            return
-        from ctxsim.data.prepare import download_dataset
+    if key in SMALL:
+        _small_status(key, root)
+        return
+    from ctxsim.data.prepare import download_dataset
 
-        with _Bars() as bars:
-            paths = download_dataset(key, _root(root), progress=bars, archive=archive)
-        for p in paths:
-            info(f"have {p}")
-    except CtxsimError as e:
-        fail_on(e)
+    with _Bars() as bars:
+        paths = download_dataset(key, _root(root), progress=bars, archive=archive)
+    for p in paths:
+        info(f"have {p}")
 
 
 def prepare_cmd(dataset: DatasetArg, root: RootOpt = None, archive: ArchiveOpt = None,
@@ -103,82 +96,74 @@ def prepare_cmd(dataset: DatasetArg, root: RootOpt = None, archive: ArchiveOpt =
                     "dirs (repeatable).")] = None,
                 ) -> None:
     """Download (or take --archive), extract, place the split files, resize iNat: the reference layout."""
-    from ctxsim.errors import CtxsimError
 
     key = _dataset(dataset)
-    try:
-        if key == "icons":
-            from ctxsim.data.icons import prepare_icons
-
-            with _Bars() as bars:
-                steps = prepare_icons(_root(root), search_dirs=themes_dir or None, workers=workers, progress=bars)
-            for s in steps:
-                info(s)
-            info(f"next: ctxsim data verify icons --root {_root(root)}")
-            return
-        if key in SMALL:
-            _small_status(key, root)
-            return
-        from ctxsim.data.prepare import prepare
+    if key == "icons":
+        from ctxsim.data.icons import prepare_icons
 
         with _Bars() as bars:
-            steps = prepare(key, _root(root), archive=archive, download_missing=not no_download, workers=workers,
-                            progress=bars)
-        for s in steps or ["nothing to do: already prepared"]:
+            steps = prepare_icons(_root(root), search_dirs=themes_dir or None, workers=workers, progress=bars)
+        for s in steps:
             info(s)
-        info(f"next: ctxsim data verify {key} --root {_root(root)}")
-    except CtxsimError as e:
-        fail_on(e)
+        info(f"next: ctxsim data verify icons --root {_root(root)}")
+        return
+    if key in SMALL:
+        _small_status(key, root)
+        return
+    from ctxsim.data.prepare import prepare
+
+    with _Bars() as bars:
+        steps = prepare(key, _root(root), archive=archive, download_missing=not no_download, workers=workers,
+                        progress=bars)
+    for s in steps or ["nothing to do: already prepared"]:
+        info(s)
+    info(f"next: ctxsim data verify {key} --root {_root(root)}")
 
 
 def verify_cmd(dataset: DatasetArg, root: RootOpt = None,
                custom_splits: Annotated[bool, typer.Option("--custom-splits", help="Do not compare split files and counts with the reference.")] = False,
                quick: Annotated[bool, typer.Option("--quick", help="Only check that files exist (no decoding).")] = False,
                workers: Annotated[int, typer.Option("--workers", help="Decode workers (0 = auto).")] = 0,
-               as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+               as_json: json_option("Print the report as JSON on stdout.") = False,
                ) -> None:
     """Check split files (sha256, reference counts) and that every listed image exists and decodes."""
-    from ctxsim.errors import CtxsimError
 
     key = _dataset(dataset)
-    try:
-        if key == "icons":
-            from ctxsim.data.icons import verify_icons
+    if key == "icons":
+        from ctxsim.data.icons import verify_icons
 
-            if quick:
-                report = verify_icons(_root(root), decode=False)
-            else:
-                with _Bars() as bars:
-                    report = verify_icons(_root(root), decode=True, progress=bars)
-        elif key in SMALL:
-            from ctxsim.data import build_data
-
-            b = build_data(key, root=None if root is None else str(root))
-            rep = {"dataset": key, "ok": True, "counts": {"train": len(b.train), "test": len(b.query)}}
-            if key == "fashion-mnist" and (len(b.train), len(b.query)) != (30000, 5000):
-                rep["ok"] = False
-                rep["problems"] = {"count": [f"expected 30000 train / 5000 test images, got {len(b.train)} / {len(b.query)}"]}
-            if as_json:
-                print_json(rep)
-            if not rep["ok"]:
-                for m in rep["problems"]["count"]:
-                    err_console.print(f"[bold red]error:[/] {key}: {m}", highlight=False, soft_wrap=True)
-                raise typer.Exit(EXIT_FAILED)
-            if not as_json:
-                info(f"{key}: OK; train {len(b.train)} images, test {len(b.query)} images")
-            return
-        elif quick:
-            from ctxsim.data.prepare import verify
-
-            report = verify(key, _root(root), reference=not custom_splits, decode=False)
+        if quick:
+            report = verify_icons(_root(root), decode=False)
         else:
-            from ctxsim.data.prepare import verify
-
             with _Bars() as bars:
-                report = verify(key, _root(root), reference=not custom_splits, decode=True, workers=workers,
-                                progress=bars)
-    except CtxsimError as e:
-        fail_on(e)
+                report = verify_icons(_root(root), decode=True, progress=bars)
+    elif key in SMALL:
+        from ctxsim.data import build_data
+
+        b = build_data(key, root=None if root is None else str(root))
+        rep = {"dataset": key, "ok": True, "counts": {"train": len(b.train), "test": len(b.query)}}
+        if key == "fashion-mnist" and (len(b.train), len(b.query)) != (30000, 5000):
+            rep["ok"] = False
+            rep["problems"] = {"count": [f"expected 30000 train / 5000 test images, got {len(b.train)} / {len(b.query)}"]}
+        if as_json:
+            print_json(rep)
+        if not rep["ok"]:
+            for m in rep["problems"]["count"]:
+                err_console.print(f"[bold red]error:[/] {key}: {m}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_FAILED)
+        if not as_json:
+            info(f"{key}: OK; train {len(b.train)} images, test {len(b.query)} images")
+        return
+    elif quick:
+        from ctxsim.data.prepare import verify
+
+        report = verify(key, _root(root), reference=not custom_splits, decode=False)
+    else:
+        from ctxsim.data.prepare import verify
+
+        with _Bars() as bars:
+            report = verify(key, _root(root), reference=not custom_splits, decode=True, workers=workers,
+                            progress=bars)
     if as_json:
         print_json(report.to_json())
     lines = report.lines()

@@ -12,16 +12,15 @@ import typer
 
 from ctxsim.cli.common import (
     EXIT_NOT_FOUND,
-    DbOption,
     console,
     fail,
-    fail_on,
     info,
     open_registry_or_exit,
     print_json,
 )
+from ctxsim.cli.options import DbOpt, device_option, json_option
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON only (on stdout).")]
+JsonOpt = json_option("Print the result as JSON only (on stdout).")
 
 
 def import_reference_cmd(
@@ -30,23 +29,17 @@ def import_reference_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Checkpoint to write (default: FILE with .ctxsim.pt).")] = None,
     evaluate: Annotated[bool, typer.Option("--eval", help="Also evaluate it on the test split and record it in the registry (for ctxsim compare).")] = False,
     root: Annotated[Optional[str], typer.Option("--root", help="Parent folder of the datasets (with --eval).")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (with --eval).")] = "auto",
-    db: Optional[str] = DbOption,
+    device: device_option("auto, cpu or cuda (with --eval).") = "auto",
+    db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Convert a released reference model into a ctxsim checkpoint, without running its pickle."""
-    from ctxsim.errors import CtxsimError
 
     if not file.is_file():
         fail(f"no such file: {file}", EXIT_NOT_FOUND)
-    if device not in ("auto", "cpu", "cuda"):
-        fail(f"--device must be auto, cpu or cuda; got {device!r}")
     from ctxsim.reference.import_reference import evaluate_reference_checkpoint, import_reference
 
-    try:
-        res = import_reference(file, dataset, out=out)
-    except CtxsimError as e:
-        fail_on(e)
+    res = import_reference(file, dataset, out=out)
     result = res.to_dict()
     if not json_out:
         info(f"{file.name}: {res.network} ({res.pooling} pooling{', LayerNorm' if res.layernorm else ''}, "
@@ -55,10 +48,7 @@ def import_reference_cmd(
         info(f"wrote {res.checkpoint}  (evaluate: ctxsim eval {res.checkpoint} --dataset {res.dataset} --root DIR)")
     if evaluate:
         reg = open_registry_or_exit(db)
-        try:
-            job_id, metrics = evaluate_reference_checkpoint(reg, res.checkpoint, root=root, device=device)
-        except CtxsimError as e:
-            fail_on(e)
+        job_id, metrics = evaluate_reference_checkpoint(reg, res.checkpoint, root=root, device=device)
         result.update(job_id=job_id, metrics=metrics)
         if not json_out:
             from rich.table import Table
@@ -81,11 +71,10 @@ def toy_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Seed of data, initial weights and batches.")] = 0,
     noise: Annotated[float, typer.Option("--noise", help="Radial noise σ (default: ring spacing / 5).")] = 0.04,
     record: Annotated[bool, typer.Option("--record/--no-record", help="Record both runs in the registry.")] = True,
-    db: Optional[str] = DbOption,
+    db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Contrastive vs contextual loss on 5 noisy concentric circles (docs/reference-implementation.md §8), on the CPU."""
-    from ctxsim.errors import CtxsimError
 
     if steps <= 0:
         fail(f"--steps must be > 0, got {steps}")
@@ -94,25 +83,22 @@ def toy_cmd(
     reg = open_registry_or_exit(db) if record else None
     from ctxsim.reference.toy import run_toy
 
-    try:
-        if json_out:
-            result = run_toy(out, steps=steps, seed=seed, reg=reg, noise=noise)
-        else:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    if json_out:
+        result = run_toy(out, steps=steps, seed=seed, reg=reg, noise=noise)
+    else:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-            with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                          TimeRemainingColumn(), console=console, transient=True) as bar:
-                tasks: dict[str, int] = {}
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeRemainingColumn(), console=console, transient=True) as bar:
+            tasks: dict[str, int] = {}
 
-                def progress(loss: str, step: int, total: int) -> None:
-                    if loss not in tasks:
-                        tasks[loss] = bar.add_task(loss, total=total)
-                    if step % 50 == 0 or step == total:
-                        bar.update(tasks[loss], completed=step)
+            def progress(loss: str, step: int, total: int) -> None:
+                if loss not in tasks:
+                    tasks[loss] = bar.add_task(loss, total=total)
+                if step % 50 == 0 or step == total:
+                    bar.update(tasks[loss], completed=step)
 
-                result = run_toy(out, steps=steps, seed=seed, reg=reg, noise=noise, progress=progress)
-    except CtxsimError as e:
-        fail_on(e)
+            result = run_toy(out, steps=steps, seed=seed, reg=reg, noise=noise, progress=progress)
     summary = result.summary()
     if json_out:
         print_json(summary)
@@ -136,10 +122,9 @@ def ablation_table_cmd(
     resolution: Annotated[Optional[int], typer.Option("--resolution", help="224 or 256.")] = None,
     ids: Annotated[Optional[list[int]], typer.Argument(help="Job ids (default: every finished hybrid run of the dataset).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, markdown or json.")] = "table",
-    db: Optional[str] = DbOption,
+    db: DbOpt = None,
 ) -> None:
     """The contextual-similarity ablations (docs/reference-implementation.md §8) as the paper's table: R@1, MAP@R, Δ to default."""
-    from ctxsim.errors import CtxsimError
 
     if fmt not in ("table", "markdown", "json"):
         fail(f"--format must be table, markdown or json; got {fmt!r}")
@@ -148,10 +133,7 @@ def ablation_table_cmd(
     reg = open_registry_or_exit(db, create=False)
     from ctxsim.reference.ablation import ablation_display, ablation_markdown, ablation_rows_from_registry
 
-    try:
-        rows = ablation_rows_from_registry(reg, dataset=dataset, resolution=resolution, ids=ids or None)
-    except CtxsimError as e:
-        fail_on(e)
+    rows = ablation_rows_from_registry(reg, dataset=dataset, resolution=resolution, ids=ids or None)
     if fmt == "json":
         print_json(rows)
         return

@@ -37,11 +37,36 @@ def _root(
     set_lock_timeout(lock_timeout)
 
 
-def _register() -> None:
-    from ctxsim.cli import compare_cmd, data_cmd, extras_cmd, jobs_cmd, reproduce_cmd, run_cmd, tui_cmd, tune_cmd
+def _wrap_commands(group: typer.Typer) -> None:
+    """Every command and group callback maps library errors to one line and an exit code."""
+    from ctxsim.cli.common import exits_on_error
 
-    for mod in (run_cmd, jobs_cmd, data_cmd, compare_cmd, reproduce_cmd, tui_cmd, extras_cmd, tune_cmd):
+    for cmd in group.registered_commands:
+        cmd.callback = exits_on_error(cmd.callback)
+    if group.registered_callback is not None and group.registered_callback.callback is not None:
+        group.registered_callback.callback = exits_on_error(group.registered_callback.callback)
+    for sub in group.registered_groups:
+        _wrap_commands(sub.typer_instance)
+
+
+def _register() -> None:
+    from ctxsim.cli import (
+        compare_cmd,
+        data_cmd,
+        extras_cmd,
+        jobs_cmd,
+        reproduce_cmd,
+        run_cmd,
+        sweep_cmd,
+        tui_cmd,
+        tune_cmd,
+        worker_cmd,
+    )
+
+    for mod in (run_cmd, sweep_cmd, worker_cmd, jobs_cmd, data_cmd, compare_cmd, reproduce_cmd, tui_cmd, extras_cmd,
+                tune_cmd):
         mod.register(app)
+    _wrap_commands(app)
 
 
 _register()

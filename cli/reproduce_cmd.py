@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ctxsim.cli.common import DbOption, err_console, fail, fail_on, info, open_registry_or_exit, print_json
+from ctxsim.cli.common import err_console, fail, info, open_registry_or_exit, print_json
+from ctxsim.cli.options import DbOpt, executor_option, json_option
 
 
 def _csv_list(value: Optional[str]) -> Optional[list[str]]:
@@ -22,17 +23,14 @@ def reproduce(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be queued; queue nothing.")] = False,
     gpus_per_job: Annotated[Optional[int], typer.Option("--gpus-per-job", help="GPUs each job needs (default: 1 if a GPU is visible here, else 0).")] = None,
     priority: Annotated[int, typer.Option("--priority", help="Higher runs first.")] = 0,
-    executor: Annotated[str, typer.Option("--executor", help="local (ctxsim worker) or slurm.")] = "local",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
-    db: Optional[str] = DbOption,
+    executor: executor_option("local (ctxsim worker) or slurm.") = "local",
+    as_json: json_option("Print JSON only.") = False,
+    db: DbOpt = None,
 ) -> None:
     """Queue every cell of a paper table (its methods that ctxsim has recipes for, reference profile)
     that has fewer than --seeds finished or pending runs; running it again queues nothing."""
-    from ctxsim.errors import CtxsimError
     from ctxsim.report.reproduce import reproduce as run_reproduce
 
-    if executor not in ("local", "slurm"):
-        fail(f"--executor must be local or slurm, got {executor!r}")
     if gpus_per_job is None:
         from ctxsim.runner.gpus import detect_gpus
 
@@ -40,11 +38,8 @@ def reproduce(
     if gpus_per_job < 0:
         fail("--gpus-per-job must be >= 0")
     reg = open_registry_or_exit(db)
-    try:
-        plans = run_reproduce(reg, table, _csv_list(datasets), _csv_list(losses), seeds=seeds, root=root,
-                              dry_run=dry_run, n_gpus=gpus_per_job, priority=priority, executor=executor)
-    except CtxsimError as e:
-        fail_on(e)
+    plans = run_reproduce(reg, table, _csv_list(datasets), _csv_list(losses), seeds=seeds, root=root,
+                          dry_run=dry_run, n_gpus=gpus_per_job, priority=priority, executor=executor)
     n_new = sum(len(p.new_seeds) for p in plans)
     if as_json:
         print_json({"table": table, "dry_run": dry_run, "seeds": seeds, "cells": [p.to_dict() for p in plans]})

@@ -22,14 +22,14 @@ from ctxsim.cli.common import (
     console,
     err_console,
     fail,
-    fail_on,
     info,
     one_line,
     print_json,
 )
+from ctxsim.cli.options import DbOpt, DeviceOpt, json_option
 from ctxsim.registry.states import JobStatus
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON only (on stdout).")]
+JsonOpt = json_option("Print the result as JSON only (on stdout).")
 
 
 # ---- the progress display: an event sink living in the CLI -----------------------------------------
@@ -156,7 +156,7 @@ def run(
         "loss.lam=0.3, model.pooling=avg.")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Number of epochs.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    device: DeviceOpt = "auto",
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU ids for this run, e.g. 0,1 (several: DDP under torchrun, "
         "needs --detach and a worker).")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Only queue the run for a worker (ctxsim worker) and print its job id.")] = False,
@@ -174,15 +174,13 @@ def run(
         "runs/<name>-<config hash>, beside the registry).")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over in a new folder even if an unfinished run of this config exists.")] = False,
     json_out: JsonOpt = False,
-    db: Annotated[Optional[str], typer.Option("--db", envvar="CTXSIM_DB", help="Registry: SQLAlchemy URL or SQLite file (default ./experiments.db).")] = None,
+    db: DbOpt = None,
 ) -> None:
     """Train a recipe now in the foreground (recorded in the registry, visible live in `ctxsim tui`),
     or queue it for a worker with --detach."""
     from ctxsim.cli.common import open_registry_or_exit
     from ctxsim.errors import CtxsimError
 
-    if device not in ("auto", "cpu", "cuda"):
-        fail(f"--device must be auto, cpu or cuda; got {device!r}")
     gpu_ids = [g.strip() for g in (gpus or "").split(",") if g.strip()]
     if any(not g.isdigit() for g in gpu_ids):
         fail(f"--gpus expects GPU ids like 0,1; got {gpus!r}")
@@ -191,47 +189,29 @@ def run(
     if len(gpu_ids) > 1 and not detach:
         fail("several --gpus run under torchrun through a worker: add --detach and start `ctxsim worker --gpus ...`")
     weights = _weights_value(backbone_weights) if backbone_weights is not None else None
-    try:
-        from ctxsim.train.configure import configure
+    from ctxsim.train.configure import configure
+    from ctxsim.train.preflight import preflight
 
-        cfg = configure(dataset, loss, resolution, root, sets, epochs, seed, device, name, tag,
-                        skip_bad_images=skip_bad_images, backbone_weights=weights, profile=profile)
-        from ctxsim.train.preflight import preflight
-
-        preflight(cfg, device=device, gpus=gpu_ids, host=not (detach and no_check))  # before any job row
-    except CtxsimError as e:
-        fail_on(e)
+    cfg = configure(dataset, loss, resolution, root, sets, epochs, seed, device, name, tag,
+                    skip_bad_images=skip_bad_images, backbone_weights=weights, profile=profile)
+    preflight(cfg, device=device, gpus=gpu_ids, host=not (detach and no_check))  # before any job row
 
     from ctxsim.registry import jobs
-    from ctxsim.registry.rundirs import run_folder
+    from ctxsim.runner.submit import resume_folder, submit_run, withdraw
     from ctxsim.train.recipes import recipe_provenance
 
     reg = open_registry_or_exit(db)
-    rd = run_dir
-    if rd is None and not fresh:
-        candidate = run_folder(jobs.default_runs_root(reg), jobs.config_fields(cfg))
-        if not _finished(candidate):
-            rd = candidate  # new, or an unfinished run of this config: resume it
-    created = resumed = False
+    rd = resume_folder(reg, cfg, run_dir, fresh)  # an unfinished run of this config is resumed
     try:
         with _ctrl_c_deferred() as interrupted:
             # after Ctrl-C the same command continues the same job (its id, history and curves)
-            jid = jobs.resume_stopped(reg, cfg, rd) if rd is not None and not detach else None
-            resumed = jid is not None
-            if jid is None:
-                [(jid, created)] = jobs.enqueue_many(reg, [cfg], name=name, tags=list(tag or []), n_gpus=len(gpu_ids),
-                                                     executor="local" if detach else "foreground",
-                                                     run_dirs=[rd] if rd is not None else None)
+            sub = submit_run(reg, cfg, rd, detach, name=name, tags=tag or [], n_gpus=len(gpu_ids))
         if interrupted.is_set():  # Ctrl-C while the write waited (e.g. for the lock): undo it, never half-done
-            if created:
-                jobs.rm(reg, jid)
-            elif resumed:
-                jobs.cancel(reg, jid)
+            withdraw(reg, sub)
             fail("interrupted: nothing was queued", EXIT_INTERRUPTED)
     except KeyboardInterrupt:  # while waiting for the registry lock, before anything was written
         fail("interrupted while waiting for the registry lock: nothing was queued", EXIT_INTERRUPTED)
-    except CtxsimError as e:
-        fail_on(e)
+    jid = sub.job_id
     if detach:
         if json_out:
             print_json({"id": jid, "status": JobStatus.QUEUED})
@@ -289,21 +269,11 @@ def _weights_value(value: str) -> str:
     return str(p.absolute())
 
 
-def _finished(run_dir: Path) -> bool:
-    """Whether a run folder holds a finished run (its result.json says done)."""
-    import json
-
-    try:
-        return json.loads((run_dir / "result.json").read_text()).get("status") == "done"
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def eval_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint.pt written by ctxsim run.")],
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset (default: the run's).")] = None,
     root: Annotated[Optional[str], typer.Option("--root", help="Parent folder of the datasets.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    device: DeviceOpt = "auto",
     which: Annotated[Optional[str], typer.Option("--which", help="last or best weights (default: the run's selection).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Evaluation batch size.")] = None,
     grid: Annotated[Optional[Path], typer.Option("--grid", help="Also write a retrieval picture (PNG): queries and their top-K, "
@@ -313,28 +283,20 @@ def eval_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """R@K and MAP@R of a saved model on a dataset's test split (and a retrieval picture with --grid)."""
-    from ctxsim.errors import CtxsimError
-
     if not checkpoint.exists():
         fail(f"no such checkpoint: {checkpoint}", EXIT_NOT_FOUND)
-    if device not in ("auto", "cpu", "cuda"):
-        fail(f"--device must be auto, cpu or cuda; got {device!r}")
     if which not in (None, "last", "best"):
         fail(f"--which must be last or best; got {which!r}")
+    from ctxsim.train.evaluation import evaluate_checkpoint
+
     pic = None
-    try:
-        from ctxsim.train.evaluation import evaluate_checkpoint
+    ev = evaluate_checkpoint(checkpoint, dataset, root, device, which, batch_size, return_embeddings=grid is not None)
+    metrics, cfg = ev.metrics, ev.config
+    if grid is not None:
+        from ctxsim.report.grid import retrieval_grid
 
-        ev = evaluate_checkpoint(checkpoint, dataset, root, device, which, batch_size,
-                                 return_embeddings=grid is not None)
-        metrics, cfg = ev.metrics, ev.config
-        if grid is not None:
-            from ctxsim.report.grid import retrieval_grid
-
-            pic = retrieval_grid(None, ev.data.query, grid, gallery=ev.data.gallery, k=grid_k,
-                                 n_queries=grid_queries, embeddings=ev.embeddings)
-    except CtxsimError as e:
-        fail_on(e)
+        pic = retrieval_grid(None, ev.data.query, grid, gallery=ev.data.gallery, k=grid_k,
+                             n_queries=grid_queries, embeddings=ev.embeddings)
     if json_out:
         out = {"checkpoint": str(checkpoint), "dataset": cfg.dataset, "metrics": metrics}
         if pic is not None:

@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ctxsim.cli.common import EXIT_USAGE, DbOption, fail, info, open_registry_or_exit
+from ctxsim.cli.common import EXIT_USAGE, fail, info, open_registry_or_exit
+from ctxsim.cli.options import DbOpt
 
 
 def port_problem(host: str, port: int) -> Optional[str]:
@@ -32,7 +33,7 @@ def port_problem(host: str, port: int) -> Optional[str]:
 
 
 def tui(
-    db: Optional[str] = DbOption,
+    db: DbOpt = None,
     serve: Annotated[bool, typer.Option("--serve", help="Serve the dashboard to a browser on 127.0.0.1 (textual-serve).")] = False,
     port: Annotated[int, typer.Option("--port", help="Port for --serve.", min=1, max=65535)] = 8000,
     poll: Annotated[float, typer.Option("--poll", help="Seconds between refreshes.", min=0.1)] = 2.0,

@@ -15,7 +15,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ctxsim.cli.common import EXIT_INTERRUPTED, DbOption, console, fail, fail_on, info, open_registry_or_exit, print_json
+from ctxsim.cli.common import EXIT_INTERRUPTED, console, fail, info, open_registry_or_exit, print_json
+from ctxsim.cli.options import DbOpt, JsonOpt, device_option
 
 app = typer.Typer(help="Tune hyperparameters on validation classes with Optuna (trials are registry jobs).",
                   no_args_is_help=False, invoke_without_command=True)
@@ -41,8 +42,8 @@ def tune(
     root: Annotated[Optional[str], typer.Option("--root", help="Dataset root folder.")] = None,
     gpus_per_job: Annotated[Optional[int], typer.Option("--gpus-per-job", help="GPUs each trial needs (default: 1 if a GPU is visible here, else 0).")] = None,
     poll: Annotated[float, typer.Option("--poll", help="Seconds between looks at the trials' jobs.")] = 2.0,
-    device: Annotated[str, typer.Option("--device", help="--local: auto, cpu or cuda.")] = "auto",
-    db: Optional[str] = DbOption,
+    device: device_option("--local: auto, cpu or cuda.") = "auto",
+    db: DbOpt = None,
 ) -> None:
     """Run (or continue) a study; `ctxsim tune show NAME` prints one."""
     if ctx.invoked_subcommand is not None:
@@ -54,22 +55,18 @@ def tune(
         fail("--poll must be > 0")
     import optuna
 
-    from ctxsim.errors import CtxsimError
     from ctxsim.train.configure import configure
     from ctxsim.tuning import Tuner, build_spec
     from ctxsim.tuning.study import default_pruner
 
-    try:
-        base = configure(dataset, loss, resolution, root=root, sets=list(set_ or []), epochs=epochs, seed=seed)
-        if gpus_per_job is None:
-            from ctxsim.runner.gpus import detect_gpus
+    base = configure(dataset, loss, resolution, root=root, sets=list(set_ or []), epochs=epochs, seed=seed)
+    if gpus_per_job is None:
+        from ctxsim.runner.gpus import detect_gpus
 
-            gpus_per_job = 1 if detect_gpus(use_torch=False) else 0
-        spec = build_spec(study, base, list(space or []), trials, objective=objective, parallel=parallel, local=local,
-                          gpus_per_job=gpus_per_job)
-        the_pruner = default_pruner(pruner)
-    except CtxsimError as e:
-        fail_on(e)
+        gpus_per_job = 1 if detect_gpus(use_torch=False) else 0
+    spec = build_spec(study, base, list(space or []), trials, objective=objective, parallel=parallel, local=local,
+                      gpus_per_job=gpus_per_job)
+    the_pruner = default_pruner(pruner)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     reg = open_registry_or_exit(db)
     try:
@@ -81,8 +78,6 @@ def tune(
     except KeyboardInterrupt:
         info(f"interrupted: study {spec.study} kept; rerun the same command to continue it")
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    except CtxsimError as e:
-        fail_on(e)
     best = (f"best {objective} {res.best_value:.4f} (job {res.best_job}): "
             + " ".join(f"{k}={v}" for k, v in res.best_params.items())) if res.best_value is not None else "no complete trial"
     console.print(f"study {res.study}: {res.finished} finished ({res.complete} complete, {res.pruned} pruned, "
@@ -92,21 +87,17 @@ def tune(
 @app.command("show")
 def show(
     name: Annotated[Optional[str], typer.Argument(help="Study name (none: list the studies).")] = None,
-    json_: Annotated[bool, typer.Option("--json", help="Print JSON only (on stdout).")] = False,
-    db: Optional[str] = DbOption,
+    json_: JsonOpt = False,
+    db: DbOpt = None,
 ) -> None:
     """Trials, best value and parameters, and parameter importances of a study."""
     import optuna
 
-    from ctxsim.errors import CtxsimError
     from ctxsim.tuning import list_studies, study_summary
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     reg = open_registry_or_exit(db, create=False)
-    try:
-        data = study_summary(reg, name) if name else {"studies": list_studies(reg)}
-    except CtxsimError as e:
-        fail_on(e)
+    data = study_summary(reg, name) if name else {"studies": list_studies(reg)}
     if json_:
         print_json(data)
         return

@@ -87,6 +87,23 @@ def ablation_configs(dataset: str, resolution: int = 256, base: Any = None, seed
     return out
 
 
+def build_ablation_grid(datasets: str, losses: Optional[str], resolutions: str, seeds: Optional[str],
+                        sets: list[str], epochs: Optional[int], root: Optional[str], variants: str,
+                        profile: Optional[str] = None) -> list[tuple[Any, list[str]]]:
+    """``ctxsim sweep --ablation``: every (dataset, resolution, --set) base hybrid config of the sweep
+    grid (ctxsim.train.sweep) x variants x seeds, as [(RunConfig, its assignments)]."""
+    from ctxsim.train.sweep import build_grid, parse_seeds, split_values
+
+    if losses and split_values(losses) != ["hybrid"]:
+        raise ConfigError(f"--ablation varies the hybrid loss; drop --loss or use --loss hybrid (got {losses!r})")
+    out = []
+    for base, assign in build_grid(datasets, "hybrid", resolutions, None, sets, epochs, root, profile):
+        seed_list = [base.seed if s is None else s for s in parse_seeds(seeds)]
+        for cfg in ablation_configs(base.dataset, base.resolution, base=base, seeds=seed_list, variants=variants):
+            out.append((cfg, assign + [f"loss.ablation={cfg.loss_kw['ablation']}"]))
+    return out
+
+
 def _ablation_of(config_items: dict[str, str]) -> Optional[int]:
     """The ablation id of a hybrid run from its flattened config (None: not a hybrid run)."""
     raw = config_items.get("loss_kw.ablation")

@@ -83,3 +83,15 @@ class EventKind(StrEnum):
 
 
 EVENT_KINDS: tuple[str, ...] = tuple(k.value for k in EventKind)
+
+
+class Executor(StrEnum):
+    """Who runs a job (``jobs.executor``): a local worker, the Slurm poller, or the process that
+    queued it (``ctxsim run``, the toy and reference commands)."""
+
+    LOCAL = "local"
+    SLURM = "slurm"
+    FOREGROUND = "foreground"
+
+
+QUEUE_EXECUTORS: tuple[Executor, ...] = (Executor.LOCAL, Executor.SLURM)  # what --executor may name

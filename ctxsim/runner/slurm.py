@@ -44,14 +44,14 @@ from ctxsim.errors import ConfigError, one_line
 from ctxsim.registry import jobs
 from ctxsim.registry.db import Registry, open_registry
 from ctxsim.registry.models import EventKind
-from ctxsim.registry.states import JobStatus
+from ctxsim.registry.states import Executor, JobStatus
 from ctxsim.runner.job import EXIT_DONE, EXIT_FAILED, EXIT_NOT_OWNED
 from ctxsim.runner.skeleton import WorkerLoop, killpg
 from ctxsim.runner.torchrun import torchrun_argv
 
 log = logging.getLogger(__name__)
 
-EXECUTOR = "slurm"
+EXECUTOR = Executor.SLURM
 
 # Slurm job states (sacct/squeue) -> what the poller does with them
 ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
