@@ -99,3 +99,23 @@ class MetricLoss(nn.Module):
     def hparams(self) -> dict:
         """Hyper-parameters worth logging with a run."""
         return {}
+
+
+class SimilarityLoss(MetricLoss):
+    """A loss of the batch's fp32 cosine-similarity matrix S and its label matrix W.
+
+    ``forward`` does the opening every such loss shares, once: check the inputs, leave autocast,
+    normalise, S = f fᵀ, W from the labels; subclasses write ``loss_of(S, W)`` (and may widen the
+    batch first in ``loss_batch``: DDP gathering)."""
+
+    def loss_batch(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch the loss is taken over (default: this rank's own)."""
+        return embeddings, labels
+
+    def loss_of(self, S: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        embeddings, labels = self.loss_batch(*check_inputs(embeddings, labels))
+        with fp32(embeddings.device):
+            return self.loss_of(similarity(normalize(embeddings)), label_matrix(labels))

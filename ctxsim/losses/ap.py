@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ._base import MetricLoss, check_inputs, fp32, label_matrix, normalize, similarity
+from ._base import SimilarityLoss
 from .pairs import margin_contrastive
 
 
@@ -77,7 +77,7 @@ def batch_ap(S: torch.Tensor, W: torch.Tensor, kind: str = "supap", tau: float =
     return (rank_pos / rank_all).sum(1) / W.sum(1)
 
 
-class SupAPLoss(MetricLoss):
+class SupAPLoss(SimilarityLoss):
     """1 - mean SupAP over the batch (reference-implementation §2.4), reference form by default."""
 
     def __init__(self, tau: float = 0.01, rho: float = 100.0, delta: float = 0.05, offset: float = 1.44,
@@ -86,11 +86,8 @@ class SupAPLoss(MetricLoss):
         self.ap_kwargs = dict(tau=float(tau), rho=float(rho), delta=float(delta), offset=float(offset),
                               start=float(start), roadmap_linear=bool(roadmap_linear))
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        embeddings, labels = check_inputs(embeddings, labels)
-        with fp32(embeddings.device):
-            S = similarity(normalize(embeddings))
-            loss = 1.0 - batch_ap(S, label_matrix(labels), "supap", **self.ap_kwargs).mean()
+    def loss_of(self, S: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        loss = 1.0 - batch_ap(S, W, "supap", **self.ap_kwargs).mean()
         self._record(ap=loss)
         return loss
 
@@ -98,7 +95,7 @@ class SupAPLoss(MetricLoss):
         return dict(self.ap_kwargs)
 
 
-class RoadmapLoss(MetricLoss):
+class RoadmapLoss(SimilarityLoss):
     """lam·contrastive(.9, .6) + (1-lam)·(1 - SupAP), lam .5 (reference-implementation §2.1 "Roadmap", §2.2)."""
 
     def __init__(self, lam: float = 0.5, pos_margin: float = 0.9, neg_margin: float = 0.6, tau: float = 0.01,
@@ -111,22 +108,17 @@ class RoadmapLoss(MetricLoss):
         self.ap_kwargs = dict(tau=float(tau), rho=float(rho), delta=float(delta), offset=float(offset),
                               start=float(start), roadmap_linear=bool(roadmap_linear))
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        embeddings, labels = check_inputs(embeddings, labels)
-        with fp32(embeddings.device):
-            S = similarity(normalize(embeddings))
-            W = label_matrix(labels)
-            ap = 1.0 - batch_ap(S, W, "supap", **self.ap_kwargs).mean()
-            con = margin_contrastive(S, W, self.pos_margin, self.neg_margin)
-            loss = self.lam * con + (1.0 - self.lam) * ap
+    def loss_of(self, S: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        ap = 1.0 - batch_ap(S, W, "supap", **self.ap_kwargs).mean()
+        con = margin_contrastive(S, W, self.pos_margin, self.neg_margin)
         self._record(ap=ap, con=con)
-        return loss
+        return self.lam * con + (1.0 - self.lam) * ap
 
     def hparams(self) -> dict:
         return {"lam": self.lam, "pos_margin": self.pos_margin, "neg_margin": self.neg_margin, **self.ap_kwargs}
 
 
-class SmoothAPLoss(MetricLoss):
+class SmoothAPLoss(SimilarityLoss):
     """1 - mean SmoothAP, tau .01 (reference-implementation §2.2 "smoothap"); lam > 0 adds lam·contrastive(.9, .6)
     and weights SmoothAP by 1-lam, as the 224 code's SmoothapLoss (lam .5)."""
 
@@ -138,19 +130,14 @@ class SmoothAPLoss(MetricLoss):
         self.pos_margin = float(pos_margin)
         self.neg_margin = float(neg_margin)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        embeddings, labels = check_inputs(embeddings, labels)
-        with fp32(embeddings.device):
-            S = similarity(normalize(embeddings))
-            W = label_matrix(labels)
-            ap = 1.0 - batch_ap(S, W, "smoothap", tau=self.tau).mean()
-            if self.lam:
-                con = margin_contrastive(S, W, self.pos_margin, self.neg_margin)
-                loss = self.lam * con + (1.0 - self.lam) * ap
-            else:
-                con, loss = None, ap
-        self._record(ap=ap, **({"con": con} if con is not None else {}))
-        return loss
+    def loss_of(self, S: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        ap = 1.0 - batch_ap(S, W, "smoothap", tau=self.tau).mean()
+        if not self.lam:
+            self._record(ap=ap)
+            return ap
+        con = margin_contrastive(S, W, self.pos_margin, self.neg_margin)
+        self._record(ap=ap, con=con)
+        return self.lam * con + (1.0 - self.lam) * ap
 
     def hparams(self) -> dict:
         return {"tau": self.tau, "lam": self.lam, "pos_margin": self.pos_margin, "neg_margin": self.neg_margin}

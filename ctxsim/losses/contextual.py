@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._base import MetricLoss, check_inputs, fp32, label_matrix, normalize, similarity, similarity_regularizer
+from ._base import SimilarityLoss, similarity_regularizer
 from .pairs import margin_contrastive
 
 # reference-implementation §8: ablation number -> name (0 is the paper's loss)
@@ -274,7 +274,7 @@ def resolve_convention(convention) -> str:
     return c
 
 
-class ContextualLoss(MetricLoss):
+class ContextualLoss(SimilarityLoss):
     """The contextual ("hybrid") loss: contextual + margin contrastive + similarity regulariser.
 
     convention "256" (main.py): lam·L_ctx + gamma·L_reg + (1-lam-gamma)·L_con;
@@ -312,27 +312,26 @@ class ContextualLoss(MetricLoss):
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        embeddings, labels = check_inputs(embeddings, labels)
+    def loss_batch(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.gather:
             from .distributed import gather_labels, gather_with_grad
 
             embeddings, labels = gather_with_grad(embeddings), gather_labels(labels)
         if self.k > embeddings.shape[0]:
             raise ValueError(f"k={self.k} is larger than the batch size {embeddings.shape[0]}")
-        with fp32(embeddings.device):
-            S = similarity(normalize(embeddings))
-            W = label_matrix(labels)
-            S_ctx = center_grad(S) if self.ctx_center_grad else S
-            J = contextual_similarity(S_ctx, self.k, self.eps, ablation=self.ablation, slope=self.slope,
-                                      temperature=self.temperature)
-            ctx = contextual_term(J, W)
-            con = margin_contrastive(S, W, self.pos_margin, self.neg_margin)
-            reg = similarity_regularizer(S, self.reg_sim)
-            if self.convention == "256":
-                loss = self.lam * ctx + self.gamma * reg + (1.0 - self.lam - self.gamma) * con
-            else:
-                loss = (self.lam * con + (1.0 - self.lam) * ctx) + self.gamma * reg
+        return embeddings, labels
+
+    def loss_of(self, S: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        S_ctx = center_grad(S) if self.ctx_center_grad else S
+        J = contextual_similarity(S_ctx, self.k, self.eps, ablation=self.ablation, slope=self.slope,
+                                  temperature=self.temperature)
+        ctx = contextual_term(J, W)
+        con = margin_contrastive(S, W, self.pos_margin, self.neg_margin)
+        reg = similarity_regularizer(S, self.reg_sim)
+        if self.convention == "256":
+            loss = self.lam * ctx + self.gamma * reg + (1.0 - self.lam - self.gamma) * con
+        else:
+            loss = (self.lam * con + (1.0 - self.lam) * ctx) + self.gamma * reg
         self._record(ctx=ctx, con=con, reg=reg)
         return loss
 

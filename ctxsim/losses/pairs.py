@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._base import MetricLoss, check_inputs, fp32, label_matrix, normalize, similarity
+from ._base import MetricLoss, SimilarityLoss, check_inputs, fp32, normalize
 
 
 def margin_contrastive(S: torch.Tensor, W: torch.Tensor, pos_margin: float = 0.9,
@@ -23,7 +23,7 @@ def margin_contrastive(S: torch.Tensor, W: torch.Tensor, pos_margin: float = 0.9
     return l_p + l_n
 
 
-class ContrastiveLoss(MetricLoss):
+class ContrastiveLoss(SimilarityLoss):
     """Margin contrastive baseline, margins 0.9 / 0.6 (reference-implementation §2.1 "Contrastive", §2.2)."""
 
     def __init__(self, pos_margin: float = 0.9, neg_margin: float = 0.6) -> None:
@@ -31,11 +31,8 @@ class ContrastiveLoss(MetricLoss):
         self.pos_margin = float(pos_margin)
         self.neg_margin = float(neg_margin)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        embeddings, labels = check_inputs(embeddings, labels)
-        with fp32(embeddings.device):
-            S = similarity(normalize(embeddings))
-            loss = margin_contrastive(S, label_matrix(labels), self.pos_margin, self.neg_margin)
+    def loss_of(self, S: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        loss = margin_contrastive(S, W, self.pos_margin, self.neg_margin)
         self._record(con=loss)
         return loss
 

@@ -26,8 +26,8 @@ from sqlalchemy.orm import Session
 from ctxsim.errors import JobNotFoundError, JobStateError
 from ctxsim.registry.db import Registry
 from ctxsim.registry.models import EventKind, Job, JobEvent, JobStatus, Tag, Worker, utcnow
-from ctxsim.registry.states import Executor
 from ctxsim.registry.rundirs import run_folder
+from ctxsim.registry.states import Executor
 
 JOBS = Job.__table__
 FOREGROUND = Executor.FOREGROUND
