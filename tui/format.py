@@ -328,3 +328,13 @@ def series_groups(keys: Iterable[str]) -> tuple[list[str], list[str]]:
     retrieval.sort(key=lambda k: (not k.startswith("R@"), int(k[2:]) if k[2:].isdigit() else 0, k))
     loss.sort(key=lambda k: (k != "train/loss", k == "epoch/loss", k))
     return loss, retrieval
+
+
+def worker_state(w: dict[str, Any], now: datetime, stale_after_s: float) -> str:
+    """alive | dead (heartbeat older than ``stale_after_s``) | stopped."""
+    if w.get("status") == "stopped":
+        return "stopped"
+    hb = w.get("heartbeat_at")
+    if hb is None or (now - hb).total_seconds() > stale_after_s:
+        return "dead"
+    return "alive"

@@ -269,3 +269,35 @@ def test_queue_lists_a_job_once_when_it_ends_during_the_read(seeded):
         event.remove(ro.engine, "after_cursor_execute", cancel_after_first)
         ro.dispose()
     assert fired and len(ids) == len(set(ids)), ids
+
+
+def test_runs_cache_reads_incrementally_without_textual(seeded):
+    """The runs screen's cache (ctxsim.tui.data.RunsCache) on its own: a first full read, then only
+    what changed, a removed job gone, and the status-line facts (counts, dead worker, stale job)."""
+    from ctxsim.registry import jobs
+    from ctxsim.runner.probe import probe_config
+    from ctxsim.tui.data import RunsCache
+
+    ro = read_registry(seeded)
+    cache = RunsCache()
+    first = cache.refresh(ro, FIXED_NOW, 60.0)
+    ids = {r.id for r in first.rows}
+    assert first.changed is None and ids == set(cache.jobs) and len(ids) >= 5
+    assert sum(first.counts.values()) == len(ids) and first.counts.get("running", 0) >= 1
+    assert "worker gpu02-w1 dead (no heartbeat)" in first.warnings
+    assert cache.rows[1].cells["dataset"] == "cub" and cache.rows[1].cells["loss"] == "hybrid"
+
+    calm = cache.refresh(ro, FIXED_NOW, 60.0)  # incremental now (rows written in the last 5 s are re-read)
+    assert calm.changed is not None and {r.id for r in calm.rows} == ids
+
+    new = jobs.enqueue(seeded, probe_config(label="fresh"))
+    sink = RegistrySink(seeded, 1)
+    sink.emit(Event("eval", {"epoch": 21, "metrics": {"R@1": 0.75}}, 1.0))
+    sink.close()
+    grown = cache.refresh(ro, FIXED_NOW, 60.0)
+    assert {new, 1} <= grown.changed and cache.rows[1].cells["best"] == "75.0 @21"
+    assert new in {r.id for r in grown.rows} and grown.counts["queued"] == first.counts.get("queued", 0) + 1
+
+    jobs.rm(seeded, new)
+    shrunk = cache.refresh(ro, FIXED_NOW, 60.0)
+    assert new not in {r.id for r in shrunk.rows} and new not in cache.jobs

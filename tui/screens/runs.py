@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from datetime import timedelta
-
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Header, Input, Select
 
-from ctxsim.baselines import paper as reference_numbers
-from ctxsim.registry import history, queries
 from ctxsim.registry.states import JobStatus
-from ctxsim.tui.format import RUN_COLUMNS, metric_drop, overrides_of, run_row
+from ctxsim.tui.data import FULL_RELOAD_EVERY, RunsCache
+from ctxsim.tui.format import RUN_COLUMNS
 from ctxsim.tui.messages import RegistryStatus, RunsLoaded
 from ctxsim.tui.screens.base import DashScreen
 from ctxsim.tui.widgets.filter_bar import FilterBar
 from ctxsim.tui.widgets.key_bar import KeyBar
 from ctxsim.tui.widgets.runs_table import RunsTable
 from ctxsim.tui.widgets.status_line import StatusLine
-from ctxsim.tui.widgets.workers_table import worker_state
-
-SUMMARY_KEYS = ("R@1", "MAP@R", "train/loss", "train/images_per_s")
-DROP_POINTS = 10.0  # a running job whose R@1 falls this many points below its best raises a notice
-PAPER_RELOAD_EVERY = 30  # polls between reloads of the (rarely changing) reference numbers
-FULL_RELOAD_EVERY = 30  # every job is re-read (rolling, a slice per poll) within this many polls
-UPDATED_AT_MARGIN = timedelta(seconds=5)  # writers' clocks may disagree a little
 
 
 class RunsScreen(DashScreen):
@@ -57,22 +46,12 @@ class RunsScreen(DashScreen):
 
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
-        self._paper: dict = {}
-        self._paper_loaded = False
-        self._polls = 0
         self._warnings: list[str] = []
         self._counts: dict[str, int] = {}
         self._workers_alive = 0
         self._last_status: dict[int, str] = {}  # UI thread: for finish/fail notices
         self._dropped: set[int] = set()  # jobs whose metric drop was already announced
-        # incremental state, touched only by the (single) read thread
-        self._jobs: dict[int, dict] = {}
-        self._rows: dict = {}
-        self._updated_at = None
-        self._metric_id = None
-        self._configs: dict[int, dict] = {}
-        self._overrides: dict[int, list[str]] = {}
-        self._recipes: dict[tuple, dict] = {}
+        self._cache = RunsCache()  # touched only by the (single) read thread
 
     def compose(self) -> ComposeResult:
         from ctxsim.names import DATASETS, LOSSES
@@ -94,96 +73,12 @@ class RunsScreen(DashScreen):
 
     # --- reading (thread) ---------------------------------------------------------------------
     def load(self) -> None:
-        """Incremental: only jobs whose row changed (jobs.updated_at) or that got new metric points
-        (metrics.id) are re-read, plus new ones; running jobs are re-formatted for the clock. What
-        a marker could miss (a writer's clock far behind) is caught by a rolling re-read: each poll
-        also re-reads every FULL_RELOAD_EVERY-th job, so every job is re-read within that many
-        polls at a small, even cost (a full re-read at once made every 30th poll ~10x slower)."""
-        reg = self.dash.read_reg
-        reload_paper = not self._paper_loaded or self._polls % PAPER_RELOAD_EVERY == 0 \
-            or self.dash.baselines_changed
-        if reload_paper:
-            self.dash.baselines_changed = False
-            paper = reference_numbers.paper_numbers(reg)
-            reload_paper = paper != self._paper or not self._paper_loaded  # re-format only on a change
-            self._paper = paper
-            self._paper_loaded = True
-        full = not self._jobs
-        turn = self._polls % FULL_RELOAD_EVERY
-        self._polls += 1
-        if full:
-            ch = queries.runs_changes(reg)
-            self._jobs = {j["id"]: j for j in queries.runs_table(reg, summary_keys=SUMMARY_KEYS)}
-            fetched = set(self._jobs)
-            for gone in set(self._rows) - fetched:
-                del self._rows[gone]
-        else:
-            since = self._updated_at - UPDATED_AT_MARGIN if self._updated_at is not None else None
-            ch = queries.runs_changes(reg, since, self._metric_id)
-            ids = set(ch["ids"])
-            for gone in set(self._jobs) - ids:
-                del self._jobs[gone]
-                self._rows.pop(gone, None)
-            rolling = set(sorted(ids)[turn::FULL_RELOAD_EVERY])
-            fetched = (ids - set(self._jobs)) | (ch["changed"] & ids) | rolling
-            if fetched:
-                for j in queries.runs_table(reg, ids=fetched, summary_keys=SUMMARY_KEYS):
-                    self._jobs[j["id"]] = j
-        self._updated_at, self._metric_id = ch["updated_at"], ch["metric_id"]
-        self._add_history(reg, fetched, full)
-        now = self.dash.clock()
-        stale = self.dash.stale_after_s
-        redo = set(self._jobs) if (full or reload_paper) else (fetched | ch[JobStatus.RUNNING]) & set(self._jobs)
-        for jid in redo:
-            self._rows[jid] = run_row(self._jobs[jid], self._paper, now, stale)
-        workers = queries.workers_table(reg)
-        drops = {jid: d for jid in redo if (d := metric_drop(self._jobs[jid], "R@1", DROP_POINTS))}
-        self.post_message(RunsLoaded(list(self._rows.values()), 0.0, self._notes_for(workers, now),
-                                     None if (full or reload_paper) else redo, drops))
-
-    def _add_history(self, reg, fetched: set[int], full: bool) -> None:
-        """Configs (searched as key=value; read once per job), overrides of the recipe, and the
-        time of earlier attempts (re-read for the jobs that changed)."""
-        new = [j for j in fetched if j not in self._configs]
-        if new:
-            self._configs.update(history.job_configs(reg, None if full and not self._configs else new))
-        attempts = history.job_attempts(reg, None if full else fetched) if fetched else {}
-        for jid in fetched:
-            j = self._jobs.get(jid)
-            if j is None:
-                continue
-            j["config"] = self._configs.get(jid, {})
-            j["prior_elapsed_s"] = history.prior_elapsed_s(attempts.get(jid, []), j.get("started_at"))
-            j["overrides"] = self._overrides_of(jid, j)
-
-    def _overrides_of(self, jid: int, job: dict) -> list[str]:
-        if jid in self._overrides:
-            return self._overrides[jid]
-        key = (job["dataset"], job["loss"], job.get("resolution") or 256)
-        if key not in self._recipes:
-            try:
-                from ctxsim.train.recipes import recipe
-
-                self._recipes[key] = recipe(*key).to_dict()
-            except Exception:  # noqa: BLE001 - an unknown recipe (old registry): no overrides shown
-                self._recipes[key] = {}
-        diff = overrides_of(job.get("config") or {}, self._recipes[key])
-        self._overrides[jid] = diff
-        return diff
-
-    def _notes_for(self, workers: list, now) -> list[str]:
-        """Warnings (first on the status line, never cut): dead workers, running jobs without heartbeat."""
-        stale = self.dash.stale_after_s
-        self._counts = dict(Counter(j["status"] for j in self._jobs.values()))
-        warnings = []
-        for w in workers:
-            if worker_state(w, now, stale) == "dead":
-                warnings.append(f"worker {w['id']} dead (no heartbeat)")
-        n_stale = sum(r.stale for r in self._rows.values())
-        if n_stale:
-            warnings.append(f"{n_stale} running without heartbeat")
-        self._workers_alive = sum(worker_state(w, now, stale) == "alive" for w in workers)
-        return warnings
+        """One incremental read (ctxsim.tui.data.RunsCache); the rows go to the UI as a message."""
+        reload_paper, self.dash.baselines_changed = self.dash.baselines_changed, False
+        up = self._cache.refresh(self.dash.read_reg, self.dash.clock(), self.dash.stale_after_s, reload_paper,
+                                 full_reload_every=FULL_RELOAD_EVERY)
+        self._counts, self._workers_alive = up.counts, up.workers_alive
+        self.post_message(RunsLoaded(up.rows, 0.0, up.warnings, up.changed, up.drops))
 
     # --- UI -----------------------------------------------------------------------------------
     def on_runs_loaded(self, msg: RunsLoaded) -> None:
@@ -263,7 +158,7 @@ class RunsScreen(DashScreen):
 
     def _job(self):
         jid = self.table.current_id()
-        return self._jobs.get(jid) if jid is not None else None
+        return self._cache.jobs.get(jid) if jid is not None else None
 
     def action_copy(self) -> None:
         job = self._job()

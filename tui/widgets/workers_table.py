@@ -7,19 +7,8 @@ from typing import Any
 
 from rich.text import Text
 
-from ctxsim.tui.format import fmt_duration
+from ctxsim.tui.format import fmt_duration, worker_state
 from ctxsim.tui.widgets.keyed_table import KeyedTable
-
-
-def worker_state(w: dict[str, Any], now: datetime, stale_after_s: float) -> str:
-    """alive | dead (heartbeat older than ``stale_after_s``) | stopped."""
-    if w.get("status") == "stopped":
-        return "stopped"
-    hb = w.get("heartbeat_at")
-    if hb is None or (now - hb).total_seconds() > stale_after_s:
-        return "dead"
-    return "alive"
-
 
 STATE_STYLE = {"alive": "bold green", "dead": "bold red", "stopped": "dim"}
 
