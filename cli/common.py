@@ -9,6 +9,7 @@ import functools
 import json
 import re
 import sys
+from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, TypeVar
 
 import typer
@@ -102,26 +103,61 @@ def table_console() -> Console:
 
 
 def print_rows(header: list[str], rows: list[list[str]], fmt: str = "table", title: Optional[str] = None,
-               no_wrap: tuple[str, ...] = ()) -> None:
-    """A table of plain strings: rich on a terminal (full values through a pipe), or ``fmt="tsv"``:
-    a header line and one line per row, tab-separated (tabs and newlines in values become spaces)."""
-    if fmt == "tsv":
-        def clean(v: str) -> str:
-            return re.sub(r"[\t\r\n]+", " ", v)
+               no_wrap: tuple[str, ...] = (), styles: Optional[dict[str, dict[str, str]]] = None) -> None:
+    """A table of plain strings (no markup). ``fmt="tsv"``: a header line and one line per row,
+    tab-separated (tabs and newlines in values become spaces). Else aligned columns: through a pipe
+    plain text with whole values; on a terminal coloured by ``styles`` (column -> value -> rich
+    style), and laid out by rich (wrapping cells) only when the rows are wider than the terminal.
+    Aligning by hand takes milliseconds where rich's table takes a second for 1,000 rows."""
+    def clean(v: str) -> str:
+        return re.sub(r"[\t\r\n]+", " ", v)
 
+    if fmt == "tsv":
         sys.stdout.write("\t".join(header) + "\n")
         sys.stdout.writelines("\t".join(clean(v) for v in r) + "\n" for r in rows)
         sys.stdout.flush()
         return
-    from rich.table import Table
+    from rich.cells import cell_len
+    from rich.text import Text
 
     out = table_console()
-    t = Table(title=title, show_edge=False)
-    for c in header:
-        t.add_column(c, no_wrap=c in no_wrap or not out.is_terminal)
-    for r in rows:
-        t.add_row(*r)
-    out.print(t)
+    cells = [[clean(v) for v in r] for r in rows]
+    widths = [max([cell_len(h)] + [cell_len(r[i]) for r in cells]) for i, h in enumerate(header)]
+    styles = styles or {}
+    if out.is_terminal and sum(widths) + 2 * (len(widths) - 1) > out.width:
+        from rich.table import Table
+
+        t = Table(title=title, show_edge=False)
+        for c in header:
+            t.add_column(c, no_wrap=c in no_wrap)
+        for r in cells:
+            t.add_row(*[Text(v, style=styles.get(h, {}).get(v, "")) for h, v in zip(header, r)])
+        out.print(t)
+        return
+
+    def line(values: list[str], header_line: bool = False) -> Text:
+        text = Text(no_wrap=True, overflow="ignore")
+        for i, (h, v) in enumerate(zip(header, values)):
+            style = "bold" if header_line else styles.get(h, {}).get(v, "")
+            text.append(v + " " * (widths[i] - cell_len(v)) + ("  " if i < len(values) - 1 else ""), style)
+        text.rstrip()
+        return text
+
+    if not out.is_terminal:  # plain text: no styles, no layout engine
+        if title:
+            sys.stdout.write(title + "\n")
+        pad = [lambda v, w=w: v + " " * (w - cell_len(v)) for w in widths]
+        sys.stdout.write("  ".join(p(h) for p, h in zip(pad, header)).rstrip() + "\n")
+        sys.stdout.write("  ".join("─" * w for w in widths) + "\n")
+        sys.stdout.writelines("  ".join(p(v) for p, v in zip(pad, r)).rstrip() + "\n" for r in cells)
+        sys.stdout.flush()
+        return
+    if title:
+        out.print(title, style="italic", highlight=False)
+    out.print(line(header, header_line=True))
+    out.print(Text("  ".join("─" * w for w in widths), style="dim"))
+    for r in cells:
+        out.print(line(r))
 
 
 def print_json(obj: Any) -> None:
@@ -145,6 +181,19 @@ def _say_locked(url: str, timeout_s: float) -> None:
                       f"waiting up to {timeout_s:g} s (--lock-timeout)", highlight=False, soft_wrap=True)
 
 
+def _refuse_missing_folder(db: str) -> None:
+    """An explicit --db (or $CTXSIM_DB) SQLite file whose folder does not exist is a typo far more
+    often than a wish: exit 2, nothing created. Only the default ./experiments.db appears unasked."""
+    from ctxsim.registry.urls import resolve_url
+
+    url = resolve_url(db)
+    if not url.startswith("sqlite:///") or url.endswith(":memory:") or "mode=ro" in url:
+        return
+    path = Path(url[len("sqlite:///"):].split("?", 1)[0])
+    if not path.parent.is_dir():
+        fail(f"registry {path}: folder {path.parent} does not exist (create it first, or check --db)", EXIT_USAGE)
+
+
 def open_registry_or_exit(db: Optional[str], create: bool = True, readonly: bool = False):
     """Opens the registry, turning any failure into one line: EXIT_REGISTRY, or EXIT_USAGE for a
     URL that cannot be parsed (RegistryURLError) or a bad --lock-timeout.
@@ -158,6 +207,8 @@ def open_registry_or_exit(db: Optional[str], create: bool = True, readonly: bool
 
     global _opened_url
     locks.lock_wait_notifier = _say_locked
+    if db and create and not readonly:
+        _refuse_missing_folder(db)
     try:
         reg = registry_db.open_registry(db, create=create, readonly=readonly, lock_timeout=_lock_timeout)
         _opened_url = reg.url

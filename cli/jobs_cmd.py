@@ -60,8 +60,6 @@ def ls(
     if json_:
         print_json(rows)
         return
-    from rich.markup import escape
-
     from ctxsim.registry.states import JOB_STATUS_STYLE as colors  # the dashboard's colours too
 
     tsv = fmt == "tsv"
@@ -78,11 +76,8 @@ def ls(
                 "" if r["seed"] is None else str(r["seed"]), ep,
                 _fmt_num(sm.get("train/loss", {}).get("last")), fmt_metric("R@1", sm.get("R@1", {}).get("best")),
                 where, r["name"] or ""]
-        if not tsv:
-            line = [escape(v) for v in line]
-            line[1] = f"[{colors.get(r['status'], 'white')}]{line[1]}[/]"
         cells.append(line)
-    print_rows(header, cells, fmt=fmt, no_wrap=("id", "status"))
+    print_rows(header, cells, fmt=fmt, no_wrap=("id", "status"), styles={"status": colors})
     if not rows:
         info("no jobs")
 

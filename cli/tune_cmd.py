@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ctxsim.cli.common import EXIT_INTERRUPTED, console, fail, info, open_registry_or_exit, print_json
+from ctxsim.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, console, fail, fmt_metric, info, is_percent_metric, open_registry_or_exit, print_json
 from ctxsim.cli.options import DbOpt, JsonOpt, device_option
 
 app = typer.Typer(help="Tune hyperparameters on validation classes with Optuna (trials are registry jobs).",
@@ -67,6 +67,10 @@ def tune(
     spec = build_spec(study, base, list(space or []), trials, objective=objective, parallel=parallel, local=local,
                       gpus_per_job=gpus_per_job)
     the_pruner = default_pruner(pruner)
+    from ctxsim.train.sweep import preflight_grid
+    from ctxsim.tuning.space import corner_configs
+
+    preflight_grid(corner_configs(spec.params, base))  # as run and sweep: a trial that could never start is exit 2, no rows
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     reg = open_registry_or_exit(db)
     try:
@@ -78,10 +82,14 @@ def tune(
     except KeyboardInterrupt:
         info(f"interrupted: study {spec.study} kept; rerun the same command to continue it")
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    best = (f"best {objective} {res.best_value:.4f} (job {res.best_job}): "
+    unit = " %" if is_percent_metric(objective) else ""
+    best = (f"best {objective} {fmt_metric(objective, res.best_value)}{unit} (job {res.best_job}): "
             + " ".join(f"{k}={v}" for k, v in res.best_params.items())) if res.best_value is not None else "no complete trial"
     console.print(f"study {res.study}: {res.finished} finished ({res.complete} complete, {res.pruned} pruned, "
                   f"{res.failed} failed); {best}", highlight=False, soft_wrap=True)
+    if not res.complete:
+        info("no trial completed (see `ctxsim tune show " + res.study + "` and `ctxsim ls`)")
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command("show")

@@ -512,3 +512,11 @@ def test_set_priority_moves_only_queued_jobs(registry):
     with pytest.raises(JobNotFoundError):
         jobs.set_priority(registry, 999, 1)
     assert jobs.claim(registry, "w").id == low
+
+
+def test_the_head_revision_constant_is_alembics_head():
+    """Opening a current registry compares with HEAD_REVISION and never loads Alembic: the constant
+    must move with every new revision file."""
+    from ctxsim.registry.migrations import HEAD_REVISION
+
+    assert HEAD_REVISION == head_revision() == f"v{SCHEMA_VERSION}"

@@ -10,12 +10,29 @@ fake (tiny generated trees in each layout, for tests and smoke runs).
 
 from __future__ import annotations
 
-from ctxsim.data.common import DataBundle
-from ctxsim.data.samplers import SAMPLERS, build_batch_sampler
+from typing import TYPE_CHECKING, Any
+
 from ctxsim.errors import ConfigError
 from ctxsim.names import DATASETS, PAPER_DATASETS_BY_RESOLUTION, canonical_dataset
 from ctxsim.names import PAPER_DATASETS as BENCHMARKS
 from ctxsim.names import SMALL_DATASETS as SMALL
+
+if TYPE_CHECKING:
+    from ctxsim.data.common import DataBundle
+    from ctxsim.data.samplers import SAMPLERS, build_batch_sampler
+
+# torch-backed names load on first use, so torch-free submodules (fingerprint, icons' manifest,
+# prepare's checks) can be imported by the read commands without torch (PEP 562)
+_LAZY = {"DataBundle": "ctxsim.data.common", "SAMPLERS": "ctxsim.data.samplers",
+         "build_batch_sampler": "ctxsim.data.samplers"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_sampler(dataset: str, resolution: int, batch_size: int = 128, ipc: int = 4, hierarchical: bool = None):
@@ -45,7 +62,7 @@ def default_sampler(dataset: str, resolution: int, batch_size: int = 128, ipc: i
     raise ConfigError(f"resolution must be 224 or 256, got {resolution}")
 
 
-def build_data(name: str, root=None, resolution: int = 256, **kw) -> DataBundle:
+def build_data(name: str, root=None, resolution: int = 256, **kw) -> "DataBundle":
     """Builds a dataset bundle by name (see DATASETS); ``root`` is the parent data directory."""
     key = canonical_dataset(name)  # ConfigError listing the choices
     if key in BENCHMARKS:

@@ -7,9 +7,7 @@ them (e.g. for a ResNet), otherwise the native size is used and ``resolution`` i
 
 from __future__ import annotations
 
-import gzip
 import os
-import struct
 from pathlib import Path
 from typing import Optional
 
@@ -18,16 +16,10 @@ import torch
 from torch.utils.data import Dataset
 
 from ctxsim.data.common import DataBundle
+from ctxsim.data.idx import FASHION_DIRS, FASHION_FILES, TRAIN_CLASSES, digits_table, fashion_file, read_idx  # noqa: F401  (FASHION_*: importable from here)
+from ctxsim.data.idx import find_fashion_dir as _find_fashion_dir
 from ctxsim.data.transforms import TensorAugment
-from ctxsim.errors import ConfigError, DataError
-
-FASHION_DIRS = ("/usr/share/datasets/fashion-mnist",)
-FASHION_FILES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
+from ctxsim.errors import ConfigError
 
 
 class TensorImageDataset(Dataset):
@@ -51,45 +43,9 @@ class TensorImageDataset(Dataset):
         return self.transform(self.images[int(index)]), int(self.labels[int(index)])
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """Reads an IDX file (optionally gzipped): magic, dims, then big-endian uint8 data."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
-    if len(data) < 4:
-        raise DataError(f"{path} is not an IDX file")
-    zero, dtype, ndim = data[0] << 8 | data[1], data[2], data[3]
-    if zero != 0 or dtype != 0x08:
-        raise DataError(f"{path} is not a uint8 IDX file")
-    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
-    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if arr.size != int(np.prod(dims)):
-        raise DataError(f"{path} is truncated ({arr.size} of {int(np.prod(dims))} values)")
-    return arr.reshape(dims)
-
-
 def find_fashion_dir(root: Optional[os.PathLike] = None) -> Path:
     """The directory holding the four fashion-mnist files (root, root/fashion-mnist, then Debian's)."""
-    cands = []
-    if root is not None:
-        cands += [Path(root), Path(root) / "fashion-mnist"]
-    cands += [Path(d) for d in FASHION_DIRS]
-    for d in cands:
-        if all((d / f).is_file() or (d / f[:-3]).is_file() for f in FASHION_FILES.values()):
-            return d
-    where = f"{root} or " if root is not None else ""
-    raise DataError(
-        f"fashion-mnist files not found in {where}{FASHION_DIRS[0]}: "
-        "apt-get install dataset-fashion-mnist, or pass --root DIR holding train-images-idx3-ubyte.gz etc."
-    )
-
-
-def _fashion_file(d: Path, key: str) -> Path:
-    p = d / FASHION_FILES[key]
-    return p if p.is_file() else d / FASHION_FILES[key][:-3]
+    return _find_fashion_dir(root, FASHION_DIRS)
 
 
 def _bundle(name, tr_x, tr_y, te_x, te_y, mean, std, pad, flip, image_size, ks, **augment) -> DataBundle:
@@ -111,11 +67,11 @@ def _bundle(name, tr_x, tr_y, te_x, te_y, mean, std, pad, flip, image_size, ks, 
 def build_fashion_mnist(root=None, image_size: Optional[int] = None, augment: bool = True, **_ignored) -> DataBundle:
     """Train: the 30,000 train-file images of classes 0-4; test: the 5,000 t10k images of classes 5-9."""
     d = find_fashion_dir(root)
-    tr_x = _read_idx(_fashion_file(d, "train_images"))
-    tr_y = _read_idx(_fashion_file(d, "train_labels")).astype(np.int64)
-    te_x = _read_idx(_fashion_file(d, "test_images"))
-    te_y = _read_idx(_fashion_file(d, "test_labels")).astype(np.int64)
-    mtr, mte = tr_y < 5, te_y >= 5
+    tr_x = read_idx(fashion_file(d, "train_images"))
+    tr_y = read_idx(fashion_file(d, "train_labels")).astype(np.int64)
+    te_x = read_idx(fashion_file(d, "test_images"))
+    te_y = read_idx(fashion_file(d, "test_labels")).astype(np.int64)
+    mtr, mte = tr_y < TRAIN_CLASSES, te_y >= TRAIN_CLASSES
     x_tr = torch.from_numpy(tr_x[mtr].copy()).unsqueeze(1)
     x_te = torch.from_numpy(te_x[mte].copy()).unsqueeze(1)
     # mean/std of the fashion-mnist training images (computed on the training classes at load time)
@@ -127,12 +83,9 @@ def build_fashion_mnist(root=None, image_size: Optional[int] = None, augment: bo
 
 def build_digits(image_size: Optional[int] = None, augment: bool = True, **_ignored) -> DataBundle:
     """scikit-learn's bundled 8x8 digits (no download): train classes 0-4, retrieval on 5-9."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)  # 0..16 -> 0..255
-    y = d.target.astype(np.int64)
-    mtr = y < 5
+    images, y = digits_table()
+    x = np.clip(np.rint(images * (255.0 / 16.0)), 0, 255).astype(np.uint8)  # 0..16 -> 0..255
+    mtr = y < TRAIN_CLASSES
     x_tr = torch.from_numpy(x[mtr]).unsqueeze(1)
     x_te = torch.from_numpy(x[~mtr]).unsqueeze(1)
     m = float(x_tr.float().mean() / 255.0)

@@ -36,11 +36,13 @@ from ctxsim.registry.locks import (  # noqa: F401  (the registry's public names,
 )
 from ctxsim.registry.urls import (  # noqa: F401  (as above)
     DEFAULT_DB_FILE,
+    URL_FORMS,
     describe_db_error,
     display_url,
     no_registry,
     redact,
     resolve_url,
+    scheme_problem,
     sqlite_file,
 )
 
@@ -276,7 +278,10 @@ def open_registry(url: str | os.PathLike | None = None, create: bool = True, rea
     try:
         u = make_url(resolved)
     except Exception as e:
-        raise RegistryURLError(f"invalid registry URL {redact(resolved)}: {one_line(e)}") from None
+        raise RegistryURLError(f"invalid registry URL {redact(resolved)}: {one_line(e)}; a registry is {URL_FORMS}") from None
+    problem = scheme_problem(u)
+    if problem:
+        raise RegistryURLError(f"invalid registry URL {redact(resolved)}: {problem}")
     path = sqlite_file(u)
     if readonly:
         return _open_readonly(resolved, path, timeout_s)

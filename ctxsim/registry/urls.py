@@ -71,3 +71,25 @@ def describe_db_error(url: str, e: BaseException) -> str:
     if "database is locked" in text or "database is busy" in text:
         return f"registry {redact(url)} is locked by another process: {text} (waited --lock-timeout)"
     return f"registry {redact(url)}: {text}"
+
+
+URL_FORMS = "a SQLite file (a path, or sqlite:////abs/path.db) or PostgreSQL (postgresql+psycopg://user@host:5432/db)"
+
+
+def scheme_problem(u) -> Optional[str]:
+    """Why a parsed URL names no database ctxsim can open (None: it can): only SQLite and PostgreSQL
+    through psycopg (3) or psycopg2 are supported, and a misspelt scheme should say so at once."""
+    import importlib.util
+
+    backend, _, driver = u.drivername.partition("+")  # get_driver_name() would load the dialect
+    if backend == "sqlite":
+        return None
+    if backend == "postgresql":
+        module = {"psycopg": "psycopg", "psycopg2": "psycopg2", "": "psycopg2"}.get(driver)
+        if module is None:
+            return f"unsupported PostgreSQL driver {driver!r}: use postgresql+psycopg://user@host:5432/db"
+        if importlib.util.find_spec(module) is None:
+            hint = "use postgresql+psycopg://..." if module == "psycopg2" else "pip install 'psycopg[binary]'"
+            return f"the {module} driver is not installed ({hint})"
+        return None
+    return f"unknown scheme {u.drivername!r}; a registry is {URL_FORMS}"

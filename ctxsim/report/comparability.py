@@ -4,6 +4,7 @@ the reference split. Every difference is one short string (``"epochs 1≠80"``).
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -60,14 +61,32 @@ def _set_name(key: str) -> str:
 
 def _full_config(config: Any) -> dict[str, Any]:
     """A stored config (JSON text or dict) with the defaults of fields it lacks (older configs)."""
+    text = config if isinstance(config, str) else json.dumps(dict(config or {}), default=str)
+    return json.loads(_full_config_text(text))  # JSON values both sides (lists, never tuples)
+
+
+@functools.lru_cache(maxsize=4096)
+def _full_config_text(config: str) -> str:
+    # runs of one sweep share their config text up to the seed: completed once per text
+    return json.dumps(_complete(json.loads(config)), default=str)
+
+
+def _complete(d: dict[str, Any]) -> dict[str, Any]:
     from ctxsim.errors import ConfigError
     from ctxsim.train.config import RunConfig
 
-    d = json.loads(config) if isinstance(config, str) else dict(config or {})
     try:
         return RunConfig.from_dict(d).to_dict()
     except (ConfigError, TypeError, ValueError):
         return d
+
+
+@functools.lru_cache(maxsize=256)
+def _recipe_items(dataset: str, loss: str, resolution: int) -> str:
+    """The recipe of a cell, flattened, as JSON (cached: compare asks once per run)."""
+    from ctxsim.train.recipes import recipe
+
+    return json.dumps(_flatten(recipe(dataset, loss, resolution).to_dict()))
 
 
 def config_deviations(config: Any, dataset: str, loss: str, resolution: Optional[int]) -> list[str]:
@@ -75,10 +94,9 @@ def config_deviations(config: Any, dataset: str, loss: str, resolution: Optional
     ``key run≠recipe`` (``epochs 1≠80``, ``model.arch tiny≠resnet50``), recipe key order first;
     the keys of ``NON_RESULT_KEYS`` are left out. Empty: the run is the recipe (any seed)."""
     from ctxsim.errors import ConfigError
-    from ctxsim.train.recipes import recipe
 
     try:
-        ref = _flatten(recipe(dataset, loss, resolution or 256).to_dict())
+        ref = json.loads(_recipe_items(dataset, loss, resolution or 256))
     except ConfigError as e:
         return [f"no recipe for {dataset}/{loss}/{resolution}: {e}"]
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import typing
@@ -242,15 +243,15 @@ class RunConfig:
                     raise ConfigError(f"nested keys are not supported: {key}")
                 d[free[head]] = {**d[free[head]], rest: parse_literal(raw)}
             elif rest and head == "model":
-                hints = typing.get_type_hints(ModelSpec)
+                hints = _hints(ModelSpec)
                 if rest not in hints:
                     raise ConfigError(_unknown_key_message(key, [f"model.{k}" for k in hints]))
                 d["model"][rest] = _parse_typed(key, raw, hints[rest])
             else:
-                hints = typing.get_type_hints(RunConfig)
+                hints = _hints(RunConfig)
                 if key not in hints or rest:
                     known = [k for k in hints if k not in ("model", "loss_kw", "sampler_kw", "data_kw")]
-                    known += [f"model.{k}" for k in typing.get_type_hints(ModelSpec)] + ["loss.<kw>", "sampler.<kw>", "data.<kw>"]
+                    known += [f"model.{k}" for k in _hints(ModelSpec)] + ["loss.<kw>", "sampler.<kw>", "data.<kw>"]
                     raise ConfigError(_unknown_key_message(key, known))
                 if key in ("model", "loss_kw", "sampler_kw", "data_kw"):
                     raise ConfigError(f"set {key} entries one by one, e.g. {key.split('_')[0]}.<name>=value")
@@ -288,8 +289,15 @@ def _choice(key: str, value: Any, allowed: tuple) -> None:
         raise ConfigError(f"{key} must be one of {', '.join(map(str, allowed))}; got {value!r}")
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints`` of a config class, computed once (it re-evaluates every annotation:
+    most of the time of building a config, and compare builds thousands)."""
+    return typing.get_type_hints(cls)
+
+
 def _from_dict(cls, d: dict[str, Any], prefix: str):
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     unknown = [k for k in d if k not in hints]
     if unknown:
         raise ConfigError(_unknown_key_message(prefix + unknown[0], [prefix + k for k in hints]))
@@ -380,7 +388,7 @@ def _is_instance(value: Any, tp: Any) -> bool:
 
 
 def _typecheck(obj: Any, prefix: str) -> None:
-    hints = typing.get_type_hints(type(obj))
+    hints = _hints(type(obj))
     for name, tp in hints.items():
         value = getattr(obj, name)
         if name == "model":

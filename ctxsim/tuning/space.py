@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -138,3 +139,16 @@ def check_keys(params: Sequence[Param], base: Any) -> None:
                 base.with_sets([p.set_arg(v)])
             except ConfigError as e:
                 raise ConfigError(f"--space {p.spec!r}: {e}") from None
+
+
+def corner_configs(params: Sequence[Param], base: Any, limit: int = 64) -> list[Any]:
+    """The configs at the corners of the space: every combination of each range's ends (each
+    category for a choice), or, past ``limit`` combinations, each end with the others at ``base``;
+    ``base`` first. What a trial could be is checked on these before any trial is queued."""
+    ends = [list(p.distribution.choices) if isinstance(p.distribution, CategoricalDistribution)
+            else [p.distribution.low, p.distribution.high] for p in params]
+    if math.prod(len(e) for e in ends) <= limit:
+        combos = [list(zip(params, c)) for c in itertools.product(*ends)]
+    else:
+        combos = [[(p, v)] for p, e in zip(params, ends) for v in e]
+    return [base] + [base.with_sets([p.set_arg(v) for p, v in combo]) for combo in combos]
