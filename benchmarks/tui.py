@@ -1,6 +1,10 @@
 """Dashboard responsiveness on a large registry: 1,000 runs x 5,000 metric points each.
 
     python benchmarks/tui.py [--runs 1000] [--points 5000] [--db /tmp/ctxsim-tui-bench.db] [--repeat 15]
+                             [--launches 5] [--no-train]
+
+By default a digits run (``ctxsim run``) trains into the same registry the whole time, as a worker
+would: it takes a core and writes metrics every step. ``--no-train`` measures an idle machine.
 
 Measures (median and p95 over ``--repeat``; wall time on this machine, nothing asserted):
   runs refresh, read    the runs screen's thread-worker read (incremental: runs_changes, then only
@@ -17,6 +21,9 @@ Measures (median and p95 over ``--repeat``; wall time on this machine, nothing a
                         vs a plain reference: re-read every point of the run
   key press             cursor down / sort / search keystroke -> handled, on 1,000 rows;
                         also cursor down while a refresh read runs in its thread
+  launch                a new app at 80x24 until its runs table holds every job (``--launches`` times)
+  filter                a status chosen in the filter bar -> the table filtered
+  detail open / back    Enter on a row -> the detail screen shows its first read; q -> the runs table
 Peak memory: tracemalloc peak of the read path and the process's max RSS.
 The registry file is built once (SQLite, bulk insert through the ORM's tables) and reused.
 """
@@ -29,6 +36,7 @@ import math
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -199,7 +207,7 @@ async def bench_app(reg, runs: int, repeat: int, out: dict) -> None:
             read_full.start()
             jobs = queries.runs_table(app.read_reg, summary_keys=("R@1", "MAP@R", "train/loss"))
             queries.workers_table(app.read_reg)
-            rows = [run_row(j, scr._paper, NOW, app.stale_after_s) for j in jobs]
+            rows = [run_row(j, scr._cache.paper, NOW, app.stale_after_s) for j in jobs]
             read_full.stop()
             apply_full.start()
             table.set_rows(rows)
@@ -258,6 +266,77 @@ async def bench_app(reg, runs: int, repeat: int, out: dict) -> None:
         await pilot.press("slash")
         out["key: search keystroke (filters 1,000 rows)"] = (await press("9", text, repeat)).result()
         out["_reads_in_flight"] = sum(in_flight)
+        await pilot.press("escape")
+        table.focus()
+
+        # a status filter chosen (the Select's value set, as a click or Enter does): filter applied
+        from textual.widgets import Select
+
+        status_select = scr.query_one("#f-status", Select)
+        filt = Clock()
+        for k in range(repeat):
+            want = ("done", "queued")[k % 2]
+            filt.start()
+            status_select.value = want
+            while table.filter.status != want:
+                await asyncio.sleep(0)
+            filt.stop()
+            await pilot.pause()
+        status_select.value = Select.BLANK
+        await pilot.pause()
+        out["filter: choose a status (1,000 rows)"] = filt.result()
+
+        # open a run's detail (Enter: the screen is up and its first read is shown) and go back (q)
+        from ctxsim.tui.screens.detail import DetailScreen
+
+        opened, back = Clock(), Clock()
+        for k in range(repeat):
+            table.focus()
+            table.move_to_key(str(runs - k % 10))
+            await pilot.pause()
+            opened.start()
+            app._driver.send_message(events.Key("enter", "\r"))
+            while not (isinstance(app.screen, DetailScreen) and app.screen.loads >= 1):
+                await asyncio.sleep(0)
+            opened.stop()
+            await pilot.pause()
+            back.start()
+            app._driver.send_message(events.Key("q", "q"))
+            while not isinstance(app.screen, RunsScreen):
+                await asyncio.sleep(0)
+            back.stop()
+            await pilot.pause()
+        out["detail: open (Enter -> first read shown)"] = opened.result()
+        out["detail: back (q -> runs table)"] = back.result()
+
+
+async def bench_launch(reg, runs: int, launches: int, out: dict) -> None:
+    """Launch -> the runs table holds every job (a new app each time, as ``ctxsim tui`` starts)."""
+    from ctxsim.tui.app import CtxsimApp
+    from ctxsim.tui.screens.runs import RunsScreen
+
+    first = Clock()
+    for _ in range(launches):
+        first.start()
+        app = CtxsimApp(reg, clock=lambda: NOW, poll_interval=None, label="bench", load_baselines=False)
+        async with app.run_test(size=(80, 24)) as pilot:
+            while not (isinstance(app.screen, RunsScreen) and len(app.screen.table.row_keys) == runs):
+                await asyncio.sleep(0.001)
+            first.stop()
+            await pilot.pause()
+    out["launch: first rows (80x24, every job in the table)"] = first.result()
+
+
+def start_training(db: Path) -> "subprocess.Popen | None":
+    """A worker's load while measuring: ``ctxsim run`` training digits into the same registry."""
+    import tempfile
+
+    argv = [sys.executable, "-m", "ctxsim.cli.main", "run", "-d", "digits", "-l", "hybrid", "--epochs", "200",
+            "--device", "cpu", "--fresh", "--name", "bench-trainer", "--db", str(db),
+            "--run-dir", tempfile.mkdtemp(prefix="ctxsim-tui-bench-run-")]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(8)  # past its imports: training (and writing metrics) from here on
+    return proc if proc.poll() is None else None
 
 
 def bench_detail(reg, runs: int, repeat: int, out: dict) -> None:
@@ -301,6 +380,9 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=5000)
     ap.add_argument("--db", default="/tmp/ctxsim-tui-bench.db")
     ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--launches", type=int, default=5)
+    ap.add_argument("--no-train", dest="train", action="store_false",
+                    help="measure on an idle machine (default: a digits run trains into the registry meanwhile)")
     a = ap.parse_args()
     path = Path(a.db)
     built = ensure_db(path, a.runs, a.points)
@@ -309,8 +391,17 @@ def main() -> None:
           + (f", built in {built:.0f} s" if built else ", reused"))
     reg = open_registry(path)
     out: dict = {}
-    bench_detail(reg, a.runs, a.repeat, out)
-    asyncio.run(bench_app(reg, a.runs, a.repeat, out))
+    trainer = start_training(path) if a.train else None
+    if a.train:
+        print("a digits run trains into the same registry meanwhile" if trainer else "the training run did not start")
+    try:
+        bench_detail(reg, a.runs, a.repeat, out)
+        asyncio.run(bench_launch(reg, a.runs + (1 if trainer else 0), a.launches, out))
+        asyncio.run(bench_app(reg, a.runs + (1 if trainer else 0), a.repeat, out))
+    finally:
+        if trainer is not None:
+            trainer.terminate()
+            trainer.wait(timeout=60)
     # memory in a separate pass: tracemalloc slows Python down and would distort the timings
     tracemalloc.start()
     bench_detail(reg, a.runs, 1, {})

@@ -14,9 +14,11 @@ from ctxsim.cli.common import (
     EXIT_NOT_FOUND,
     console,
     fail,
+    fmt_metric,
     info,
     open_registry_or_exit,
     print_json,
+    print_rows,
 )
 from ctxsim.cli.options import DbOpt, device_option, json_option
 
@@ -103,16 +105,11 @@ def toy_cmd(
     if json_out:
         print_json(summary)
         return
-    from rich.table import Table
-
-    t = Table(title=f"toy: 5 circles, {steps} steps, seed {seed} (held-out R@1 chance = {1 / 5:.2f})")
-    for c in ("loss", "job", "R@1 before", "R@1 after", "MAP@R after", "last loss", "seconds"):
-        t.add_column(c, justify="left" if c == "loss" else "right")
-    for i, r in enumerate(result.runs):
-        t.add_row(r.cfg["loss"], str(result.job_ids[i]) if result.job_ids else "-",
-                  f"{r.initial['R@1']:.3f}", f"{r.final['R@1']:.3f}", f"{r.final['MAP@R']:.3f}",
-                  f"{r.losses[-1]:.4f}", f"{r.seconds:.1f}")
-    console.print(t)
+    rows = [[r.cfg["loss"], str(result.job_ids[i]) if result.job_ids else "-", fmt_metric("R@1", r.initial["R@1"], 1),
+             fmt_metric("R@1", r.final["R@1"], 1), fmt_metric("MAP@R", r.final["MAP@R"], 1), f"{r.losses[-1]:.4f}",
+             f"{r.seconds:.1f}"] for i, r in enumerate(result.runs)]
+    print_rows(["loss", "job", "R@1 before %", "R@1 after %", "MAP@R after %", "last loss", "seconds"], rows,
+               title=f"toy: 5 circles, {steps} steps, seed {seed} (held-out R@1 chance = 20%)")
     console.print(summary["verdict"])  # which setting reproduces the reference notebook's finding
     info(f"wrote {result.png}")
 

@@ -166,10 +166,15 @@ class CtxsimApp(App):
         self._notice(f"copied: {cmd}", ok=True)
 
     def clone_into_form(self, job: dict) -> None:
-        """e: the new-run form filled with a job's dataset, loss, resolution and overrides."""
+        """e: the new-run form filled with a job's dataset, loss, resolution, overrides and seed; the
+        queued clone keeps the job's tags."""
+        overrides = list(job.get("overrides") or [])
+        if job.get("seed") is not None and not any(o.startswith("seed=") for o in overrides):
+            overrides.append(f"seed={job['seed']}")
         self.action_new_run(prefill={
             "dataset": job["dataset"], "loss": job["loss"], "resolution": job.get("resolution"),
-            "name": (job.get("name") or "") and f"{job['name']}-clone", "overrides": " ".join(job.get("overrides") or []),
+            "name": (job.get("name") or "") and f"{job['name']}-clone", "overrides": " ".join(overrides),
+            "tags": list(job.get("tags") or []),
         })
 
     def open_compare(self, job_ids: list[int]) -> None:

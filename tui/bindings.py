@@ -1,7 +1,7 @@
 """App-wide key bindings (each screen adds its own; the key bar lists what applies).
 
 ``q`` goes back one level and quits only from the runs table; ``?`` shows the keys of the current
-view; every binding with a description is also a command in the palette (Ctrl+P).
+view; every binding with a description is also a command in the palette (Ctrl+P, or ``:``).
 """
 
 from textual.binding import Binding
@@ -14,6 +14,7 @@ APP_BINDINGS = [
     Binding("w", "queue", "Queue/workers", show=False),
     Binding("T", "studies", "Tuning studies", show=False),
     Binding("n", "new_run", "New run", show=False),
+    Binding("colon", "command_palette", "Command palette", show=False),  # k9s habit: ':' then a command
 ]
 
 # actions the key bar always keeps, however narrow the terminal

@@ -29,12 +29,13 @@ STATUS_ORDER = {JobStatus.RUNNING: 0, "stale": 1, JobStatus.QUEUED: 2, JobStatus
 # (key, header) of the runs table, in order of importance: the ID column stays fixed on the left,
 # the KEY_COLUMNS are always shown, the rest appear as the terminal's width allows
 RUN_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("id", "ID"), ("status", "Status"), ("progress", "Epoch"), ("best", "Best R@1"), ("delta", "Δ paper"),
-    ("eta", "ETA"), ("name", "Name"), ("dataset", "Dataset"), ("loss", "Loss"), ("res", "Res"),
-    ("seed", "Seed"), ("speed", "img/s"), ("last_loss", "Last loss"), ("elapsed", "Elapsed"),
-    ("gpu", "Host:GPU"), ("overrides", "Overrides"),
+    ("id", "ID"), ("status", "Status"), ("progress", "Epoch"), ("best", "Best R@1"), ("eta", "ETA"),
+    ("run", "Dataset/loss/res"), ("delta", "Δ paper"), ("name", "Name"), ("seed", "Seed"), ("speed", "img/s"),
+    ("last_loss", "Last loss"), ("elapsed", "Elapsed"), ("gpu", "Host:GPU"), ("overrides", "Overrides"),
 )
-KEY_COLUMNS = ("id", "status", "progress", "best", "delta", "eta")
+# always shown, in this order: what a run is (dataset/loss/res) beats its name and Δ paper at 80×24
+KEY_COLUMNS = ("id", "status", "progress", "best", "eta", "run")
+RUN_CELL_MAX = 26  # the dataset/loss/res cell: a longer one ends in … (the detail header has it whole)
 OPTIONAL_COLUMNS = ("overrides",)  # shown only on demand (a key toggles them)
 
 
@@ -201,6 +202,18 @@ def where_running(job: dict[str, Any]) -> str:
     return f"{host}:{gpus}" if gpus else host
 
 
+def run_cell(dataset: str, loss: str, resolution: Optional[int], width: int = RUN_CELL_MAX) -> str:
+    """``cub/hybrid/256``; past ``width`` cells the loss is shortened with … (never the dataset or
+    the resolution, which tell runs of one loss apart)."""
+    res = f"/{resolution}" if resolution else ""
+    text = f"{dataset}/{loss}{res}"
+    over = cell_len(text) - width
+    if over <= 0:
+        return text
+    keep = max(1, len(loss) - over - 1)
+    return f"{dataset}/{loss[:keep]}…{res}"
+
+
 def run_row(job: dict[str, Any], paper: dict[tuple, dict[str, Any]], now: datetime,
             stale_after_s: float = DEFAULT_STALE_AFTER_S) -> RunRow:
     """Formats a ``queries.runs_table`` dict into a RunRow (paper: ``ctxsim.report.compare.paper_numbers``).
@@ -230,6 +243,7 @@ def run_row(job: dict[str, Any], paper: dict[tuple, dict[str, Any]], now: dateti
     overrides = " ".join(job.get("overrides") or [])
     cells = {
         "id": str(job["id"]),
+        "run": run_cell(job["dataset"], job["loss"], job.get("resolution")),
         "name": name,
         "dataset": job["dataset"],
         "loss": job["loss"],
@@ -249,6 +263,7 @@ def run_row(job: dict[str, Any], paper: dict[tuple, dict[str, Any]], now: dateti
     none_last = float("-inf")
     sort = {
         "id": job["id"], "name": name.lower(), "dataset": job["dataset"], "loss": job["loss"],
+        "run": (job["dataset"], job["loss"], job.get("resolution") or 0),
         "res": job.get("resolution") or 0, "seed": seed if seed is not None else -1,
         "status": STATUS_ORDER.get(shown_status, 9),
         "progress": (epoch / total) if total else 0.0,

@@ -10,7 +10,6 @@ item), ``labels`` (int32) and ``epoch``. The means over the counted queries are 
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,19 +59,13 @@ class PerQuery:
 
 def save_per_query(path: os.PathLike, pq: PerQuery) -> Path:
     """Writes ``pq`` atomically as a compressed npz; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, hit1=pq.hit1.astype(np.uint8), ap_at_r=pq.ap_at_r.astype(np.float16),
-                                lone=pq.lone.astype(bool), labels=pq.labels.astype(np.int32),
-                                epoch=np.int64(-1 if pq.epoch is None else pq.epoch))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from ctxsim.files import atomic_write
+
+    with atomic_write(path) as fh:
+        np.savez_compressed(fh, hit1=pq.hit1.astype(np.uint8), ap_at_r=pq.ap_at_r.astype(np.float16),
+                            lone=pq.lone.astype(bool), labels=pq.labels.astype(np.int32),
+                            epoch=np.int64(-1 if pq.epoch is None else pq.epoch))
+    return Path(path)
 
 
 def load_per_query(path: os.PathLike) -> PerQuery:

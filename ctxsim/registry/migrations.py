@@ -191,6 +191,7 @@ def ensure_schema(engine: Engine, label: str, sqlite_path: Optional[Path] = None
             return
         from alembic import command
 
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines ended up in every job log
         cfg = alembic_config(conn)
         if rev is None and version is not None:  # written before Alembic
             if version == 1:

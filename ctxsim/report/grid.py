@@ -9,7 +9,6 @@ set is the gallery, as in reference-implementation §5) and draws them.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -148,16 +147,11 @@ def write_retrieval_grid(
             row.append(hit)
             put(gallery_images[g], x_of(j + 1), y, HIT_COLOR if hit else MISS_COLOR, f"{g_label}")
         hits.append(row)
+    from ctxsim.files import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            canvas.save(fh, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as fh:
+        canvas.save(fh, format="PNG")
     return {"path": str(path), "size": size, "hits": hits}
 
 

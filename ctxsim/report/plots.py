@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -30,17 +29,11 @@ def _figure(size: tuple[int, int]):
 
 def save_png(fig, path: str | os.PathLike) -> Path:
     """Writes a figure atomically (temp file + rename) at the module's DPI; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from ctxsim.files import atomic_write
+
+    with atomic_write(path) as fh:
+        fig.savefig(fh, format="png", dpi=DPI)
+    return Path(path)
 
 
 def paper_curve(reg, dataset: str, loss: str, resolution: Optional[int]) -> tuple[list[tuple[int, float]], Optional[str]]:

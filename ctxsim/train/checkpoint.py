@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 
 from ctxsim.errors import CtxsimError, one_line
+from ctxsim.files import atomic_write
 from ctxsim.train.config import RunConfig
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -73,22 +73,9 @@ def _tuplify(x: Any) -> Any:
 
 def atomic_save(obj: Any, path: os.PathLike) -> Path:
     """torch.save to a temporary file in the same folder, fsync, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    with atomic_write(path, fsync=True) as fh:
+        torch.save(obj, fh)
+    return Path(path)
 
 
 def load_checkpoint(path: os.PathLike, map_location: Any = "cpu") -> dict:

@@ -105,13 +105,11 @@ def _fit(cfg: RunConfig, sink: EventSink, run_dir: Optional[Path], resume: bool,
 
 def _write_json(path: Path, obj: Any) -> None:
     import json
-    import tempfile
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    from ctxsim.files import atomic_write
+
+    with atomic_write(path, "w") as fh:
         json.dump(obj, fh, indent=2, default=str)
-    os.replace(tmp, path)
 
 
 def fit_in_dir(cfg: RunConfig, run_dir: os.PathLike, sink: Optional[EventSink] = None, device: str = "auto",

@@ -146,12 +146,17 @@ async def test_detail_curves_tabs_log_follow(make_app, seeded, tmp_path):
         det = await settled(pilot, DetailScreen)
         assert det.job_id == 2
         loss_plot = det.query_one("#loss-plot", CurvePlot)
-        eval_plot = det.query_one("#eval-plot", CurvePlot)
+        eval_plot = det.query_one("#r1-plot", CurvePlot)
+        map_plot = det.query_one("#map-plot", CurvePlot)
+        # one metric per chart by default; `a` adds the loss terms and R@2..R@K
+        assert set(loss_plot.series) == {"loss"} and set(eval_plot.series) == {"R@1"} and set(map_plot.series) == {"MAP@R"}
+        await pilot.press("a")
         assert set(loss_plot.series) == {"loss", "ctx", "con", "reg"}
         assert len(loss_plot.series["loss"]) == 120
-        assert set(eval_plot.series) == {"R@1", "R@2", "MAP@R"}
+        assert set(eval_plot.series) == {"R@1", "R@2"}
         assert "paper R@1" in eval_plot.reference and len(eval_plot.reference["paper R@1"]) >= 10
         assert [p[0] for p in eval_plot.series["R@1"]] == [4, 8, 12]
+        assert eval_plot.title_line(60).startswith("R@1 %") and "• R@2" in eval_plot.title_line(60)
         log = det.query_one(LogTail)
         assert list(log.lines) == ["epoch 1 loss 1.0", "epoch 2 loss 0.9"]
         # new points and log lines arrive incrementally

@@ -367,7 +367,11 @@ def test_curve_helpers_ticks_log_dashes_and_legend():
     plot.hlines = {"paper": 93.8}
     legend = plot.legend()
     assert "⠤ #1" in legend and "• #2" in legend and "╌ paper" in legend and "─ paper 93.8" in legend
-    assert plot.title_line(20).endswith("…") and len(plot.title_line(20)) <= 10
+    # the metric's name first, then whole legend entries in their series' colours, the rest counted
+    assert plot.title_line(20) == "R@1 %  ⠤ #1  +3" and plot.title_line(80).endswith("─ paper 93.8")
+    colours = {plot.title_text(80).plain[s.start:s.end]: str(s.style) for s in plot.title_text(80).spans}
+    assert colours["⠤ #1"] == "cyan" and colours["• #2"] == "dark_orange"
+    assert CurvePlot("a very long metric name", percent=True).title_line(10).endswith("…")
 
 
 @sync
@@ -404,10 +408,11 @@ async def test_loss_axis_log_by_default_when_spanning_decades_and_toggle(make_ap
         det = await settled(pilot, DetailScreen)
         plot = det.query_one("#loss-plot", CurvePlot)
         await until(pilot=pilot, pred=lambda: plot.series)
+        await pilot.press("a")  # the loss terms too
         assert plot.log_y  # the reg term decays over decades
         await pilot.press("L")
         assert not plot.log_y and "linear" in det.status.text
-        evals = det.query_one("#eval-plot", CurvePlot)
+        evals = det.query_one("#r1-plot", CurvePlot)
         assert evals.percent and "paper" in evals.hlines
 
 

@@ -44,6 +44,7 @@ class DetailScreen(DashScreen):
         Binding("2", "tab('config')", "Config", priority=True),
         Binding("3", "tab('log')", "Log", priority=True),
         Binding("4", "tab('files')", "Files", priority=True),
+        Binding("a", "all_series", "Loss terms and R@K on/off", show=False),
         Binding("L", "log_scale", "Loss axis log/linear", show=False),
         Binding("b", "older_events", "Older events", show=False),
         Binding("y", "copy", "Copy run command", show=False),
@@ -60,6 +61,9 @@ class DetailScreen(DashScreen):
         self._older_wanted = False
         self.attempts: list[dict] = []
         self.cache = SeriesCache(job_id)
+        self.all_series = False  # `a`: the loss terms and R@2..R@K too
+        self._points: dict = {}
+        self._paper_msg: tuple = (None, [])
         self.follower: Optional[LogFollower] = None
         self._paper: Optional[dict] = None
         self._paper_curve: list = []
@@ -72,9 +76,11 @@ class DetailScreen(DashScreen):
         yield RunHeader(id="run-header")
         with TabbedContent(initial=self.initial_tab):
             with TabPane("Curves [1]", id="curves"):
-                with Horizontal():
-                    yield CurvePlot("loss (total and terms) vs step", xlabel="step", log_y=None, id="loss-plot")
-                    yield CurvePlot("retrieval % vs epoch", xlabel="epoch", percent=True, id="eval-plot")
+                with Horizontal():  # one metric per chart; `a` adds the loss terms and R@2..R@K
+                    yield CurvePlot("loss", xlabel="step", log_y=None, id="loss-plot")
+                    with Vertical():
+                        yield CurvePlot("R@1 %", xlabel="epoch", percent=True, id="r1-plot")
+                        yield CurvePlot("MAP@R %", xlabel="epoch", percent=True, id="map-plot")
             with TabPane("Config [2]", id="config"):
                 yield ConfigView(id="config-view")
             with TabPane("Log [3]", id="log"):
@@ -154,13 +160,8 @@ class DetailScreen(DashScreen):
         self.query_one(RunHeader).show(msg.detail, msg.paper, now, total, stale)
         if msg.detail is None:
             return
-        loss_keys, eval_keys = series_groups(points)
-        self.query_one("#loss-plot", CurvePlot).set_series(
-            {k.removeprefix("train/"): points[k] for k in loss_keys if k != "epoch/loss"})
-        evals = {k: [(s, 100.0 * v) for s, v in points[k]] for k in eval_keys}
-        ref = {"paper R@1": msg.paper_curve} if msg.paper_curve else {}
-        lines = {"paper": msg.paper["value"]} if msg.paper and msg.paper.get("value") is not None else {}
-        self.query_one("#eval-plot", CurvePlot).set_series(evals, ref, lines)
+        self._points, self._paper_msg = points, (msg.paper, msg.paper_curve)
+        self._draw_curves()
         self.query_one(ConfigView).show(msg.detail.get("config_json"))
         self.query_one(CheckpointList).show(msg.checkpoints)
         self.query_one(EventList).show(msg.events)
@@ -201,6 +202,26 @@ class DetailScreen(DashScreen):
 
     def action_retry(self) -> None:
         self.dash.retry(self.job_id, self.detail["status"] if self.detail else None)
+
+    def _draw_curves(self) -> None:
+        """Total loss; R@1 with the paper's curve and number; MAP@R. With ``all_series`` the loss
+        terms join the loss chart and R@2..R@K the R@1 chart."""
+        points = self._points
+        loss_keys, eval_keys = series_groups(points)
+        loss_keys = [k for k in loss_keys if k != "epoch/loss" and (self.all_series or k == "train/loss")]
+        self.query_one("#loss-plot", CurvePlot).set_series({k.removeprefix("train/"): points[k] for k in loss_keys})
+        pct_of = {k: [(s, 100.0 * v) for s, v in points[k]] for k in eval_keys}
+        paper, paper_curve = self._paper_msg
+        ref = {"paper R@1": paper_curve} if paper_curve else {}
+        lines = {"paper": paper["value"]} if paper and paper.get("value") is not None else {}
+        recall = {k: v for k, v in pct_of.items() if k == "R@1" or (self.all_series and k.startswith("R@"))}
+        self.query_one("#r1-plot", CurvePlot).set_series(recall, ref, lines)
+        self.query_one("#map-plot", CurvePlot).set_series({k: v for k, v in pct_of.items() if k == "MAP@R"})
+
+    def action_all_series(self) -> None:
+        self.all_series = not self.all_series
+        self._draw_curves()
+        self.status.set_notice("loss terms and R@2..R@K shown" if self.all_series else "total loss, R@1 and MAP@R only")
 
     def action_log_scale(self) -> None:
         plot = self.query_one("#loss-plot", CurvePlot)

@@ -108,7 +108,8 @@ class NewRunScreen(ModalScreen[Result]):
                 call(self.form.show_exists, f"this config is already job {what} ({job['status']}, seed "
                                             f"{job['seed']}): open it, or queue it again with a new seed")
                 return
-            jid = jobs.enqueue(reg, cfg, name=v["name"] or None, priority=priority)
+            jid = jobs.enqueue(reg, cfg, name=v["name"] or None, priority=priority,
+                               tags=(self.prefill or {}).get("tags") or ())  # a clone keeps its job's tags
         except CtxsimError as e:
             call(self.form.show_error, one_line(e))
             return

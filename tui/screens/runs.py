@@ -124,6 +124,8 @@ class RunsScreen(DashScreen):
 
     def on_filter_bar_changed(self, msg: FilterBar.Changed) -> None:
         self.table.set_filter(msg.filter)
+        if isinstance(self.app.focused, Select):  # a choice made: j/k move rows again (typing a search keeps focus)
+            self.table.focus()
         self.status.set_info(self.info_text(getattr(self, "_last_ms", None)))
 
     def on_runs_table_opened(self, msg: RunsTable.Opened) -> None:

@@ -1,8 +1,9 @@
 """A live line plot (plotext) of named series, readable without colour.
 
-- the legend is the title line, above the plot area, so it never covers the data;
-- each series has its own marker (the legend shows it), reference curves are drawn dashed and
-  reference numbers (the paper's R@1) as horizontal lines;
+- the first line names the metric and then the legend, above the plot area (never over the data):
+  each entry whole and in its series' colour; entries that do not fit are counted (``+2``);
+- each series has its own marker and colour, reference curves are drawn dashed and reference
+  numbers (the paper's R@1) as horizontal lines;
 - a loss axis is logarithmic when its values span decades (``log_y=None``), or as chosen;
 - integer x axes (epochs, steps) get integer ticks and always keep the last label;
 - percent axes (``percent=True``) stay within 0-100.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
+from rich.text import Text
 from textual_plotext import PlotextPlot
 
 from ctxsim.tui.format import decimate
@@ -20,6 +22,10 @@ from ctxsim.tui.format import decimate
 Series = Sequence[tuple[float, float]]
 
 MARKERS = ("braille", "•", "x", "+", "o", "*", "#", "@", "%", "&")
+# (plotext colour, rich style) per series, in order; references and lines are grey
+PALETTE = (("cyan", "cyan"), ("orange", "dark_orange"), ("green", "green"), ("magenta", "magenta"),
+           ("blue+", "bright_blue"), ("red", "red"), ("yellow", "yellow"), ("white", "white"))
+REFERENCE_COLOR = ("gray", "grey62")
 MARKER_GLYPH = {"braille": "⠤"}
 LOG_SPAN = 10 ** 1.5  # max/min above this: the auto axis is logarithmic
 TICK_SPACING = 10  # columns per x tick, about
@@ -139,21 +145,36 @@ class CurvePlot(PlotextPlot):
         return True
 
     def legend(self) -> str:
-        """The legend line: each series' marker and name, then the dashed references and lines."""
-        parts = [f"{marker_glyph(MARKERS[i % len(MARKERS)])} {name}"
-                 for i, (name, pts) in enumerate(self.series.items()) if pts]
-        parts += [f"╌ {name}" for name, pts in self.reference.items() if pts]
-        parts += [f"─ {name} {v:.1f}" for name, v in self.hlines.items()]
-        return "  ".join(parts)
+        """The legend as plain text: each series' marker and name, then the dashed references and lines."""
+        return "  ".join(text for text, _style in self.legend_entries())
+
+    def legend_entries(self) -> list[tuple[str, str]]:
+        """(text, rich style) of each legend entry: series, then dashed references and lines."""
+        out = [(f"{marker_glyph(MARKERS[i % len(MARKERS)])} {name}", PALETTE[i % len(PALETTE)][1])
+               for i, (name, pts) in enumerate(self.series.items()) if pts]
+        out += [(f"╌ {name}", REFERENCE_COLOR[1]) for name, pts in self.reference.items() if pts]
+        out += [(f"─ {name} {v:.1f}", REFERENCE_COLOR[1]) for name, v in self.hlines.items()]
+        return out
+
+    def title_text(self, width: int) -> Text:
+        """The metric's name, then every legend entry that fits whole (coloured as its series), then
+        ``+N`` for those that do not; only a title longer than the width is cut (with …)."""
+        t = Text(self.title, style="bold", no_wrap=True, overflow="ellipsis")
+        entries = self.legend_entries()
+        for i, (text, style) in enumerate(entries):
+            rest = len(entries) - i - 1
+            more = f"  +{rest}" if rest else ""
+            if t.cell_len + 2 + len(text) + len(more) > width:
+                t.append(f"  +{len(entries) - i}", style="dim")
+                break
+            t.append("  ")
+            t.append(text, style=style)
+        if t.cell_len > width:
+            t.truncate(max(1, width), overflow="ellipsis")
+        return t
 
     def title_line(self, width: int) -> str:
-        """Title and legend when both fit, else the legend alone, cut with an ellipsis to ``width``."""
-        legend = self.legend()
-        room = max(4, width - 10)  # the y tick labels take some of the width
-        text = f"{self.title}  {legend}" if legend else self.title
-        if len(text) > room and legend:
-            text = legend
-        return text if len(text) <= room else text[:room - 1] + "…"
+        return self.title_text(width).plain
 
     def render(self):
         """Draws; a plot that cannot be drawn says why instead of stopping the dashboard."""
@@ -170,7 +191,6 @@ class CurvePlot(PlotextPlot):
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        plt.title(self.title_line(max(1, self.size.width)))
         if self.xlabel:
             plt.xlabel(self.xlabel)
         if self.ylabel:
@@ -185,17 +205,18 @@ class CurvePlot(PlotextPlot):
                 pts = [p for p in pts if p[1] is not None and p[1] > 0]
             if pts:
                 pts = decimate(pts, budget)
-                plt.plot([p[0] for p in pts], [p[1] for p in pts], marker=MARKERS[i % len(MARKERS)])
+                plt.plot([p[0] for p in pts], [p[1] for p in pts], marker=MARKERS[i % len(MARKERS)],
+                         color=PALETTE[i % len(PALETTE)][0])
                 xs += [pts[0][0], pts[-1][0]]
                 ys += [p[1] for p in pts]
         for pts in self.reference.values():
             if pts:
                 for seg in dashes(pts, max(3, width // 8)):
-                    plt.plot([p[0] for p in seg], [p[1] for p in seg], marker="braille")
+                    plt.plot([p[0] for p in seg], [p[1] for p in seg], marker="braille", color=REFERENCE_COLOR[0])
                 xs += [min(p[0] for p in pts), max(p[0] for p in pts)]
                 ys += [p[1] for p in pts]
         for _name, v in self.hlines.items():
-            plt.hline(v)
+            plt.hline(v, color=REFERENCE_COLOR[0])
             ys.append(v)
         if not xs:
             plt.text("no points yet", x=0.5, y=0.5, alignment="center")
@@ -219,4 +240,9 @@ class CurvePlot(PlotextPlot):
                 pad = max(1.0, 0.05 * (y_hi - y_lo))  # and never a zero-height axis
                 plt.ylim(max(0.0, y_lo - pad), min(100.0, y_hi + pad))
         self.draws += 1
-        return super().render()
+        # the title line is drawn here, in colour; plotext gets the rows below it
+        width, height = max(1, self.size.width), max(1, self.size.height - 1)
+        plt.plotsize(width, height)
+        plt._set_size(width, height)
+        plt.theme(self._get_plotext_theme_name(self.app.theme))
+        return Text.assemble(self.title_text(width), "\n", Text.from_ansi(plt.build()))

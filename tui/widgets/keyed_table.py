@@ -26,6 +26,7 @@ class KeyedTable(DataTable):
     def __init__(self, columns: Sequence[tuple[str, str]], **kw: Any) -> None:
         kw.setdefault("cursor_type", "row")
         kw.setdefault("zebra_stripes", True)
+        kw.setdefault("fixed_columns", 1)  # the key column (ID) stays when the others scroll
         super().__init__(**kw)
         self._col_keys = [k for k, _ in columns]
         self._col_labels = [label for _, label in columns]
@@ -140,6 +141,28 @@ class KeyedTable(DataTable):
         except Exception:  # noqa: BLE001 - another Textual's internals: fall back to a full re-render
             self._clear_caches()
         self.refresh()
+
+    # ← → scroll by whole columns (a row cursor has no cell to move), never by characters
+    def _scroll_stops(self) -> list[int]:
+        """The scroll_x values that put each scrollable column right after the fixed ones."""
+        starts, x = [], 0
+        for col in self.ordered_columns:
+            starts.append(x)
+            x += col.get_render_width(self)
+        fixed = starts[self.fixed_columns] if 0 < self.fixed_columns < len(starts) else 0
+        return [s - fixed for s in starts[self.fixed_columns:]]
+
+    def action_cursor_right(self) -> None:
+        if self.cursor_type != "row":
+            return super().action_cursor_right()
+        nxt = next((s for s in self._scroll_stops() if s > self.scroll_x), None)
+        self.scroll_to(x=self.max_scroll_x if nxt is None else min(nxt, self.max_scroll_x), animate=False)
+
+    def action_cursor_left(self) -> None:
+        if self.cursor_type != "row":
+            return super().action_cursor_left()
+        prev = [s for s in self._scroll_stops() if s < self.scroll_x]
+        self.scroll_to(x=prev[-1] if prev else 0, animate=False)
 
     def sync(self, rows: Sequence[tuple[str, Sequence[Any]]], only: Optional[set[str]] = None) -> None:
         """``only``: the keys whose cells may have changed (the others are not compared)."""

@@ -1,5 +1,5 @@
-"""One line on top of the run detail: what the run is and where it stands (most important first,
-cut with an ellipsis on a narrow terminal, never wrapped)."""
+"""One line on top of the run detail: what the run is (dataset/loss/res, seed, name) and where it
+stands (most important first, cut with an ellipsis on a narrow terminal, never wrapped)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,13 @@ class RunHeader(Static):
         t = Text(no_wrap=True, overflow="ellipsis")
         sep = " · "
         t.append(f"#{d['id']} ", style="bold")
+        # what the run is comes first: it must survive an 80-column cut
+        t.append(f"{d['dataset']}/{d['loss']}" + (f"/{d['resolution']}" if d.get("resolution") else ""), style="bold")
+        if d.get("seed") is not None:
+            t.append(f" seed {d['seed']}")
+        t.append(" ")
         if d.get("name"):
-            t.append(f"{d['name']} ")
+            t.append(f"{d['name']} ", style="italic")
         status = "running?" if stale else d["status"]
         t.append(status, style=STATUS_STYLE.get("stale" if stale else d["status"], ""))
         total = d.get("total_epochs")
@@ -59,7 +64,6 @@ class RunHeader(Static):
         el = elapsed_s(d, now)
         if el is not None:
             t.append(f"{sep}{fmt_duration(el)}")
-        t.append(f"{sep}{d['dataset']}/{d['loss']}" + (f"/{d['resolution']}" if d.get("resolution") else ""))
         if d.get("gpus") or d.get("worker_id"):
             t.append(f"{sep}{d.get('worker_id') or ''}" + (f" GPU {d['gpus']}" if d.get("gpus") else ""), style="dim")
         t.append(f"{sep}{points} points", style="dim")
