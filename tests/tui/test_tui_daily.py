@@ -82,7 +82,7 @@ async def test_wide_terminal_reveals_columns_and_overrides_on_demand(make_app):
     app = make_app()
     async with app.run_test(size=LARGE) as pilot:
         scr = await settled(pilot, RunsScreen)
-        assert {"name", "dataset", "seed", "elapsed", "gpu"} <= set(scr.table.shown_columns)
+        assert {"name", "run", "delta", "seed", "elapsed", "gpu"} <= set(scr.table.shown_columns)
         assert "overrides" not in scr.table.shown_columns
         await pilot.press("o")
         assert "overrides" in scr.table.shown_columns

@@ -89,7 +89,7 @@ def test_tmux_live_dashboard(tmux_bin, tmp_path):
         assert later > first
         # the detail view: the point counter grows and the drawn curve changes
         pane("send-keys", "-t", "t", "Enter")
-        pane.wait_for(r"loss \(total and terms\)", timeout=30)
+        pane.wait_for(r"MAP@R %", timeout=30)  # the detail's charts: loss, R@1 %, MAP@R %
         m1 = pane.wait_for(r"(\d+) points", timeout=30)
         plot1 = pane.capture()
         n1 = int(m1.group(1))
@@ -152,7 +152,9 @@ def test_tmux_80x24_warning_help_and_eta(tmux_bin, tmp_path):
         writer = subprocess.Popen([sys.executable, str(HERE / "live_writer.py"), str(db), "1", str(run_dir),
                                    str(epochs), "2.5"])
         # a running job shows its ETA once an epoch is done (a duration: 12s, 3m05s...)
-        eta = pane.wait_for(r"running\s+[1-5]/6\s+\d+\.\d @\d\s+\S+\s+(\d+m\d\ds|\d+s)\s+live-job", timeout=90)
+        # (columns: status, epoch, best R@1, ETA, dataset/loss/res, Δ paper, name)
+        eta = pane.wait_for(r"running\s+[1-5]/6\s+\d+\.\d @\d\s+(\d+m\d\ds|\d+s)\s+digits/hybrid/256\s+\S+\s+live-job",
+                            timeout=90)
         assert eta.group(1)
         pane("send-keys", "-t", "t", "?")
         pane.wait_for(r"Runs: keys", timeout=30)
@@ -208,7 +210,7 @@ def test_tmux_dashboard_real_tiny_job(tmux_bin, tmp_path):
         assert first < later <= epochs
         # the detail view while it runs: the point counter grows and the drawn curve changes
         pane("send-keys", "-t", "t", "Enter")
-        pane.wait_for(r"loss \(total and terms\)", timeout=30)
+        pane.wait_for(r"MAP@R %", timeout=30)  # the detail's charts: loss, R@1 %, MAP@R %
         m1 = pane.wait_for(r"(\d+) points", timeout=30)
         plot1, n1 = pane.capture(), int(m1.group(1))
         deadline = time.monotonic() + 120
