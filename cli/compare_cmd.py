@@ -177,6 +177,15 @@ def _print_table(title: str, header: list[str], lines: list[list[str]], notes: l
                  keep_whole: bool = False) -> None:
     """A rich table and its footnotes: ``right(h)`` right-aligns a column (and, with ``keep_whole``, never
     wraps it); piped output is not cut to 80 columns."""
+    out = _wide_console()
+    if not out.is_terminal:  # piped: aligned plain text, whole values, no layout engine (a second saved)
+        from ctxsim.cli.common import print_rows
+
+        print_rows(header, [[str(c) for c in line] for line in lines], title=title)
+        for n in notes:
+            sys.stdout.write(n + "\n")
+        sys.stdout.flush()
+        return
     from rich.table import Table
 
     t = Table(title=title)
@@ -185,7 +194,6 @@ def _print_table(title: str, header: list[str], lines: list[list[str]], notes: l
         t.add_column(h, justify="right" if r else "left", no_wrap=r and keep_whole, overflow="fold")
     for line in lines:
         t.add_row(*line)
-    out = _wide_console()
     out.print(t)
     for n in notes:
         out.print(n, highlight=False, soft_wrap=True)

@@ -93,6 +93,16 @@ def config_deviations(config: Any, dataset: str, loss: str, resolution: Optional
     """How a run's config differs from the recipe of its cell (dataset, loss, resolution), worded
     ``key run≠recipe`` (``epochs 1≠80``, ``model.arch tiny≠resnet50``), recipe key order first;
     the keys of ``NON_RESULT_KEYS`` are left out. Empty: the run is the recipe (any seed)."""
+    text = config if isinstance(config, str) else json.dumps(dict(config or {}), default=str, sort_keys=True)
+    return list(_config_deviations(text, dataset, loss, resolution))
+
+
+@functools.lru_cache(maxsize=4096)
+def _config_deviations(config: str, dataset: str, loss: str, resolution: Optional[int]) -> tuple[str, ...]:
+    return tuple(_deviations(config, dataset, loss, resolution))
+
+
+def _deviations(config: str, dataset: str, loss: str, resolution: Optional[int]) -> list[str]:
     from ctxsim.errors import ConfigError
 
     try:

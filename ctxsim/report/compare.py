@@ -11,6 +11,7 @@ percentage points. Runs whose reported model was chosen by its test-set score (t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import statistics
@@ -56,16 +57,18 @@ def metric_sort_key(key: str) -> tuple:
 
 
 def _config_items(config_json: Optional[str]) -> dict[str, str]:
+    return dict(_config_items_of(config_json or "{}"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _config_items_of(config_json: str) -> tuple[tuple[str, str], ...]:
+    # runs of one sweep share their config up to the seed: flattened once per distinct text
     try:
-        cfg = json.loads(config_json or "{}")
+        cfg = json.loads(config_json)
     except (TypeError, ValueError):
-        return {}
-    flat = _flatten(cfg)
-    return {
-        k: json.dumps(v, sort_keys=True, default=str)
-        for k, v in flat.items()
-        if k.rsplit(".", 1)[-1] not in _IGNORED_CONFIG_KEYS
-    }
+        return ()
+    return tuple((k, json.dumps(v, sort_keys=True, default=str)) for k, v in _flatten(cfg).items()
+                 if k.rsplit(".", 1)[-1] not in _IGNORED_CONFIG_KEYS)
 
 
 def done_data(payloads: Sequence[Optional[dict[str, Any]]]) -> Optional[dict[str, Any]]:
