@@ -320,18 +320,28 @@ async def bench_launch(reg, runs: int, launches: int, out: dict) -> None:
         first.start()
         app = CtxsimApp(reg, clock=lambda: NOW, poll_interval=None, label="bench", load_baselines=False)
         async with app.run_test(size=(80, 24)) as pilot:
+            deadline = time.monotonic() + 120
             while not (isinstance(app.screen, RunsScreen) and len(app.screen.table.row_keys) == runs):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"launch: the table never held {runs} rows "
+                                       f"(has {len(getattr(app.screen, 'table', None).row_keys) if isinstance(app.screen, RunsScreen) else '-'}); "
+                                       f"status: {getattr(getattr(app.screen, 'status', None), 'text', '')}")
                 await asyncio.sleep(0.001)
             first.stop()
             await pilot.pause()
     out["launch: first rows (80x24, every job in the table)"] = first.result()
 
 
+def count_jobs(reg) -> int:
+    with reg.Session() as s:
+        return s.scalar(select(func.count()).select_from(Job))
+
+
 def start_training(db: Path) -> "subprocess.Popen | None":
     """A worker's load while measuring: ``ctxsim run`` training digits into the same registry."""
     import tempfile
 
-    argv = [sys.executable, "-m", "ctxsim.cli.main", "run", "-d", "digits", "-l", "hybrid", "--epochs", "200",
+    argv = [sys.executable, "-m", "ctxsim.cli.main", "run", "-d", "digits", "-l", "hybrid", "--epochs", "100000",
             "--device", "cpu", "--fresh", "--name", "bench-trainer", "--db", str(db),
             "--run-dir", tempfile.mkdtemp(prefix="ctxsim-tui-bench-run-")]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -394,10 +404,14 @@ def main() -> None:
     trainer = start_training(path) if a.train else None
     if a.train:
         print("a digits run trains into the same registry meanwhile" if trainer else "the training run did not start")
+    n_jobs = count_jobs(reg)  # the benchmark's runs, and the trainer's (and earlier trainers') jobs
     try:
+        print("detail reads...", file=sys.stderr)
         bench_detail(reg, a.runs, a.repeat, out)
-        asyncio.run(bench_launch(reg, a.runs + (1 if trainer else 0), a.launches, out))
-        asyncio.run(bench_app(reg, a.runs + (1 if trainer else 0), a.repeat, out))
+        print("launches...", file=sys.stderr)
+        asyncio.run(bench_launch(reg, n_jobs, a.launches, out))
+        print("refresh, keys, filter, detail...", file=sys.stderr)
+        asyncio.run(bench_app(reg, n_jobs, a.repeat, out))
     finally:
         if trainer is not None:
             trainer.terminate()

@@ -339,7 +339,8 @@ def read_registry(reg: Registry) -> Registry:
     engine = create_engine(reg.url, connect_args={"timeout": READ_BUSY_TIMEOUT_MS / 1000,
                                                   "check_same_thread": False})
     _query_only(engine, READ_BUSY_TIMEOUT_MS)
-    return Registry(reg.url, engine)
+    # readonly: what would write through it (loading the shipped baselines) leaves that to a writer
+    return Registry(reg.url, engine, reg.lock_timeout, readonly=True)
 
 
 def registry_is_readonly(db: str | os.PathLike | None) -> bool:

@@ -301,3 +301,24 @@ def test_runs_cache_reads_incrementally_without_textual(seeded):
     jobs.rm(seeded, new)
     shrunk = cache.refresh(ro, FIXED_NOW, 60.0)
     assert new not in {r.id for r in shrunk.rows} and new not in cache.jobs
+
+
+def test_the_dashboards_read_handle_never_writes(tmp_path):
+    """A registry whose shipped reference numbers were never loaded: the read handle is read-only, so
+    the runs read leaves loading them to a writer instead of failing (query_only) with no rows."""
+    from sqlalchemy import select
+
+    from ctxsim.registry import jobs
+    from ctxsim.registry.db import open_registry
+    from ctxsim.registry.models import Meta
+    from ctxsim.runner.probe import probe_config
+    from ctxsim.tui.data import RunsCache
+
+    reg = open_registry(tmp_path / "e.db")
+    jid = jobs.enqueue(reg, probe_config(label="x"))
+    with reg.Session() as s:
+        assert s.scalar(select(Meta.value).where(Meta.key == "baselines_shipped_sha")) is None
+    ro = read_registry(reg)
+    assert ro.readonly
+    assert [r.id for r in RunsCache().refresh(ro, FIXED_NOW, 60.0).rows] == [jid]
+    reg.dispose()
