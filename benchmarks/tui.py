@@ -282,7 +282,7 @@ async def bench_app(reg, runs: int, repeat: int, out: dict) -> None:
                 await asyncio.sleep(0)
             filt.stop()
             await pilot.pause()
-        status_select.value = Select.BLANK
+        status_select.clear()
         await pilot.pause()
         out["filter: choose a status (1,000 rows)"] = filt.result()
 
