@@ -15,7 +15,6 @@ from typing import Any, Callable, NoReturn, Optional, TypeVar
 import typer
 from rich.console import Console
 
-# Exit codes scripts can rely on (README): defined once, in ctxsim.errors, with the error classes.
 from ctxsim.errors import (  # noqa: F401  (re-exported for the command modules)
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -26,6 +25,9 @@ from ctxsim.errors import (  # noqa: F401  (re-exported for the command modules)
     exit_code_of,
     one_line,
 )
+
+# Exit codes scripts can rely on (README): defined once, in ctxsim.errors, with the error classes.
+from ctxsim.names import is_percent_metric  # noqa: F401  (the command modules import it from here)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,13 +78,6 @@ def info(message: str) -> None:
     err_console.print(message, highlight=False, soft_wrap=True)
 
 
-_PERCENT_METRIC = re.compile(r"^(train_)?(R@\d+|MAP@R|RP|mAP)(@epoch\d+)?$")
-
-
-def is_percent_metric(key: str) -> bool:
-    """Retrieval metrics (R@K, MAP@R, RP, mAP): stored and in JSON as fractions (0..1), shown in
-    human output as percent (93.75), the unit of `run`, `compare`, `ls`, `show` and the dashboard."""
-    return bool(_PERCENT_METRIC.match(key))
 
 
 def fmt_metric(key: str, value: Optional[float], digits: int = 2) -> str:

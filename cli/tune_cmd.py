@@ -121,6 +121,13 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def _value(objective: Optional[str], v) -> str:
+    """A trial's value as human output shows retrieval metrics: percent (``--json`` keeps fractions)."""
+    if v is None or not objective or not is_percent_metric(objective):
+        return _fmt(v)
+    return f"{fmt_metric(objective, v)} %"
+
+
 def _studies_table(rows: list[dict]) -> None:
     from rich.table import Table
 
@@ -130,7 +137,7 @@ def _studies_table(rows: list[dict]) -> None:
     t = Table("study", "dataset", "loss", "objective", "trials", "best", "best params")
     for r in rows:
         t.add_row(r["study"], _fmt(r["dataset"]), _fmt(r["loss"]), _fmt(r["objective"]), str(r["trials"]),
-                  _fmt(r["best_value"]), " ".join(f"{k}={_fmt(v)}" for k, v in r["best_params"].items()))
+                  _value(r["objective"], r["best_value"]), " ".join(f"{k}={_fmt(v)}" for k, v in r["best_params"].items()))
     console.print(t)
 
 
@@ -143,12 +150,12 @@ def _study_text(d: dict) -> None:
     keys = sorted({k for r in d["trials"] for k in r["params"]})
     t = Table("trial", "state", "value", *keys, "job", "job status")
     for r in d["trials"]:
-        t.add_row(str(r["number"]), r["state"], _fmt(r["value"]), *(_fmt(r["params"].get(k)) for k in keys),
+        t.add_row(str(r["number"]), r["state"], _value(s.get("objective"), r["value"]), *(_fmt(r["params"].get(k)) for k in keys),
                   _fmt(r["job_id"]), _fmt(r["job_status"]))
     console.print(t)
     b = d["best"]
     if b:
-        console.print(f"best: trial {b['number']} (job {b['job_id']}) value {b['value']:.4f}: "
+        console.print(f"best: trial {b['number']} (job {b['job_id']}) value {_value(s.get('objective'), b['value'])}: "
                       + " ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items()), highlight=False)
     else:
         console.print("best: no complete trial yet", highlight=False)

@@ -120,3 +120,12 @@ def metric_direction(key: str) -> str | None:
 def lower_is_better(key: str) -> bool:
     """True when the smallest value of ``key`` is its best (metric_direction(key) == "lower")."""
     return metric_direction(key) == "lower"
+
+
+_PERCENT_METRIC = re.compile(r"^(val/|train_)?(R@\d+|MAP@R|RP|mAP)(@epoch\d+)?$")
+
+
+def is_percent_metric(key: str) -> bool:
+    """Retrieval metrics (R@K, MAP@R, RP, mAP, and their ``val/`` forms): stored and in JSON as
+    fractions (0..1), shown in human output (CLI and dashboard) as percent (93.75)."""
+    return bool(_PERCENT_METRIC.match(key))

@@ -71,7 +71,7 @@ async def test_studies_view_lists_best_so_far_and_opens_the_best_job(make_app, s
         table = scr.query_one(StudiesTable)
         assert table.row_keys == ["fm-hybrid"]
         cells = [str(c) for c in table._cells["fm-hybrid"]]
-        assert cells[:6] == ["fm-hybrid", "0.7500", "2 done · 1 pruned · 1 running", "fashion-mnist/hybrid", "3",
+        assert cells[:6] == ["fm-hybrid", "75.00 %", "2 done · 1 pruned · 1 running", "fashion-mnist/hybrid", "3",
                              "MAP@R"]
         assert cells[6] == "lr=0.0003"
         assert "1 study · 1 trial running" in scr.status.text
