@@ -9,7 +9,6 @@ import functools
 import json
 import re
 import sys
-from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, TypeVar
 
 import typer
@@ -27,7 +26,7 @@ from ctxsim.errors import (  # noqa: F401  (re-exported for the command modules)
 )
 
 # Exit codes scripts can rely on (README): defined once, in ctxsim.errors, with the error classes.
-from ctxsim.names import is_percent_metric  # noqa: F401  (the command modules import it from here)
+from ctxsim.names import fmt_metric, is_percent_metric  # noqa: F401  (the command modules import them from here)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,15 +77,6 @@ def info(message: str) -> None:
     err_console.print(message, highlight=False, soft_wrap=True)
 
 
-
-
-def fmt_metric(key: str, value: Optional[float], digits: int = 2) -> str:
-    """A metric value for human output: percent for retrieval metrics, 4 significant digits else."""
-    if value is None:
-        return ""
-    if is_percent_metric(key):
-        return f"{100 * value:.{digits}f}"
-    return f"{value:.4g}"
 
 
 def table_console() -> Console:
@@ -179,13 +169,16 @@ def _say_locked(url: str, timeout_s: float) -> None:
 def _refuse_missing_folder(db: str) -> None:
     """An explicit --db (or $CTXSIM_DB) SQLite file whose folder does not exist is a typo far more
     often than a wish: exit 2, nothing created. Only the default ./experiments.db appears unasked."""
-    from ctxsim.registry.urls import resolve_url
+    from sqlalchemy.engine import make_url
 
-    url = resolve_url(db)
-    if not url.startswith("sqlite:///") or url.endswith(":memory:") or "mode=ro" in url:
+    from ctxsim.registry.urls import resolve_url, sqlite_file
+
+    try:
+        u = make_url(resolve_url(db))
+    except Exception:  # noqa: BLE001 - an unparsable URL: open_registry words it (exit 2)
         return
-    path = Path(url[len("sqlite:///"):].split("?", 1)[0])
-    if not path.parent.is_dir():
+    path = sqlite_file(u)
+    if path is not None and (u.query or {}).get("mode") != "ro" and not path.parent.is_dir():
         fail(f"registry {path}: folder {path.parent} does not exist (create it first, or check --db)", EXIT_USAGE)
 
 

@@ -15,8 +15,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ctxsim.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, console, fail, fmt_metric, info, is_percent_metric, open_registry_or_exit, print_json
+from ctxsim.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, console, fail, info, open_registry_or_exit, print_json
 from ctxsim.cli.options import DbOpt, JsonOpt, device_option
+from ctxsim.names import fmt_with_unit
 
 app = typer.Typer(help="Tune hyperparameters on validation classes with Optuna (trials are registry jobs).",
                   no_args_is_help=False, invoke_without_command=True)
@@ -82,8 +83,7 @@ def tune(
     except KeyboardInterrupt:
         info(f"interrupted: study {spec.study} kept; rerun the same command to continue it")
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    unit = " %" if is_percent_metric(objective) else ""
-    best = (f"best {objective} {fmt_metric(objective, res.best_value)}{unit} (job {res.best_job}): "
+    best = (f"best {objective} {fmt_with_unit(objective, res.best_value)} (job {res.best_job}): "
             + " ".join(f"{k}={v}" for k, v in res.best_params.items())) if res.best_value is not None else "no complete trial"
     console.print(f"study {res.study}: {res.finished} finished ({res.complete} complete, {res.pruned} pruned, "
                   f"{res.failed} failed); {best}", highlight=False, soft_wrap=True)
@@ -121,13 +121,6 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _value(objective: Optional[str], v) -> str:
-    """A trial's value as human output shows retrieval metrics: percent (``--json`` keeps fractions)."""
-    if v is None or not objective or not is_percent_metric(objective):
-        return _fmt(v)
-    return f"{fmt_metric(objective, v)} %"
-
-
 def _studies_table(rows: list[dict]) -> None:
     from rich.table import Table
 
@@ -137,7 +130,7 @@ def _studies_table(rows: list[dict]) -> None:
     t = Table("study", "dataset", "loss", "objective", "trials", "best", "best params")
     for r in rows:
         t.add_row(r["study"], _fmt(r["dataset"]), _fmt(r["loss"]), _fmt(r["objective"]), str(r["trials"]),
-                  _value(r["objective"], r["best_value"]), " ".join(f"{k}={_fmt(v)}" for k, v in r["best_params"].items()))
+                  fmt_with_unit(r["objective"], r["best_value"]), " ".join(f"{k}={_fmt(v)}" for k, v in r["best_params"].items()))
     console.print(t)
 
 
@@ -150,12 +143,12 @@ def _study_text(d: dict) -> None:
     keys = sorted({k for r in d["trials"] for k in r["params"]})
     t = Table("trial", "state", "value", *keys, "job", "job status")
     for r in d["trials"]:
-        t.add_row(str(r["number"]), r["state"], _value(s.get("objective"), r["value"]), *(_fmt(r["params"].get(k)) for k in keys),
+        t.add_row(str(r["number"]), r["state"], fmt_with_unit(s.get("objective"), r["value"]), *(_fmt(r["params"].get(k)) for k in keys),
                   _fmt(r["job_id"]), _fmt(r["job_status"]))
     console.print(t)
     b = d["best"]
     if b:
-        console.print(f"best: trial {b['number']} (job {b['job_id']}) value {_value(s.get('objective'), b['value'])}: "
+        console.print(f"best: trial {b['number']} (job {b['job_id']}) value {fmt_with_unit(s.get('objective'), b['value'])}: "
                       + " ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items()), highlight=False)
     else:
         console.print("best: no complete trial yet", highlight=False)

@@ -129,3 +129,21 @@ def is_percent_metric(key: str) -> bool:
     """Retrieval metrics (R@K, MAP@R, RP, mAP, and their ``val/`` forms): stored and in JSON as
     fractions (0..1), shown in human output (CLI and dashboard) as percent (93.75)."""
     return bool(_PERCENT_METRIC.match(key))
+
+
+def fmt_metric(key: str, value: float | None, digits: int = 2) -> str:
+    """A metric value for human output: percent for retrieval metrics, 4 significant digits else."""
+    if value is None:
+        return ""
+    if is_percent_metric(key):
+        return f"{100 * value:.{digits}f}"
+    return f"{value:.4g}"
+
+
+def fmt_with_unit(key: str | None, value: float | None, missing: str = "-") -> str:
+    """``93.60 %`` for a retrieval metric, 4 significant digits for anything else, ``missing`` for None."""
+    if value is None:
+        return missing
+    if key and is_percent_metric(key):
+        return f"{fmt_metric(key, value)} %"
+    return f"{value:.4g}"

@@ -113,7 +113,8 @@ class SimilarityLoss(MetricLoss):
         return embeddings, labels
 
     def loss_of(self, S: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The loss of a batch from its similarity matrix S (B x B, fp32) and label matrix W."""
+        raise NotImplementedError(f"{type(self).__name__} must define loss_of(S, W)")
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         embeddings, labels = self.loss_batch(*check_inputs(embeddings, labels))

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 from rich.text import Text
 
-from ctxsim.tui.format import STATUS_STYLE
+from ctxsim.tui.format import STATUS_STYLE, run_cell
 from ctxsim.tui.widgets.keyed_table import KeyedTable
 
 
@@ -19,7 +19,7 @@ class QueueTable(KeyedTable):
     def show(self, jobs: list[dict[str, Any]]) -> None:
         rows = []
         for j in jobs:
-            run = f"{j['dataset']}/{j['loss']}" + (f"/{j['resolution']}" if j.get("resolution") else "")
+            run = run_cell(j["dataset"], j["loss"], j.get("resolution"))
             rows.append((str(j["id"]), [str(j["id"]), j.get("name") or "", run,
                                         Text(j["status"], style=STATUS_STYLE.get(j["status"], "")),
                                         "" if j.get("seed") is None else str(j["seed"]),

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 from rich.text import Text
 
-from ctxsim.names import is_percent_metric
+from ctxsim.names import fmt_with_unit
 from ctxsim.tui.widgets.keyed_table import KeyedTable
 
 
@@ -18,13 +18,6 @@ def trials_cell(study: dict[str, Any]) -> str:
     words = {"complete": "done", "pruned": "pruned", "running": "running", "fail": "failed", "waiting": "waiting"}
     parts = [f"{states[k]} {w}" for k, w in words.items() if states.get(k)]
     return " · ".join(parts) or "0"
-
-
-def best_cell(objective: Optional[str], value: Optional[float]) -> str:
-    """The best validation value as human output shows retrieval metrics: percent."""
-    if value is None:
-        return "-"
-    return f"{100 * value:.2f} %" if objective and is_percent_metric(objective) else f"{value:.4g}"
 
 
 def params_cell(params: dict[str, Any]) -> str:
@@ -42,7 +35,7 @@ class StudiesTable(KeyedTable):
     def show(self, studies: list[dict[str, Any]]) -> None:
         rows = []
         for s in studies:
-            best = best_cell(s.get("objective"), s.get("best_value"))
+            best = fmt_with_unit(s.get("objective"), s.get("best_value"))
             rows.append((s["study"], [s["study"], Text(best, style="bold"), trials_cell(s),
                                       f"{s.get('dataset') or '?'}/{s.get('loss') or '?'}",
                                       "" if s.get("best_job") is None else str(s["best_job"]),
