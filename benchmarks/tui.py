@@ -135,6 +135,14 @@ class Clock:
         self.wall.append((time.perf_counter() - self._w) * 1000)
         self.cpu.append((time.process_time() - self._c) * 1000)
 
+    @staticmethod
+    def sum(*clocks: "Clock") -> "Clock":
+        """Intervals measured back to back, added pairwise."""
+        out = Clock()
+        out.wall = [sum(w) for w in zip(*(c.wall for c in clocks))]
+        out.cpu = [sum(c) for c in zip(*(c.cpu for c in clocks))]
+        return out
+
     def result(self, ref: "Clock | None" = None):
         return (stats(self.wall), statistics.median(self.cpu), stats(ref.wall) if ref else None)
 
@@ -289,7 +297,7 @@ async def bench_app(reg, runs: int, repeat: int, out: dict) -> None:
         # open a run's detail (Enter: the screen is up and its first read is shown) and go back (q)
         from ctxsim.tui.screens.detail import DetailScreen
 
-        opened, back = Clock(), Clock()
+        opened, back, settled = Clock(), Clock(), Clock()
         for k in range(repeat):
             table.focus()
             table.move_to_key(str(runs - k % 10))
@@ -305,9 +313,12 @@ async def bench_app(reg, runs: int, repeat: int, out: dict) -> None:
             while not isinstance(app.screen, RunsScreen):
                 await asyncio.sleep(0)
             back.stop()
-            await pilot.pause()
+            settled.start()
+            await pilot.pause()  # the runs screen's resume: its layout and repaint of the table
+            settled.stop()
         out["detail: open (Enter -> first read shown)"] = opened.result()
         out["detail: back (q -> runs table)"] = back.result()
+        out["detail: back, then the app idle (repainted)"] = Clock.sum(back, settled).result()
 
 
 async def bench_launch(reg, runs: int, launches: int, out: dict) -> None:

@@ -26,6 +26,7 @@ from ctxsim.errors import one_line
 from ctxsim.registry.db import Registry, open_registry, read_registry, redact
 from ctxsim.registry.states import JobStatus
 from ctxsim.tui.bindings import APP_BINDINGS
+from ctxsim.tui.data import ReferenceCache
 from ctxsim.tui.format import DEFAULT_STALE_AFTER_S
 from ctxsim.tui.messages import ActionDone
 
@@ -84,6 +85,7 @@ class CtxsimApp(App):
         self.show_timings = show_timings
         self.load_baselines = load_baselines
         self.baselines_changed = False
+        self.reference = ReferenceCache()  # the paper's numbers and curves, read once for every screen
         self.last_read_ms: Optional[float] = None
         self.sub_title = self.label
 
@@ -102,6 +104,7 @@ class CtxsimApp(App):
 
         try:
             if ensure_baselines(self.reg):
+                self.reference.invalidate()
                 self.baselines_changed = True
         except Exception as e:  # noqa: BLE001 - a read-only registry still shows its runs
             self.post_message(ActionDone(f"paper numbers not loaded: {one_line(e)}", ok=False))

@@ -89,6 +89,42 @@ class RunsUpdate:
     workers_alive: int
 
 
+class ReferenceCache:
+    """The paper's numbers and learning curves, shared by the screens' reads. They change only when
+    reference numbers are loaded (``invalidate()``), so opening a run or a comparison does not
+    re-read the baselines table; entries older than ``max_age_s`` are read again all the same.
+    Used from thread workers: each value is replaced whole, never mutated."""
+
+    def __init__(self, max_age_s: float = 300.0, clock=time.monotonic) -> None:
+        self.max_age_s = max_age_s
+        self.clock = clock
+        self._numbers: Optional[tuple[float, dict]] = None
+        self._curves: dict[tuple, tuple[float, list]] = {}
+
+    def _fresh(self, at: float) -> bool:
+        return self.clock() - at < self.max_age_s
+
+    def numbers(self, reg: Registry) -> dict:
+        """``ctxsim.baselines.paper.paper_numbers``, cached."""
+        held = self._numbers
+        if held is None or not self._fresh(held[0]):
+            held = (self.clock(), reference_numbers.paper_numbers(reg))
+            self._numbers = held
+        return held[1]
+
+    def curve(self, reg: Registry, dataset: str, loss: str, resolution: Optional[int]) -> list[tuple[int, float]]:
+        """``ctxsim.baselines.paper.paper_curve`` (R@1 by epoch), cached per dataset/loss/resolution."""
+        key = (dataset, loss, resolution)
+        held = self._curves.get(key)
+        if held is None or not self._fresh(held[0]):
+            held = (self.clock(), reference_numbers.paper_curve(reg, dataset, loss, resolution))
+            self._curves = {**self._curves, key: held}
+        return held[1]
+
+    def invalidate(self) -> None:
+        self._numbers, self._curves = None, {}
+
+
 class RunsCache:
     """The runs screen's jobs, re-read incrementally (one instance per screen, used by one thread).
 

@@ -322,3 +322,38 @@ def test_the_dashboards_read_handle_never_writes(tmp_path):
     assert ro.readonly
     assert [r.id for r in RunsCache().refresh(ro, FIXED_NOW, 60.0).rows] == [jid]
     reg.dispose()
+
+
+def test_reference_cache_reads_once_until_invalidated_or_old(seeded, monkeypatch):
+    """The paper's numbers and curves shared by the detail and compare screens: one read each, again
+    after invalidate() (numbers loaded) or once older than max_age_s; values equal a direct read."""
+    from ctxsim.tui.data import ReferenceCache
+
+    ro = read_registry(seeded)
+    calls = {"numbers": 0, "curve": 0}
+    real_numbers, real_curve = reference_numbers.paper_numbers, reference_numbers.paper_curve
+
+    def numbers(reg):
+        calls["numbers"] += 1
+        return real_numbers(reg)
+
+    def curve(reg, *key):
+        calls["curve"] += 1
+        return real_curve(reg, *key)
+
+    monkeypatch.setattr(reference_numbers, "paper_numbers", numbers)
+    monkeypatch.setattr(reference_numbers, "paper_curve", curve)
+    now = [0.0]
+    cache = ReferenceCache(max_age_s=60.0, clock=lambda: now[0])
+    assert cache.numbers(ro) == real_numbers(ro) and cache.numbers(ro) is cache.numbers(ro)
+    assert cache.curve(ro, "cub", "hybrid", 224) == real_curve(ro, "cub", "hybrid", 224)
+    cache.curve(ro, "cub", "hybrid", 224)
+    cache.curve(ro, "cars", "hybrid", 224)
+    assert calls == {"numbers": 1, "curve": 2}
+    cache.invalidate()
+    cache.numbers(ro)
+    cache.curve(ro, "cub", "hybrid", 224)
+    assert calls == {"numbers": 2, "curve": 3}
+    now[0] = 61.0
+    cache.numbers(ro)
+    assert calls["numbers"] == 3

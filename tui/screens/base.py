@@ -22,6 +22,7 @@ class Dashboard(Protocol):
     stale_after_s: float
     show_timings: bool
     baselines_changed: bool
+    reference: Any  # ctxsim.tui.data.ReferenceCache: the paper's numbers and curves, shared
     last_read_ms: Optional[float]
     gpu_probe: Callable[[], Optional[list]]
 

@@ -9,7 +9,6 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Header
 
-from ctxsim.baselines import paper as reference_numbers
 from ctxsim.registry import queries
 from ctxsim.report.comparability import comparability
 from ctxsim.tui.data import SeriesCache
@@ -66,7 +65,7 @@ class CompareScreen(DashScreen):
         reg = self.dash.read_reg
         runs = queries.runs_table(reg, ids=self.job_ids, summary_keys=("R@1", "MAP@R", "epoch/loss"))
         runs.sort(key=lambda r: self.job_ids.index(r["id"]))
-        paper = reference_numbers.paper_numbers(reg)
+        paper = self.dash.reference.numbers(reg)
         comparable = comparability(reg, [r["id"] for r in runs])
         curves: dict[tuple, list] = {}
         series = {}
@@ -75,7 +74,7 @@ class CompareScreen(DashScreen):
             r.update(comparable.get(r["id"], {}))  # "comparable", "deviations": greyed when not comparable
             key = (r["dataset"], r["loss"], r.get("resolution"))
             if key not in curves:
-                curves[key] = reference_numbers.paper_curve(reg, *key)
+                curves[key] = self.dash.reference.curve(reg, *key)
             cache = self.caches[r["id"]]
             cache.update(reg, {k: v for k, v in r["summaries"].items() if k in COMPARE_KEYS})
             series[r["id"]] = {k: list(v) for k, v in cache.points.items()}

@@ -10,7 +10,6 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Header, Static, TabbedContent, TabPane, Tabs
 
-from ctxsim.baselines import paper as reference_numbers
 from ctxsim.registry import history, queries
 from ctxsim.registry.states import JobStatus
 from ctxsim.runner.logs import LogFollower
@@ -104,8 +103,8 @@ class DetailScreen(DashScreen):
             self.post_message(DetailLoaded(self.job_id, None, 0, None, [], [], []))
             return
         if not self._paper_loaded:
-            self._paper = reference_numbers.paper_numbers(reg).get(paper_key(d))
-            self._paper_curve = reference_numbers.paper_curve(reg, d["dataset"], d["loss"], d.get("resolution"))
+            self._paper = self.dash.reference.numbers(reg).get(paper_key(d))
+            self._paper_curve = self.dash.reference.curve(reg, d["dataset"], d["loss"], d.get("resolution"))
             self._paper_loaded = True
         n = self.cache.update(reg, d["summaries"])
         self.attempts = history.job_attempts(reg, [self.job_id]).get(self.job_id, [])

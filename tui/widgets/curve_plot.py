@@ -188,6 +188,8 @@ class CurvePlot(PlotextPlot):
             return Text(f"cannot draw this plot: {one_line(e)}", style="dim")
 
     def _draw(self):
+        if self._signature is None:  # nothing read yet: plotext's empty frame costs ~10 ms per chart
+            return Text.assemble(self.title_text(max(1, self.size.width)), "\n", Text("reading…", style="dim"))
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
