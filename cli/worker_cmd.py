@@ -30,7 +30,8 @@ def worker(
     account: Annotated[Optional[str], typer.Option("--account", help="Slurm: Account to charge.")] = None,
     slurm_config: Annotated[Optional[str], typer.Option(
         "--slurm-config", help="Slurm: TOML/JSON file of options (partition, time, gpus_per_node, account, qos, "
-        "constraint, cpus_per_task, mem_gb, additional, folder).")] = None,
+        "constraint, cpus_per_task, mem_gb, signal_delay_s, max_num_timeout, additional, folder, cluster); "
+        "see docs/cluster.md.")] = None,
     slurm_cluster: Annotated[Optional[str], typer.Option("--slurm-cluster", help="Slurm: slurm (default where sbatch exists) or local (submitit's local "
         "executor: tests, a workstation).")] = None,
     db: DbOpt = None,
@@ -56,6 +57,11 @@ def worker(
         opts = (SlurmOptions.from_file(slurm_config, **over) if slurm_config
                 else SlurmOptions.from_dict({k: v for k, v in over.items() if v is not None}))
         reg = open_registry_or_exit(db)
+        from ctxsim.registry.fs import sqlite_on_network_fs
+
+        shared_sqlite = sqlite_on_network_fs(reg.url)
+        if shared_sqlite:
+            info(f"[yellow]warning:[/] {escape(shared_sqlite)}")
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         w = SlurmWorker(reg, opts, max_parallel=max_parallel or 64, **common)
         w.install_signal_handlers()

@@ -273,3 +273,38 @@ def test_local_executor_runs_cancels_preempts_and_resubmits_jobs(tmp_path):
     assert [e["start_epoch"] for e in events if e["kind"] == "start"] == [0, 1]
     assert [e["step"] for e in events if e["kind"] == "step"] == [1, 2, 3, 4, 5, 6]
     reg.dispose()
+
+
+def test_slurm_states_come_from_one_squeue_and_one_sacct_call():
+    """Batched state polling (ctxsim.runner.slurm_states): one squeue call for every followed job
+    (array tasks and reasons included), one sacct call for those squeue no longer knows, GONE when
+    accounting is off; a failing squeue is an error, not a guess."""
+    import subprocess as sp
+
+    from ctxsim.runner.slurm_states import GONE, SlurmQueryError, query_states
+
+    calls: list[list[str]] = []
+
+    def fake(argv, **kw):
+        calls.append(argv)
+        if argv[0] == "squeue":
+            assert argv[argv.index("-j") + 1] == "12,40,7"
+            out = "12|RUNNING|None\n40_1|PENDING|Resources\n40_2|CANCELLED|None\n12.batch|RUNNING|None\n"
+            return sp.CompletedProcess(argv, 0, out, "")
+        return sp.CompletedProcess(argv, 0, "7|CANCELLED by 0\n7.batch|CANCELLED\n", "")
+
+    got = query_states(["12", "40_1", "40_2", "7"], run=fake)
+    assert got == {"12": "RUNNING", "40_1": "PENDING (Resources)", "40_2": "CANCELLED", "7": "CANCELLED by 0"}
+    assert [c[0] for c in calls] == ["squeue", "sacct"] and calls[1][calls[1].index("-j") + 1] == "7"
+    assert state_action(got["40_1"]) == "active" and state_action(got["7"]) == "cancelled"
+
+    def no_accounting(argv, **kw):
+        if argv[0] == "squeue":
+            return sp.CompletedProcess(argv, 1, "", "slurm_load_jobs error: Invalid job id specified\n")
+        return sp.CompletedProcess(argv, 1, "", "Slurm accounting storage is disabled\n")
+
+    assert query_states(["5"], run=no_accounting) == {"5": GONE} and state_action(GONE) == "crashed"
+    assert query_states([], run=no_accounting) == {}
+    down = lambda argv, **kw: sp.CompletedProcess(argv, 1, "", "slurm_load_jobs error: Unable to contact slurm controller\n")  # noqa: E731
+    with pytest.raises(SlurmQueryError, match="Unable to contact slurm controller"):
+        query_states(["5"], run=down)

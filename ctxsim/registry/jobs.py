@@ -289,6 +289,31 @@ def job_states(reg: Registry, job_ids: Iterable[int]) -> dict[int, tuple[str, Op
         return {r.id: (r.status, r.worker_id, r.attempts) for r in s.execute(q)}
 
 
+@dataclass(frozen=True)
+class FollowedSlurmJob:
+    """A running Slurm job whose poller stopped heartbeating: another poller follows it for it."""
+
+    id: int
+    attempt: int
+    worker_id: str
+    slurm_id: str
+
+
+def orphaned_slurm_jobs(reg: Registry, silent_for_s: float, exclude_worker: str) -> list[FollowedSlurmJob]:
+    """Running Slurm jobs (with a Slurm id) whose claiming poller has not heartbeat for
+    ``silent_for_s`` (killed, stopped or lost), other than ``exclude_worker``'s. Their compute-node
+    tasks may still run and heartbeat them; ownership stays with the claim."""
+    cutoff = utcnow() - timedelta(seconds=silent_for_s)
+    workers = Worker.__table__
+    live = select(workers.c.id).where(workers.c.status == "alive", workers.c.heartbeat_at >= cutoff)
+    q = (select(JOBS.c.id, JOBS.c.attempts, JOBS.c.worker_id, JOBS.c.slurm_id)
+         .where(JOBS.c.status == "running", JOBS.c.executor == Executor.SLURM.value, JOBS.c.slurm_id.is_not(None),
+                JOBS.c.worker_id.is_not(None), JOBS.c.worker_id != exclude_worker, JOBS.c.worker_id.not_in(live))
+         .order_by(JOBS.c.id))
+    with reg.Session() as s:
+        return [FollowedSlurmJob(r.id, r.attempts, r.worker_id, r.slurm_id) for r in s.execute(q)]
+
+
 def count_running(reg: Registry, max_gpus: Optional[int] = None, executors: Sequence[str] = ("local",)) -> int:
     """Running jobs (needing at most ``max_gpus`` GPUs, of ``executors``): any of them comes back
     to the queue if its worker dies, so a draining worker waits for them."""

@@ -80,6 +80,7 @@ class EventKind(StrEnum):
     SLURM_SUBMITTED = "slurm_submitted"
     SLURM_START = "slurm_start"
     SLURM_REQUEUE = "slurm_requeue"
+    SLURM_STATE = "slurm_state"  # the poller saw the Slurm job change state (with Slurm's reason)
 
 
 EVENT_KINDS: tuple[str, ...] = tuple(k.value for k in EventKind)

@@ -29,6 +29,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -47,6 +48,7 @@ from ctxsim.registry.models import EventKind
 from ctxsim.registry.states import Executor, JobStatus
 from ctxsim.runner.job import EXIT_DONE, EXIT_FAILED, EXIT_NOT_OWNED
 from ctxsim.runner.skeleton import WorkerLoop, killpg
+from ctxsim.runner.slurm_states import GONE, SlurmQueryError, query_states
 from ctxsim.runner.torchrun import torchrun_argv
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ ENDED_OK = {"COMPLETED", "FINISHED"}  # FINISHED: submitit's local executor
 CRASHED = {"FAILED", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "INTERRUPTED"}  # counts as an attempt
 NOT_OUR_FAULT = {"NODE_FAIL", "PREEMPTED", "TIMEOUT"}  # re-queued without counting an attempt
 CANCELLED = {"CANCELLED", "REVOKED"}
+ENDED_UNKNOWN = {GONE}  # neither squeue nor sacct knows it: ended, how is lost (counts as an attempt)
 
 
 def state_action(state: str) -> str:
@@ -69,7 +72,7 @@ def state_action(state: str) -> str:
     s = (state or "UNKNOWN").split()[0].upper().rstrip("+")
     if s in ENDED_OK:
         return "ended"
-    if s in CRASHED:
+    if s in CRASHED or s in ENDED_UNKNOWN:
         return "crashed"
     if s in NOT_OUR_FAULT:
         return "requeue"
@@ -192,11 +195,20 @@ class SlurmTask:
         self.device, self.n_gpus, self.heartbeat_s, self.grace_s = device, n_gpus, heartbeat_s, grace_s
         self._proc: Optional[subprocess.Popen] = None
         self._preempted = False
+        self._terminated = False  # Slurm sent SIGTERM: scancel, scontrol requeue, a node going down
 
     def __getstate__(self) -> dict[str, Any]:  # submitit pickles the task: no live process inside
         d = dict(self.__dict__)
-        d["_proc"], d["_preempted"] = None, False
+        d["_proc"], d["_preempted"], d["_terminated"] = None, False, False
         return d
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        """Slurm ends the allocation (scancel, ``scontrol requeue``, a node set down, preemption
+        without USR2): the job stops at its next step, keeping its checkpoint, and the poller decides
+        from Slurm's final state (cancelled, or requeued)."""
+        self._terminated = True
+        if self._proc is not None and self._proc.poll() is None:
+            killpg(self._proc.pid, signal.SIGTERM)
 
     def _registry(self) -> Registry:
         # the worker's own URL when it could travel (no password); else the node's $CTXSIM_DB
@@ -204,6 +216,8 @@ class SlurmTask:
         return open_registry(url, create=False)
 
     def __call__(self) -> int:
+        # submitit ignores SIGTERM in the task ("bypass"); this task acts on it (see _on_sigterm)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
         reg = self._registry()
         fence = dict(attempt=self.attempt, worker_id=self.worker_id)
         run_dir = self._start(reg)
@@ -214,8 +228,9 @@ class SlurmTask:
         if self._preempted:
             return rc  # submitit requeues this task; the job stays running under the same attempt
         how = f"exit code {rc}" if rc >= 0 else f"killed by signal {-rc}"
-        if reason == "lost":
-            return rc
+        if reason == "lost" or (self._terminated and reason is None):
+            reg.dispose()
+            return rc  # lost: another claim has it; terminated: the poller reads Slurm's verdict
         if reason == "cancel":
             jobs.finish(reg, self.job_id, JobStatus.CANCELLED, exit_code=rc, error=f"cancelled by request ({how})", **fence)
         elif rc == EXIT_DONE:
@@ -229,8 +244,10 @@ class SlurmTask:
 
     def _start(self, reg: Registry) -> Optional[str]:
         host, pid = socket.gethostname(), os.getpid()
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)  # requeued by Slurm this many times
+        again = f", Slurm restart {restarts}" if restarts else ""
         run_dir = jobs.mark_started(reg, self.job_id, self.attempt, self.worker_id, host, pid, EventKind.SLURM_START,
-                                    f"attempt {self.attempt} on {host} pid {pid} (slurm {_slurm_job_id()})")
+                                    f"attempt {self.attempt} on {host} pid {pid} (slurm {_slurm_job_id()}{again})")
         if run_dir is None:
             return None
         Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -309,10 +326,18 @@ def _slurm_job_id() -> str:
 
 @dataclass
 class _Submitted:
-    job: jobs.ClaimedJob
-    sjob: Any  # submitit Job
-    cancel_at: Optional[float] = None  # when a requested cancel escalates to job.cancel()
+    """A Slurm job this poller follows: one it submitted, or one whose poller stopped (``adopted``:
+    the claim, and so the fence, stays that poller's; this one heartbeats and settles it)."""
+
+    job_id: int
+    attempt: int
+    worker_id: str  # the claim's owner (the fence)
+    slurm_id: str
+    sjob: Any = None  # submitit Job (None for an adopted one)
+    adopted: bool = False
+    cancel_at: Optional[float] = None  # when a requested cancel escalates to scancel
     cancelled: bool = False
+    last_state: str = ""
 
 
 class SlurmWorker(WorkerLoop):
@@ -341,6 +366,10 @@ class SlurmWorker(WorkerLoop):
         self.task_heartbeat_s = task_heartbeat_s or max(1.0, min(30.0, heartbeat_expiry_s / 6))
         self.active: dict[int, _Submitted] = {}
         self.folder = Path(options.folder) if options.folder else jobs.default_runs_root(reg) / "slurm"
+        # a real cluster: states from one squeue call per poll (submitit reads sacct only, which
+        # answers nothing with accounting off); submitit's local executor: its own job states
+        self.real_slurm = options.cluster == "slurm" or (options.cluster is None and shutil.which("sbatch") is not None)
+        self.adopt_after_s = max(3 * poll_s, heartbeat_expiry_s / 2)  # a poller this silent is gone
 
     def request_stop(self, *_args: object) -> None:
         """Stop submitting and exit; submitted Slurm jobs keep running and heartbeat themselves."""
@@ -388,50 +417,99 @@ class SlurmWorker(WorkerLoop):
             return
         sid = str(sjob.job_id)
         jobs.set_slurm_id(self.reg, job.id, job.attempt, sid)
-        self.active[job.id] = _Submitted(job, sjob)
+        self.active[job.id] = _Submitted(job.id, job.attempt, self.id, sid, sjob)
         self.started_jobs += 1
         self.say(f"job {job.id}: submitted attempt {job.attempt} as slurm job {sid}")
 
+    def _adopt(self) -> None:
+        """Follows the Slurm jobs of pollers that stopped heartbeating (killed, restarted): their
+        tasks may still run; without a follower a pending one would be reaped and submitted twice."""
+        for o in jobs.orphaned_slurm_jobs(self.reg, self.adopt_after_s, self.id):
+            if o.id not in self.active:
+                self.active[o.id] = _Submitted(o.id, o.attempt, o.worker_id, o.slurm_id, adopted=True)
+                self.say(f"job {o.id}: following slurm job {o.slurm_id} of {o.worker_id} (that poller is silent)")
+
+    def _states(self) -> dict[int, str]:
+        """The Slurm state of every followed job: one squeue (and at most one sacct) call per poll."""
+        if not self.real_slurm:
+            return {jid: _state(sub.sjob) if sub.sjob is not None else "UNKNOWN" for jid, sub in self.active.items()}
+        try:
+            by_sid = query_states([sub.slurm_id for sub in self.active.values()])
+        except (SlurmQueryError, OSError, subprocess.SubprocessError) as e:
+            self.say(f"slurm states unknown this poll: {one_line(e)}")
+            return {jid: "UNKNOWN" for jid in self.active}
+        return {jid: by_sid.get(sub.slurm_id, "UNKNOWN") for jid, sub in self.active.items()}
+
     def _follow(self) -> None:
+        self._adopt()
         if not self.active:
             return
-        owned = jobs.heartbeat_jobs(self.reg, self.id, list(self.active))
+        owned: dict[int, bool] = {}
+        by_owner: dict[str, list[int]] = {}
+        for jid, sub in self.active.items():
+            by_owner.setdefault(sub.worker_id, []).append(jid)
+        for owner, ids in by_owner.items():
+            owned.update(jobs.heartbeat_jobs(self.reg, owner, ids))
+        states = self._states()
         now = time.monotonic()
         for jid, sub in list(self.active.items()):
-            state = _state(sub.sjob)
+            state = states.get(jid, "UNKNOWN")
             action = state_action(state)
+            self._note_state(sub, state)
             if jid not in owned:  # ended (the task settled it), reaped or removed
                 if action == "active" and not sub.cancelled:
                     st = jobs.job_states(self.reg, [jid]).get(jid)
-                    if st is None or st[2] != sub.job.attempt or st[0] == JobStatus.QUEUED:
-                        self.say(f"job {jid}: no longer ours: cancelling slurm job {sub.sjob.job_id}")
-                        _cancel(sub.sjob)
-                        sub.cancelled = True
+                    if st is None or st[2] != sub.attempt or st[0] == JobStatus.QUEUED:
+                        self.say(f"job {jid}: no longer ours: cancelling slurm job {sub.slurm_id}")
+                        self._cancel(sub)
                 if action != "active" or sub.cancelled:
                     self._done(jid, sub, state)
                 continue
             if owned[jid] and not sub.cancelled:  # cancel requested
                 if state.upper().startswith("PENDING") or sub.cancel_at is not None and now >= sub.cancel_at:
-                    _cancel(sub.sjob)
-                    sub.cancelled = True
+                    self._cancel(sub)
                 elif sub.cancel_at is None:  # running: the task stops the job gracefully, else we cancel
                     sub.cancel_at = now + self.grace_s + 2 * self.task_heartbeat_s
             if action == "active":
                 continue
-            # Slurm says it is over but the job is still running under our claim: the task could not settle it
-            fence = dict(attempt=sub.job.attempt, worker_id=self.id)
+            # Slurm says it is over but the job is still running under its claim: the task did not settle it
+            fence = dict(attempt=sub.attempt, worker_id=sub.worker_id)
             if sub.cancelled or owned[jid]:
-                word = jobs.requeue(self.reg, jid, f"slurm job {sub.sjob.job_id} {state}", **fence)  # -> cancelled
+                word = jobs.requeue(self.reg, jid, f"slurm job {sub.slurm_id} {state}", **fence)  # -> cancelled
             elif action == "requeue":
-                word = jobs.requeue(self.reg, jid, f"slurm job {sub.sjob.job_id} {state}", refund_attempt=True, **fence)
+                word = jobs.requeue(self.reg, jid, f"slurm job {sub.slurm_id} {state}", refund_attempt=True, **fence)
             elif action == JobStatus.CANCELLED:
                 word = JobStatus.CANCELLED if jobs.finish(self.reg, jid, JobStatus.CANCELLED,
-                                                  error=f"slurm job {sub.sjob.job_id} cancelled outside ctxsim",
+                                                  error=f"slurm job {sub.slurm_id} cancelled outside ctxsim ({state})",
                                                   **fence) else ""
             else:  # crashed or ended without a word: resume from the checkpoint (counts as an attempt)
-                word = jobs.requeue(self.reg, jid, f"slurm job {sub.sjob.job_id} ended {state}", **fence)
+                word = jobs.requeue(self.reg, jid, f"slurm job {sub.slurm_id} ended {state}", **fence)
             self.say(f"job {jid}: slurm {state} -> {word or 'not ours'}")
             self._done(jid, sub, state, word)
+
+    def _note_state(self, sub: _Submitted, state: str) -> None:
+        """A job event each time the Slurm state changes (with Slurm's reason), so that a job held
+        pending after a node failure or a requeue says why in ``ctxsim show`` and the dashboard."""
+        if state == sub.last_state or state.startswith(("UNKNOWN", "COMPLETING")):
+            return
+        before, sub.last_state = sub.last_state, state
+        if before or not state.startswith(("PENDING", "RUNNING")):
+            try:
+                back = " requeued by Slurm:" if before.startswith("RUNNING") and state.startswith("PENDING") else ""
+                jobs.add_event(self.reg, sub.job_id, EventKind.SLURM_STATE,
+                               f"slurm job {sub.slurm_id}{back} {before or 'submitted'} -> {state}")
+            except Exception as e:  # noqa: BLE001 - a log line; the state itself is handled by _follow
+                log.warning("could not record the slurm state of job %d: %s", sub.job_id, e)
+
+    def _cancel(self, sub: _Submitted) -> None:
+        sub.cancelled = True
+        if sub.sjob is not None:
+            _cancel(sub.sjob)
+            return
+        try:  # an adopted job: no submitit handle, the id is enough
+            subprocess.run(["scancel", sub.slurm_id], capture_output=True, timeout=60, check=False)
+        except (OSError, subprocess.SubprocessError) as e:
+            log.warning("scancel %s failed: %s", sub.slurm_id, e)
 
     def _done(self, jid: int, sub: _Submitted, state: str, word: Optional[str] = None) -> None:
         del self.active[jid]
@@ -439,7 +517,7 @@ class SlurmWorker(WorkerLoop):
             st = jobs.job_states(self.reg, [jid]).get(jid)
             word = st[0] if st else "removed"
         self.results[jid] = word
-        self.say(f"job {jid}: slurm job {sub.sjob.job_id} {state}: {word}")
+        self.say(f"job {jid}: slurm job {sub.slurm_id} {state}: {word}")
 
 
 def _state(sjob: Any) -> str:
