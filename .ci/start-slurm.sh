@@ -9,7 +9,8 @@
 # Settings chosen for tests: KillWait=5 (scancel reaches SIGKILL quickly), MinJobAge=600 (ended jobs
 # stay visible to `squeue -t all` while accounting is off), ReturnToService=2 (a node set down comes
 # back with `scontrol update state=resume`), AuthInfo=cred_expire=10 (a requeued job may start again
-# after 10 s instead of 120 s).
+# after 10 s instead of 120 s), and a node with two GPUs that exist in name only (gres.conf with
+# empty files for devices: a 2-GPU job is scheduled and runs its ranks on the CPU with gloo).
 set -euo pipefail
 DIR=${CTXSIM_SLURM_DIR:-/tmp/ctxsim-slurm}
 CONF="$DIR/slurm.conf"
@@ -55,6 +56,7 @@ munge -n </dev/null | unmunge >/dev/null || { echo "munged does not answer" >&2;
 HOST=$(hostname -s)
 CPUS=$(nproc)
 MEM=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
+rm -rf "$DIR/state" "$DIR/spool"  # a fresh cluster: no jobs or node states of an earlier one
 mkdir -p "$DIR/state" "$DIR/spool"
 cat >"$CONF" <<EOF
 ClusterName=ctxsim-ci
@@ -78,6 +80,7 @@ SchedulerType=sched/backfill
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
+GresTypes=gpu
 MpiDefault=none
 ReturnToService=2
 KillWait=5
@@ -87,11 +90,17 @@ JobRequeue=1
 SlurmctldTimeout=30
 SlurmdTimeout=30
 InactiveLimit=0
-NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
+# two GPUs that are only names (empty files stand in for /dev/nvidia0-1): a job asking for
+# --gpus-per-node=2 is scheduled and runs its two ranks under torchrun on the CPU (gloo)
+touch "$DIR/fake-gpu0" "$DIR/fake-gpu1"
+cat >"$DIR/gres.conf" <<EOF
+AutoDetect=off
+NodeName=$HOST Name=gpu File=$DIR/fake-gpu[0-1]
+EOF
 
-# -i: ignore a state saved by an earlier cluster in this folder (job ids, down nodes)
 slurmctld -i -f "$CONF" >"$DIR/slurmctld.out" 2>&1 &
 for _ in $(seq 1 30); do timeout 5 scontrol ping 2>/dev/null | grep -q UP && break; sleep 0.5; done
 slurmd -f "$CONF" >"$DIR/slurmd.out" 2>&1 &

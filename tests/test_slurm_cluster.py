@@ -354,3 +354,55 @@ def test_slurm_cluster_node_set_down_requeues_with_the_reason_shown(cluster, tmp
     row = _row(cluster, jid)
     assert (row.status, row.attempts, row.last_step) == ("done", 1, 6), row.error
     assert _start_epochs(cluster, jid) == [0, 1] and _n_metric(cluster, jid) == 6
+
+
+def test_slurm_cluster_submits_a_sweep_as_one_job_array(cluster, tmp_path):
+    """``ctxsim sweep --executor slurm``: the poller submits the sweep's jobs as one Slurm job
+    array (ids ``ARRAY_0..2``), and each task trains and settles its own job."""
+    db = cluster.url.removeprefix("sqlite:///")
+    r = subprocess.run([sys.executable, "-m", "ctxsim.cli.main", "sweep", "-d", "synthetic", "-l", "hybrid", "--seeds", "3",
+                        "--epochs", "1", "--set", "sampler.num_batches=2", "--set", "device=cpu", "--set", "num_workers=0",
+                        "--gpus-per-job", "0", "--executor", "slurm", "--db", db], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    poller = Poller(tmp_path, cluster, "--once")
+    assert poller.wait() == 0, poller.text()
+    with cluster.Session() as s:
+        rows = list(s.scalars(select(Job).order_by(Job.id)))
+    assert [(j.status, j.attempts, j.seed) for j in rows] == [("done", 1, 0), ("done", 1, 1), ("done", 1, 2)], \
+        [(j.id, j.status, j.error) for j in rows]
+    arrays = {j.slurm_id.split("_")[0] for j in rows}
+    assert len(arrays) == 1 and sorted(j.slurm_id.split("_")[1] for j in rows) == ["0", "1", "2"], [j.slurm_id for j in rows]
+    assert "(job array of 3)" in poller.text()
+    assert all(_slurm_state(cluster, j.id).startswith("COMPLETED") for j in rows)
+
+
+def test_slurm_cluster_two_rank_job_matches_one_process(cluster, tmp_path):
+    """A job asking for 2 GPUs gets them from Slurm (name-only GPUs here: .ci/start-slurm.sh) and
+    runs its two ranks under torchrun in the Slurm task, on the CPU with gloo; its per-step losses
+    equal one process's on the same global batch (rel 1e-5, as tests/test_distributed.py)."""
+    from ctxsim.train import recipe
+
+    cfg = recipe("synthetic", "hybrid", 256).with_overrides(
+        epochs=1, device="cpu", num_workers=0, seed=0, sampler_kw={"num_batches": 3}, model={"bn_mode": "eval_stats"})
+    (jid, _), = jobs.enqueue_many(cluster, [cfg], executor="slurm", n_gpus=2, runs_root=tmp_path / "runs")
+    poller = Poller(tmp_path, cluster, "--once", "--gpus-per-node=2")
+    assert poller.wait() == 0, poller.text()
+    row = _row(cluster, jid)
+    assert (row.status, row.attempts, row.n_gpus) == ("done", 1, 2), (row.error, poller.text())
+    out = (Path(row.run_dir) / "stdout.log").read_text()
+    assert out.count(f"job {jid} attempt 1 pid") == 2, out  # two ranks ran
+
+    local = open_registry(str(tmp_path / "local.db"))
+    (lid, _), = jobs.enqueue_many(local, [cfg], runs_root=tmp_path / "local-runs")
+    r = subprocess.run([sys.executable, "-m", "ctxsim.cli.main", "worker", "--once", "--gpus", "", "--device", "cpu",
+                        "--db", str(tmp_path / "local.db")], capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode == 0 and _row(local, lid).status == "done", r.stdout + r.stderr
+
+    def losses(reg, j) -> list[float]:
+        with reg.Session() as s:
+            return [m.value for m in s.scalars(select(Metric).where(Metric.job_id == j, Metric.key == "train/loss")
+                                               .order_by(Metric.step))]
+
+    two, one = losses(cluster, jid), losses(local, lid)
+    assert len(two) == len(one) == 3 and two == pytest.approx(one, rel=1e-5)
+    local.dispose()

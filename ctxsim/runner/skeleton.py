@@ -88,6 +88,10 @@ class WorkerLoop:
         """Starts a claimed job (and counts it in ``busy``); a launch failure settles the job."""
         raise NotImplementedError
 
+    def launched(self) -> None:
+        """After a fill pass: starts what ``launch`` gathered, for executors that start jobs
+        together (the Slurm poller submits a pass's jobs as one job array)."""
+
     def collect(self) -> None:
         """Settles the jobs that ended (their status from their exit / Slurm state)."""
 
@@ -172,10 +176,15 @@ class WorkerLoop:
         while self.busy() < self.max_parallel and not self._stopping.is_set():
             if self.max_jobs is not None and self.started_jobs >= self.max_jobs:
                 break
-            job = jobs.claim(self.reg, self.id, free_gpus=self.free_gpus(), executors=(self.executor,),
-                             host=self.host)
+            try:
+                job = jobs.claim(self.reg, self.id, free_gpus=self.free_gpus(), executors=(self.executor,),
+                                 host=self.host)
+            except BaseException:
+                self.launched()  # what this pass claimed before the error still starts
+                raise
             if job is None:
                 break
             claimed_any = True
             self.launch(job)
+        self.launched()
         return claimed_any

@@ -365,6 +365,7 @@ class SlurmWorker(WorkerLoop):
         self.grace_s, self.device = grace_s, device
         self.task_heartbeat_s = task_heartbeat_s or max(1.0, min(30.0, heartbeat_expiry_s / 6))
         self.active: dict[int, _Submitted] = {}
+        self._claimed: list[jobs.ClaimedJob] = []  # claimed in this fill pass, submitted by launched()
         self.folder = Path(options.folder) if options.folder else jobs.default_runs_root(reg) / "slurm"
         # a real cluster: states from one squeue call per poll (submitit reads sacct only, which
         # answers nothing with accounting off); submitit's local executor: its own job states
@@ -382,44 +383,68 @@ class SlurmWorker(WorkerLoop):
                 f"({self.options.cluster or 'auto'}; logs in {self.folder})")
 
     def busy(self) -> int:
-        return len(self.active)
+        return len(self.active) + len(self._claimed)
 
     def free_gpus(self) -> list[str]:
         return [str(i) for i in range(self.options.gpus_per_node)]
 
     def launch(self, job: jobs.ClaimedJob) -> None:
-        self._submit(job)
+        self._claimed.append(job)  # submitted by launched(), with the rest of this pass's claims
+
+    def launched(self) -> None:
+        """Submits this pass's claims: on a Slurm cluster the jobs that ask for the same resources
+        go as one job array (a sweep is one array); one at a time through submitit's local executor."""
+        claimed, self._claimed = self._claimed, []
+        if not self.real_slurm:
+            for job in claimed:
+                self._submit([job])
+            return
+        groups: dict[int, list[jobs.ClaimedJob]] = {}
+        for job in claimed:
+            groups.setdefault(job.n_gpus, []).append(job)
+        for group in groups.values():
+            self._submit(group)
 
     def collect(self) -> None:
         self._follow()
 
-    def _executor(self, job: jobs.ClaimedJob):
+    def _executor(self, job: jobs.ClaimedJob, name: str):
         import submitit
 
         ex = submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster=self.options.cluster,
                                    slurm_max_num_timeout=self.options.max_num_timeout)
-        params = self.options.executor_parameters(job.n_gpus, f"ctxsim-{job.id}")
+        params = self.options.executor_parameters(job.n_gpus, name)
         if ex.cluster != "slurm":  # the local executor knows none of the slurm_* keys
             params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
         ex.update_parameters(**params)
         return ex
 
-    def _submit(self, job: jobs.ClaimedJob) -> None:
-        fence = dict(attempt=job.attempt, worker_id=self.id)
-        task = SlurmTask(url_for_nodes(self.reg.url), job.id, job.attempt, self.id, self.device, job.n_gpus,
-                         self.task_heartbeat_s, self.grace_s)
+    def _submit(self, group: list[jobs.ClaimedJob]) -> None:
+        """One Slurm job, or one job array for several claims needing the same resources."""
+        tasks = [SlurmTask(url_for_nodes(self.reg.url), job.id, job.attempt, self.id, self.device, job.n_gpus,
+                           self.task_heartbeat_s, self.grace_s) for job in group]
+        name = f"ctxsim-{group[0].id}" if len(group) == 1 else f"ctxsim-{group[0].id}-{group[-1].id}"
         try:
-            sjob = self._executor(job).submit(task)
-        except Exception as e:  # sbatch refused (bad partition, account...): the job cannot run like this
+            ex = self._executor(group[0], name)
+            if len(group) == 1:
+                sjobs = [ex.submit(tasks[0])]
+            else:
+                with ex.batch():
+                    pending = [ex.submit(t) for t in tasks]
+                sjobs = list(pending)
+        except Exception as e:  # sbatch refused (bad partition, account...): the jobs cannot run like this
             msg = f"slurm submission failed: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}"
-            jobs.finish(self.reg, job.id, JobStatus.FAILED, error=msg, **fence)
-            self.say(f"job {job.id}: {msg}")
+            for job in group:
+                jobs.finish(self.reg, job.id, JobStatus.FAILED, error=msg, attempt=job.attempt, worker_id=self.id)
+                self.say(f"job {job.id}: {msg}")
             return
-        sid = str(sjob.job_id)
-        jobs.set_slurm_id(self.reg, job.id, job.attempt, sid)
-        self.active[job.id] = _Submitted(job.id, job.attempt, self.id, sid, sjob)
-        self.started_jobs += 1
-        self.say(f"job {job.id}: submitted attempt {job.attempt} as slurm job {sid}")
+        array = f" (job array of {len(group)})" if len(group) > 1 else ""
+        for job, sjob in zip(group, sjobs):
+            sid = str(sjob.job_id)
+            jobs.set_slurm_id(self.reg, job.id, job.attempt, sid)
+            self.active[job.id] = _Submitted(job.id, job.attempt, self.id, sid, sjob)
+            self.started_jobs += 1
+            self.say(f"job {job.id}: submitted attempt {job.attempt} as slurm job {sid}{array}")
 
     def _adopt(self) -> None:
         """Follows the Slurm jobs of pollers that stopped heartbeating (killed, restarted): their
