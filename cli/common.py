@@ -79,12 +79,14 @@ def info(message: str) -> None:
 
 
 
-def table_console() -> Console:
+def table_console(stderr: bool = False) -> Console:
     """Where tables go: the shared console on a terminal; through a pipe or into a file, a console
-    that never shortens a value (no "…", no 80-column cut), so ``ls | grep`` sees whole names."""
-    if console.is_terminal:
-        return console
-    return Console(width=100_000, highlight=False, no_color=True)
+    that never shortens a value (no "…", no 80-column cut), so ``ls | grep`` sees whole names.
+    ``stderr``: the same for tables shown beside a command's output (sweep's grid)."""
+    shared = err_console if stderr else console
+    if shared.is_terminal:
+        return shared
+    return Console(width=100_000, highlight=False, no_color=True, stderr=stderr)
 
 
 def print_rows(header: list[str], rows: list[list[str]], fmt: str = "table", title: Optional[str] = None,

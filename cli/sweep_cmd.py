@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ctxsim.cli.common import EXIT_USAGE, console, err_console, fail, info, open_registry_or_exit, print_json
+from ctxsim.cli.common import EXIT_USAGE, console, fail, info, open_registry_or_exit, print_json, table_console
 from ctxsim.cli.options import DbOpt, ExecutorOpt, JsonOpt
 from ctxsim.registry.states import JobStatus
 
@@ -93,7 +93,7 @@ def _grid_table(rows: list[dict], title: str) -> None:
         t.add_column(c)
     for r in rows:
         t.add_row(*[("" if r.get(c) is None else str(r[c])) + ("" if c != "id" or r.get("created", True) else "=") for c in cols])
-    err_console.print(t)
+    table_console(stderr=True).print(t)
 
 
 def register(app: typer.Typer) -> None:

@@ -57,6 +57,15 @@ def test_sweep_dry_run_and_enqueue(db):
     assert (cfg["seed"], cfg["epochs"], cfg["dataset"]) == (7, 1, "synthetic")
 
 
+def test_sweep_grid_table_through_a_pipe_keeps_whole_values(db):
+    """The grid table (on stderr beside the ids) is never cut or shortened when it is not a terminal."""
+    r = subprocess.run([sys.executable, "-m", "ctxsim.cli.main", "sweep", "-d", "synthetic", "-l", "hybrid", "--seeds", "1",
+                        "--set", "sampler.num_batches=2", "--set", "num_workers=0", "--set", "device=cpu",
+                        "--gpus-per-job", "0", "--dry-run", "--db", str(db)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "sampler.num_batches=2 num_workers=0 device=cpu" in r.stderr and "…" not in r.stderr
+
+
 @pytest.mark.parametrize("args, needle", [
     (["-d", "nope", "-l", "hybrid"], "unknown dataset 'nope'"),
     (["-d", "synthetic", "-l", "nope"], "unknown loss 'nope'"),
