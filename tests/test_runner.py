@@ -4,6 +4,7 @@ group, graceful shutdown, failures, GPU assignment, the foreground runner."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -307,3 +308,32 @@ def test_one_run_folder_rule(tmp_path, registry):
     assert job_row(registry, jid).run_dir.endswith(f"cub-hybrid-256-{cfg.config_hash()[:8]}-job{jid}")
     probe = jobs.enqueue(registry, probe_config(label="x"), runs_root=tmp_path)
     assert Path(job_row(registry, probe).run_dir).name.startswith("probe-")
+
+
+def test_a_long_name_gets_a_short_deterministic_folder_and_the_run_finishes(tmp_path):
+    """A 300-character (or multi-byte) name: the run folder is cut to fit the filesystem's 255-byte
+    limit, the same name always gives the same folder, the registry keeps the whole name, and
+    ``ctxsim run`` ends done (it used to fail on "File name too long" and leave the job running)."""
+    import subprocess
+    import sys
+
+    from ctxsim.registry.rundirs import MAX_STEM_BYTES, short_stem
+
+    long = "A" * 300
+    assert short_stem(long) == short_stem(long) and len(short_stem(long).encode()) <= MAX_STEM_BYTES
+    assert short_stem(long) != short_stem("A" * 299) and short_stem("short") == "short"
+    wide = "é" * 150  # 300 bytes: cut between characters, never inside one
+    assert len(short_stem(wide).encode()) <= MAX_STEM_BYTES and short_stem(wide).startswith("é" * 95)
+    db = tmp_path / "e.db"
+    r = subprocess.run([sys.executable, "-m", "ctxsim.cli.main", "run", "-d", "synthetic", "-l", "hybrid", "--name", long,
+                        "--set", "epochs=1", "--set", "sampler.num_batches=2", "--device", "cpu", "--db", str(db)],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                       env={k: v for k, v in os.environ.items() if k not in ("CTXSIM_RUNS", "CTXSIM_DB")})
+    reg = open_registry(str(db))
+    with reg.Session() as s:
+        (job,) = s.scalars(select(Job)).all()
+    assert r.returncode == 0 and job.status == "done", (r.stderr[-2000:], job.status, job.error)
+    assert json.loads(job.config_json)["name"] == long
+    folder = Path(job.run_dir)
+    assert folder.is_dir() and folder.name.startswith(short_stem(long)) and (folder / "result.json").exists()
+    reg.dispose()
