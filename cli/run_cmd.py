@@ -242,7 +242,8 @@ def run(
              EXIT_INTERRUPTED)
     except Exception as e:  # a bug or a runtime failure: one line, details in events.jsonl
         sink.close()
-        fail(f"job {jid} failed: {one_line(e, with_type=True)} (traceback in {rd / 'events.jsonl'})", EXIT_FAILED)
+        where = f" (traceback in {rd / 'events.jsonl'})" if (rd / "events.jsonl").is_file() else ""
+        fail(f"job {jid} failed: {one_line(e, with_type=True)}{where}", EXIT_FAILED)
     sink.close()
     if json_out:
         print_json({"id": jid, **result.to_dict()})

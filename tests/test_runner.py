@@ -337,3 +337,45 @@ def test_a_long_name_gets_a_short_deterministic_folder_and_the_run_finishes(tmp_
     folder = Path(job.run_dir)
     assert folder.is_dir() and folder.name.startswith(short_stem(long)) and (folder / "result.json").exists()
     reg.dispose()
+
+
+def test_a_run_folder_that_cannot_be_made_fails_the_job_with_one_line(tmp_path):
+    """``ctxsim run`` whose run folder cannot be created (a file stands in its path): one line, exit
+    1, and the job row says failed with the reason; it is never left running."""
+    import subprocess
+    import sys
+
+    (tmp_path / "afile").write_text("")
+    db = tmp_path / "e.db"
+    r = subprocess.run([sys.executable, "-m", "ctxsim.cli.main", "run", "-d", "synthetic", "-l", "hybrid", "--set", "epochs=1",
+                        "--device", "cpu", "--run-dir", str(tmp_path / "afile" / "run"), "--db", str(db)],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: job 1 failed: NotADirectoryError"), r.stderr
+    assert "traceback in" not in r.stderr  # there is no events.jsonl to point at
+    reg = open_registry(str(db))
+    with reg.Session() as s:
+        (job,) = s.scalars(select(Job)).all()
+    assert job.status == "failed" and "Not a directory" in job.error, (job.status, job.error)
+    reg.dispose()
+
+
+def test_worker_fails_a_job_whose_folder_cannot_be_made_and_takes_the_next(tmp_path):
+    """A worker never crashes on a job's fault: the job whose run folder cannot be created is failed
+    with the reason (one line on the console, no traceback) and the next job runs."""
+    import subprocess
+    import sys
+
+    (tmp_path / "afile").write_text("")
+    db = tmp_path / "e.db"
+    reg = open_registry(str(db))
+    (bad, _), (good, _) = jobs.enqueue_many(reg, [probe_config(label="bad"), probe_config(label="good")],
+                                            runs_root=tmp_path / "runs",
+                                            run_dirs=[tmp_path / "afile" / "run", None])
+    r = subprocess.run([sys.executable, "-m", "ctxsim.cli.main", "worker", "--once", "--gpus", "", "--poll", "0.2",
+                        "--db", str(db)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
+    assert f"job {bad}: failed: cannot create the run folder" in r.stderr + r.stdout
+    assert job_row(reg, bad).status == "failed" and "Not a directory" in job_row(reg, bad).error
+    assert job_row(reg, good).status == "done"
+    reg.dispose()

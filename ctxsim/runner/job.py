@@ -136,7 +136,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"{row and (row.status, row.attempts)}", file=sys.stderr)
         return EXIT_NOT_OWNED
     attempt, config_json, run_dir = row.attempts, row.config_json, row.run_dir
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # not writable, a name too long, a file in the way: the job cannot run here
+        msg = f"cannot create the run folder {run_dir}: {e.strerror or e}"
+        print(msg, file=sys.stderr, flush=True)
+        if rank == 0:
+            jobs.finish(reg, args.job, JobStatus.FAILED, attempt=attempt, exit_code=EXIT_FAILED, error=msg)
+        return EXIT_FAILED
     print(f"job {args.job} attempt {attempt} pid {os.getpid()} host {socket.gethostname()} "
           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}", flush=True)
     from ctxsim.runner.epoch_log import EpochLogSink  # one line per epoch in stdout.log
@@ -222,10 +229,12 @@ def run_job_foreground(
     def stopping() -> bool:
         return stop.is_set() or bool(should_stop and should_stop())
 
-    log_tee = _ForegroundLog(claimed.run_dir, job_id, claimed.attempt, worker_id)
-    sink = job_sink(reg, job_id, MultiSink(extra_sink, log_tee.sink))
     fin = dict(attempt=claimed.attempt, worker_id=worker_id)
-    try:
+    log_tee: Optional[_ForegroundLog] = None
+    sink: Optional[EventSink] = None
+    try:  # from here on every way out settles the job (a run folder that cannot be made included)
+        log_tee = _ForegroundLog(claimed.run_dir, job_id, claimed.attempt, worker_id)
+        sink = job_sink(reg, job_id, MultiSink(extra_sink, log_tee.sink))
         result = execute(claimed.config_json, sink, claimed.run_dir, device=device, should_stop=stopping)
         sink.close()
     except KeyboardInterrupt:
@@ -240,7 +249,8 @@ def run_job_foreground(
         raise
     finally:
         hb.done.set()
-        log_tee.close()
+        if log_tee is not None:
+            log_tee.close()
     if stopping():
         if hb.reason != "lost":
             jobs.finish(reg, job_id, JobStatus.CANCELLED, error="cancel requested" if hb.reason else "stopped", **fin)
@@ -281,7 +291,9 @@ class _ForegroundLog:
         self.fh.close()
 
 
-def _safe_close(sink: EventSink) -> None:
+def _safe_close(sink: Optional[EventSink]) -> None:
+    if sink is None:
+        return
     try:
         sink.close()
     except Exception:

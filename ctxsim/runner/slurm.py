@@ -250,7 +250,13 @@ class SlurmTask:
                                     f"attempt {self.attempt} on {host} pid {pid} (slurm {_slurm_job_id()}{again})")
         if run_dir is None:
             return None
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            (Path(run_dir) / "stdout.log").open("ab").close()
+        except OSError as e:  # the job cannot run anywhere like this: failed, not requeued
+            jobs.finish(reg, self.job_id, JobStatus.FAILED, attempt=self.attempt, worker_id=self.worker_id,
+                        error=f"cannot create the run folder {run_dir}: {e.strerror or e}")
+            return None
         args = ["--job", str(self.job_id), "--attempt", str(self.attempt), "--device", self.device]
         argv = (torchrun_argv(self.n_gpus, "ctxsim.runner.job", args) if self.n_gpus > 1
                 else [sys.executable, "-m", "ctxsim.runner.job", *args])

@@ -122,8 +122,15 @@ class LocalWorker(WorkerLoop):
     def _start(self, job: jobs.ClaimedJob) -> None:
         self.pool.take(job.id, job.gpus)
         run_dir = Path(job.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fh = open(run_dir / "stdout.log", "ab")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            fh = open(run_dir / "stdout.log", "ab")
+        except OSError as e:  # not writable, a name too long, a file in the way: the job's fault, not ours
+            self.pool.release(job.id)
+            msg = f"cannot create the run folder {run_dir}: {e.strerror or e}"
+            jobs.finish(self.reg, job.id, JobStatus.FAILED, attempt=job.attempt, worker_id=self.id, error=msg)
+            self.say(f"job {job.id}: failed: {msg}")
+            return
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         fh.write(f"=== ctxsim job {job.id} attempt {job.attempt} on {self.id} at {stamp} ===\n".encode())
         fh.flush()
