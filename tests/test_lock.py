@@ -215,3 +215,67 @@ def test_ctrl_c_during_a_lock_wait_is_honoured_at_once(db, args):
         reg.dispose()
     assert [(r["id"], r["status"]) for r in rows] == [(1, "queued")]  # nothing queued
     assert jobs.set_priority(open_registry(db), 1, 0) == 0  # the priority was never changed
+
+
+def _steps(sink, first: int, last: int) -> None:
+    from ctxsim.train.events import Event
+
+    for step in range(first, last + 1):
+        sink.emit(Event("step", {"step": step, "loss": 1.0 / step, "terms": {}}, float(step)))
+
+
+def _stored_steps(reg, job_id: int) -> list[int]:
+    from sqlalchemy import select
+
+    from ctxsim.registry.models import Metric
+
+    with reg.Session() as s:
+        return list(s.scalars(select(Metric.step).where(Metric.job_id == job_id, Metric.key == "train/loss")
+                              .order_by(Metric.step)))
+
+
+def test_a_job_sink_rides_out_a_lock_held_past_the_lock_timeout(db):
+    """The registry away for longer than the lock timeout (another process holds the SQLite lock):
+    the training job's sink keeps its points and goes on (no exception into training), then writes
+    every one exactly once when the lock is free; an epoch event is not lost either."""
+    from ctxsim.registry.sink import RegistrySink
+    from ctxsim.train.events import Event
+
+    reg = open_registry(db, lock_timeout=0.2)
+    sink = RegistrySink(reg, 1, flush_every_s=0.0, outage_s=60)
+    _steps(sink, 1, 3)
+    assert _stored_steps(reg, 1) == [1, 2, 3]
+    with Holder(db, "BEGIN EXCLUSIVE"):
+        _steps(sink, 4, 8)  # each due flush fails after 0.2 s and is kept; training goes on
+        sink.emit(Event("epoch", {"epoch": 1, "loss": 0.5}, 9.0))
+        assert sink.outage.active and len(sink._points) >= 5
+    sink.outage.retry_at = 0.0  # the backoff is not the point here: try at the next due flush
+    _steps(sink, 9, 10)
+    assert not sink.outage.active
+    sink.close()
+    assert _stored_steps(reg, 1) == list(range(1, 11))  # nothing lost, nothing doubled
+    with reg.Session() as s:
+        from ctxsim.registry.models import Job
+
+        assert s.get(Job, 1).epoch == 1
+    reg.dispose()
+
+
+def test_a_job_sink_gives_up_when_the_outage_outlasts_its_budget(db):
+    """Past CTXSIM_REGISTRY_OUTAGE the job fails with one line that says so (close waits, then raises)."""
+    from ctxsim.errors import RegistryError
+    from ctxsim.registry.outage import outage_budget_s
+    from ctxsim.registry.sink import RegistrySink
+
+    reg = open_registry(db, lock_timeout=0.1)
+    waits: list[float] = []
+    sink = RegistrySink(reg, 1, flush_every_s=0.0, outage_s=0.5, sleep=lambda s: (waits.append(s), time.sleep(s)))
+    with Holder(db, "BEGIN EXCLUSIVE"):
+        _steps(sink, 1, 2)
+        with pytest.raises(RegistryError, match=r"unreachable for \d+ s \(CTXSIM_REGISTRY_OUTAGE=0.5\)"):
+            sink.close()
+    assert waits and all(w <= 30 for w in waits)
+    reg.dispose()
+    assert outage_budget_s("12") == 12.0 and outage_budget_s(None) in (300.0, float(os.environ.get("CTXSIM_REGISTRY_OUTAGE", 300)))
+    with pytest.raises(Exception, match="CTXSIM_REGISTRY_OUTAGE must be"):
+        outage_budget_s("soon")

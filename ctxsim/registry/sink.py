@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from ctxsim.names import lower_is_better as _lower_is_better
 from ctxsim.registry.db import Registry
 from ctxsim.registry.models import EventKind, Job, JobEvent, Metric, Summary, json_payload
+from ctxsim.registry.outage import Outage, outage_budget_s
 from ctxsim.train.events import Event, metric_points
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,12 @@ def _fold_summaries(reg: Registry, conn: Any, job_id: int, points: list[tuple[st
 class RegistrySink:
     """EventSink writing a job's metric points, summaries, progress and lifecycle to the registry."""
 
-    def __init__(self, reg: Registry, job_id: int, flush_every_s: float = 1.0, flush_every_n: int = 2000) -> None:
+    def __init__(self, reg: Registry, job_id: int, flush_every_s: float = 1.0, flush_every_n: int = 2000,
+                 outage_s: Optional[float] = None, sleep: Callable[[float], None] = time.sleep) -> None:
         self.reg = reg
+        # a registry that is away (server restart, lock held too long): buffer and retry, up to this long
+        self.outage = Outage(outage_budget_s() if outage_s is None else outage_s)
+        self._sleep = sleep
         self.job_id = job_id
         self.flush_every_s = flush_every_s
         self.flush_every_n = flush_every_n
@@ -152,8 +157,19 @@ class RegistrySink:
                 or len(self._points) >= self.flush_every_n
                 or time.monotonic() - self._last_flush >= self.flush_every_s
             )
-        if due:
+        if due and self.outage.due():
+            self._flush_or_keep()
+
+    def _flush_or_keep(self) -> None:
+        """A flush that, while the registry is away, keeps the data for a later try (within the
+        outage budget) instead of failing the training job."""
+        what = f"metrics of job {self.job_id}"
+        try:
             self.flush()
+        except Exception as e:  # noqa: BLE001 - Outage.failed re-raises all but an outage
+            self.outage.failed(e, what)
+            return
+        self.outage.recovered(what)
 
     def flush(self) -> None:
         """Writes everything buffered in one transaction (retried on lock contention)."""
@@ -185,9 +201,18 @@ class RegistrySink:
             raise
 
     def close(self) -> None:
-        if not self.closed:
-            self.flush()
-            self.closed = True
+        """Writes what is left, waiting out an outage (within its budget) if the registry is away."""
+        if self.closed:
+            return
+        what = f"metrics of job {self.job_id}"
+        while True:
+            try:
+                self.flush()
+                break
+            except Exception as e:  # noqa: BLE001 - Outage.failed re-raises all but an outage
+                self._sleep(self.outage.failed(e, what))
+        self.outage.recovered(what)
+        self.closed = True
 
 
 def _describe(event: Event) -> str:

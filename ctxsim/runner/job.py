@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional, Sequence
 from ctxsim.errors import ConfigError, CtxsimError, one_line
 from ctxsim.registry import jobs
 from ctxsim.registry.db import Registry, open_registry
+from ctxsim.registry.outage import call_through_outage
 from ctxsim.registry.sink import RegistrySink
 from ctxsim.registry.states import JobStatus
 from ctxsim.runner import kinds
@@ -142,7 +143,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         msg = f"cannot create the run folder {run_dir}: {e.strerror or e}"
         print(msg, file=sys.stderr, flush=True)
         if rank == 0:
-            jobs.finish(reg, args.job, JobStatus.FAILED, attempt=attempt, exit_code=EXIT_FAILED, error=msg)
+            _finish(reg, args.job, JobStatus.FAILED, attempt=attempt, exit_code=EXIT_FAILED, error=msg)
         return EXIT_FAILED
     print(f"job {args.job} attempt {attempt} pid {os.getpid()} host {socket.gethostname()} "
           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}", flush=True)
@@ -153,7 +154,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except CtxsimError as e:
         print(one_line(e), file=sys.stderr, flush=True)
         if rank == 0:
-            jobs.finish(reg, args.job, JobStatus.FAILED, attempt=attempt, exit_code=e.exit_code, error=one_line(e))
+            _finish(reg, args.job, JobStatus.FAILED, attempt=attempt, exit_code=e.exit_code, error=one_line(e))
         return EXIT_FAILED
     sink = job_sink(reg, args.job, EpochLogSink()) if rank == 0 else NullSink()
     try:
@@ -168,13 +169,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if stop.is_set():
             return EXIT_STOPPED
         if rank == 0:
-            jobs.finish(reg, args.job, JobStatus.FAILED, attempt=attempt, exit_code=EXIT_FAILED, error=_one_line(e))
+            _finish(reg, args.job, JobStatus.FAILED, attempt=attempt, exit_code=EXIT_FAILED, error=_one_line(e))
         return EXIT_FAILED
     if stop.is_set():
         print(f"job {args.job} stopped on request", flush=True)
         return EXIT_STOPPED
     if rank == 0:
-        jobs.finish(reg, args.job, JobStatus.DONE, attempt=attempt, exit_code=EXIT_DONE)
+        _finish(reg, args.job, JobStatus.DONE, attempt=attempt, exit_code=EXIT_DONE)
     return EXIT_DONE
 
 
@@ -245,7 +246,7 @@ def run_job_foreground(
         _safe_close(sink)
         if _removed(reg, job_id):  # `ctxsim rm --force --wait 0` while it ran: its writes failed, say why
             raise jobs.JobNotFoundError(f"job {job_id} was removed while it ran (ctxsim rm): stopped") from None
-        jobs.finish(reg, job_id, JobStatus.FAILED, exit_code=EXIT_FAILED, error=_one_line(e), **fin)
+        _finish(reg, job_id, JobStatus.FAILED, exit_code=EXIT_FAILED, error=_one_line(e), **fin)
         raise
     finally:
         hb.done.set()
@@ -253,9 +254,9 @@ def run_job_foreground(
             log_tee.close()
     if stopping():
         if hb.reason != "lost":
-            jobs.finish(reg, job_id, JobStatus.CANCELLED, error="cancel requested" if hb.reason else "stopped", **fin)
+            _finish(reg, job_id, JobStatus.CANCELLED, error="cancel requested" if hb.reason else "stopped", **fin)
     else:
-        jobs.finish(reg, job_id, JobStatus.DONE, exit_code=EXIT_DONE, **fin)
+        _finish(reg, job_id, JobStatus.DONE, exit_code=EXIT_DONE, **fin)
     return result
 
 
@@ -289,6 +290,12 @@ class _ForegroundLog:
     def close(self) -> None:
         logging.getLogger("ctxsim").removeHandler(self.handler)
         self.fh.close()
+
+
+def _finish(reg: Registry, job_id: int, status: JobStatus, **kw: Any) -> bool:
+    """``jobs.finish``, waiting out a registry that is briefly away (``ctxsim.registry.outage``):
+    a finished run's status is not lost to a server restart."""
+    return call_through_outage(lambda: jobs.finish(reg, job_id, status, **kw), what=f"final status of job {job_id}")
 
 
 def _safe_close(sink: Optional[EventSink]) -> None:
