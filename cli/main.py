@@ -53,6 +53,7 @@ def _register() -> None:
     from ctxsim.cli import (
         compare_cmd,
         data_cmd,
+        doctor_cmd,
         extras_cmd,
         jobs_cmd,
         reproduce_cmd,
@@ -64,7 +65,7 @@ def _register() -> None:
     )
 
     for mod in (run_cmd, sweep_cmd, worker_cmd, jobs_cmd, data_cmd, compare_cmd, reproduce_cmd, tui_cmd, extras_cmd,
-                tune_cmd):
+                tune_cmd, doctor_cmd):
         mod.register(app)
     _wrap_commands(app)
 

@@ -37,6 +37,7 @@ from ctxsim.registry.locks import (  # noqa: F401  (the registry's public names,
 from ctxsim.registry.urls import (  # noqa: F401  (as above)
     DEFAULT_DB_FILE,
     URL_FORMS,
+    damaged_registry,
     describe_db_error,
     display_url,
     no_registry,
@@ -230,7 +231,9 @@ def _open_readonly(resolved: str, path: Optional[Path], timeout_s: float) -> Reg
             if "locked" in text:
                 raise RegistryError(f"registry {path} is locked by another process; gave up after "
                                     f"{timeout_s:g} s (--lock-timeout)") from None
-            if "not a database" in text or "malformed" in text:
+            if "malformed" in text:
+                raise RegistryError(damaged_registry(str(path), text)) from None
+            if "not a database" in text:
                 raise RegistryError(f"{path} is not a ctxsim registry: {text}") from None
             raise RegistryError(f"cannot open registry {path}: {text}") from None
         if current:

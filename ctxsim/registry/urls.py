@@ -62,10 +62,22 @@ def no_registry(path: Path | str) -> NoRegistryError:
                            "or pass --db (or set CTXSIM_DB)")
 
 
+DAMAGED_TEXT = ("malformed", "not a database", "file is encrypted or is not a database", "database corrupt")
+
+
+def damaged_registry(where: str, problem: str) -> str:
+    """One line for a registry file SQLite finds damaged: the file, the problem, the way out."""
+    return (f"registry {where} is damaged ({problem}): `ctxsim doctor --db {where}` lists what is wrong; "
+            f"restore a backup ({Path(where).name}.bak-* beside it, if any) or salvage it with "
+            f"`sqlite3 {where} .recover | sqlite3 recovered.db`")
+
+
 def describe_db_error(url: str, e: BaseException) -> str:
     """One line for a database error raised while using an open registry (password hidden)."""
     orig = getattr(e, "orig", None) or e
     text = one_line(orig)
+    if any(t in text.lower() for t in DAMAGED_TEXT):
+        return damaged_registry(redact(url).removeprefix("sqlite:///"), text)
     if "readonly" in text.replace("-", "").replace(" ", "").lower():
         return f"registry {redact(url)} is read-only: {text}"
     if "database is locked" in text or "database is busy" in text:
