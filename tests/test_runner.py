@@ -379,3 +379,30 @@ def test_worker_fails_a_job_whose_folder_cannot_be_made_and_takes_the_next(tmp_p
     assert job_row(reg, bad).status == "failed" and "Not a directory" in job_row(reg, bad).error
     assert job_row(reg, good).status == "done"
     reg.dispose()
+
+
+def test_a_zero_byte_checkpoint_on_resume_is_one_line_with_the_way_on(tmp_path):
+    """A job resuming from a zero-byte checkpoint.pt: failed with the file, the reason and the way
+    on (delete it, or --fresh), as one line in its log and its row; no traceback anywhere."""
+    import subprocess
+    import sys
+
+    from ctxsim.train import recipe
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoint.pt").write_bytes(b"")
+    db = tmp_path / "e.db"
+    reg = open_registry(str(db))
+    cfg = recipe("synthetic", "hybrid", 256).with_overrides(epochs=1, device="cpu", num_workers=0,
+                                                            sampler_kw={"num_batches": 2})
+    ((jid, _),) = jobs.enqueue_many(reg, [cfg], run_dirs=[run_dir])
+    r = subprocess.run([sys.executable, "-m", "ctxsim.cli.main", "worker", "--once", "--gpus", "", "--poll", "0.2",
+                        "--device", "cpu", "--db", str(db)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
+    row = job_row(reg, jid)
+    log = (run_dir / "stdout.log").read_text()
+    assert row.status == "failed" and row.error.startswith(f"cannot read checkpoint {run_dir / 'checkpoint.pt'}"), row.error
+    assert "rm " in row.error and "--fresh" in row.error
+    assert "Traceback" not in log and "error: cannot read checkpoint" in log, log
+    reg.dispose()

@@ -161,7 +161,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         execute(config_json, sink, run_dir, device=args.device, should_stop=stop.is_set)
         sink.close()
     except BaseException as e:  # noqa: BLE001 - record every failure in the registry
-        traceback.print_exc()
+        if isinstance(e, CtxsimError):  # a known failure (bad checkpoint, missing data...): its one line
+            print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
+        else:
+            traceback.print_exc()
         try:
             sink.close()
         except Exception:
@@ -169,7 +172,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if stop.is_set():
             return EXIT_STOPPED
         if rank == 0:
-            _finish(reg, args.job, JobStatus.FAILED, attempt=attempt, exit_code=EXIT_FAILED, error=_one_line(e))
+            _finish(reg, args.job, JobStatus.FAILED, attempt=attempt, exit_code=EXIT_FAILED,
+                    error=one_line(e) if isinstance(e, CtxsimError) else _one_line(e))
         return EXIT_FAILED
     if stop.is_set():
         print(f"job {args.job} stopped on request", flush=True)

@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from ctxsim.data.fingerprint import FINGERPRINT_NAME, data_fingerprint
+from ctxsim.errors import CtxsimError
 from ctxsim.eval.per_query import PER_QUERY_NAME
 from ctxsim.train.build import deterministic_mode, resolve_device
 from ctxsim.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -72,7 +73,12 @@ def _fit(cfg: RunConfig, sink: EventSink, run_dir: Optional[Path], resume: bool,
     run.build()
     resumed = False
     if resume and run.ck_path is not None and run.ck_path.exists():
-        run.restore(load_checkpoint(run.ck_path))
+        try:
+            ck = load_checkpoint(run.ck_path)
+        except CtxsimError as e:  # truncated, zero bytes, foreign: say how to go on
+            raise CtxsimError(f"{e}; to start this run over, delete it (rm {run.ck_path}) or run it with "
+                              "`ctxsim run ... --fresh`") from None
+        run.restore(ck)
         resumed = True
     fingerprint = data_fingerprint(run.data, cfg.dataset, getattr(cfg, "val_classes", None))
     if run_dir is not None and (dist_info is None or dist_info.is_main):
