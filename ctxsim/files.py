@@ -4,6 +4,7 @@ a crash never leaves half a checkpoint, result or picture. Torch-free, cheap to 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import tempfile
@@ -34,6 +35,20 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", fsync: bool = False)
                 os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        full = _disk_full(e)
+        if full is not None:  # say so, with the file (torch.save hides it behind a RuntimeError)
+            raise OSError(full.errno, full.strerror or os.strerror(full.errno), str(path)) from e
         raise
+
+
+def _disk_full(exc: BaseException) -> OSError | None:
+    """The ENOSPC / EDQUOT error in ``exc``'s chain of causes, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -37,3 +37,45 @@ def test_the_umask_is_read_without_changing_it():
     finally:
         os.umask(before)
         files._umask.cache_clear()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """An 8 MiB tmpfs (a disk that can fill up for real), unmounted afterwards."""
+    import subprocess
+
+    from conftest import require
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    require(r.returncode == 0, f"cannot mount a small tmpfs here (needs root): {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(small_disk):
+    """The disk fills up between epochs: epoch 2's checkpoint fails with "No space left on device"
+    and the checkpoint's path; epoch 1's checkpoint is intact and loadable, and no temp file is left."""
+    from ctxsim.train import fit, recipe
+    from ctxsim.train.checkpoint import load_checkpoint
+    from ctxsim.train.events import ListSink
+
+    class FillAfterFirstCheckpoint(ListSink):
+        def emit(self, event) -> None:
+            super().emit(event)
+            if event.kind == "checkpoint" and event.data.get("epoch") == 1:
+                free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+                with open(small_disk / "filler", "wb") as fh:  # leave 256 KiB: the small event writes still fit
+                    fh.write(b"\0" * max(0, free - 256 * 1024))
+
+    run_dir = small_disk / "run"
+    cfg = recipe("synthetic", "hybrid", 256).with_overrides(epochs=2, device="cpu", num_workers=0,
+                                                            sampler_kw={"num_batches": 2})
+    with pytest.raises(OSError) as info:
+        fit(cfg, sink=FillAfterFirstCheckpoint(), run_dir=run_dir)
+    msg = str(info.value)
+    assert "No space left on device" in msg and str(run_dir / "checkpoint.pt") in msg, msg
+    assert load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 1
+    assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
