@@ -406,3 +406,50 @@ def test_a_zero_byte_checkpoint_on_resume_is_one_line_with_the_way_on(tmp_path):
     assert "rm " in row.error and "--fresh" in row.error
     assert "Traceback" not in log and "error: cannot read checkpoint" in log, log
     reg.dispose()
+
+
+def _trainer():
+    from ctxsim.train.trainer import Trainer
+
+    return Trainer
+
+
+def _engine():
+    from ctxsim.train import engine
+
+    return engine
+
+
+@pytest.mark.parametrize("phase, owner, name", [
+    ("data and model", _trainer, "build"),
+    ("training", _trainer, "train_epoch"),
+    ("evaluation", _trainer, "run_eval"),
+    ("checkpoint", _trainer, "save"),
+    ("result file", _engine, "_write_json"),
+])
+def test_a_failure_in_any_phase_settles_the_job(tmp_path, monkeypatch, phase, owner, name):
+    """Whatever phase fails (building data and model, a training step, the evaluation, writing the
+    checkpoint or the result), the job ends failed with one line that names the failure: never
+    left running."""
+    from ctxsim.runner.job import run_job_foreground
+    from ctxsim.train import recipe
+
+    reg = open_registry(str(tmp_path / "e.db"))
+    cfg = recipe("synthetic", "hybrid", 256).with_overrides(epochs=1, device="cpu", num_workers=0,
+                                                            sampler_kw={"num_batches": 2})
+    jid = jobs.enqueue(reg, cfg, runs_root=tmp_path / "runs")
+    target = owner()
+    real = getattr(target, name)
+
+    def broken(*args, **kw):
+        if name == "_write_json" and not str(args[0]).endswith("result.json"):
+            return real(*args, **kw)  # config.json and the fingerprint are written; the result fails
+        raise RuntimeError(f"injected failure in {phase}")
+
+    monkeypatch.setattr(target, name, broken)
+    with pytest.raises(RuntimeError, match="injected"):
+        run_job_foreground(reg, jid, device="cpu")
+    row = job_row(reg, jid)
+    assert row.status == "failed" and row.finished_at is not None, (row.status, row.error)
+    assert row.error == f"RuntimeError: injected failure in {phase}"
+    reg.dispose()
