@@ -73,6 +73,12 @@ class JobStateError(CtxsimError):
     exit_code = EXIT_USAGE
 
 
+class SlurmQueryError(CtxsimError):
+    """Slurm did not answer a state query (slurmctld down or unreachable): states unknown this poll."""
+
+    exit_code = EXIT_FAILED
+
+
 class ReferenceFormatError(CtxsimError):
     """The file is not a model file of the reference implementation (or uses a class not allowed)."""
 

@@ -14,17 +14,15 @@ import logging
 import subprocess
 from typing import Callable, Iterable
 
-from ctxsim.errors import one_line
+from ctxsim.errors import SlurmQueryError, one_line
+
+__all__ = ["GONE", "SlurmQueryError", "query_states"]
 
 log = logging.getLogger(__name__)
 
 GONE = "GONE"  # known neither to squeue nor to sacct (accounting off, or ended long ago)
 SQUEUE_FORMAT = "%i|%T|%r"  # id, state, reason (pending or ended: Resources, launch failed...)
 Runner = Callable[..., subprocess.CompletedProcess]
-
-
-class SlurmQueryError(RuntimeError):
-    """squeue failed (slurmctld down or unreachable): the states are unknown this poll."""
 
 
 def _parse(text: str) -> dict[str, str]:
