@@ -54,6 +54,7 @@ def _register() -> None:
         compare_cmd,
         data_cmd,
         doctor_cmd,
+        export_cmd,
         extras_cmd,
         jobs_cmd,
         reproduce_cmd,
@@ -65,7 +66,7 @@ def _register() -> None:
     )
 
     for mod in (run_cmd, sweep_cmd, worker_cmd, jobs_cmd, data_cmd, compare_cmd, reproduce_cmd, tui_cmd, extras_cmd,
-                tune_cmd, doctor_cmd):
+                tune_cmd, doctor_cmd, export_cmd):
         mod.register(app)
     _wrap_commands(app)
 
