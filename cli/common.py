@@ -35,8 +35,11 @@ err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    """Prints one clear line on stderr and exits with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Prints one clear line on stderr and exits with ``code`` (the message is text, never markup:
+    ``pip install "ctxsim[wandb]"`` keeps its brackets)."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

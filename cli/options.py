@@ -45,3 +45,24 @@ JsonOpt = json_option()
 DbOpt = Annotated[Optional[str], typer.Option("--db", envvar="CTXSIM_DB", help=DB_HELP)]
 DeviceOpt = device_option()
 ExecutorOpt = executor_option()
+
+
+TrackOpt = Annotated[Optional[str], typer.Option(
+    "--track", help="Mirror the run to trackers, comma-separated: tensorboard (<run folder>/tensorboard). "
+    "Stored in the config (key track), so queued jobs carry it.")]
+
+
+def track_names(value: Optional[str]) -> Optional[list[str]]:
+    """The --track value as a list of known tracker names (one line, exit 2, for an unknown one)."""
+    from ctxsim.cli.common import EXIT_USAGE
+    from ctxsim.errors import CtxsimError
+    from ctxsim.names import check_tracker_names
+
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    try:
+        check_tracker_names(names)
+    except CtxsimError as e:
+        fail(str(e), EXIT_USAGE)
+    return names

@@ -26,7 +26,7 @@ from ctxsim.cli.common import (
     one_line,
     print_json,
 )
-from ctxsim.cli.options import DbOpt, DeviceOpt, json_option
+from ctxsim.cli.options import DbOpt, DeviceOpt, TrackOpt, json_option, track_names
 from ctxsim.registry.states import JobStatus
 
 JsonOpt = json_option("Print the result as JSON only (on stdout).")
@@ -170,6 +170,7 @@ def run(
         "(corrected behaviour; docs/profiles.md).")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Run name (also names the run folder).")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Tag (repeatable).")] = None,
+    track: TrackOpt = None,
     run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder; an unfinished checkpoint there is resumed (default: "
         "runs/<name>-<config hash>, beside the registry).")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over in a new folder even if an unfinished run of this config exists.")] = False,
@@ -194,6 +195,8 @@ def run(
 
     cfg = configure(dataset, loss, resolution, root, sets, epochs, seed, device, name, tag,
                     skip_bad_images=skip_bad_images, backbone_weights=weights, profile=profile)
+    if track is not None:
+        cfg = cfg.with_overrides(track=track_names(track))
     preflight(cfg, device=device, gpus=gpu_ids, host=not (detach and no_check))  # before any job row
 
     from ctxsim.registry import jobs

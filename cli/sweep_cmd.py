@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ctxsim.cli.common import EXIT_USAGE, console, fail, info, open_registry_or_exit, print_json, table_console
-from ctxsim.cli.options import DbOpt, ExecutorOpt, JsonOpt
+from ctxsim.cli.options import DbOpt, ExecutorOpt, JsonOpt, TrackOpt, track_names
 from ctxsim.registry.states import JobStatus
 
 
@@ -30,6 +30,7 @@ def sweep(
     max_attempts: Annotated[int, typer.Option("--max-attempts", help="Claims allowed before a crashing job is failed.")] = 3,
     name: Annotated[Optional[str], typer.Option("--name", help="Name given to every job.")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Tag (repeatable).")] = None,
+    track: TrackOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Queue even if an identical config is queued or running.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the grid without queueing anything.")] = False,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the checks that depend on this machine (data, device) for workers elsewhere; they "
@@ -51,6 +52,9 @@ def sweep(
         if not loss:
             fail("--loss is required (or --ablation for the contextual-similarity ablation grid)", EXIT_USAGE)
         grid = build_grid(dataset, loss, resolution, seeds, list(set_ or []), epochs, root, profile)
+    if track is not None:
+        names = track_names(track)
+        grid = [(c.with_overrides(track=names), a) for c, a in grid]
     cfgs = [c for c, _ in grid]
     preflight_grid(cfgs, host=not no_check)  # every config, before anything is queued
     if gpus_per_job is None:

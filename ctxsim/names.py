@@ -36,6 +36,32 @@ LOSSES = (
 )
 PROXY_LOSSES = ("proxy_anchor", "proxy_nca", "normsoftmax")
 
+# trackers a run can be mirrored to (config key ``track``): name -> (its library, the pip extra);
+# the sinks are in ctxsim.trackers
+TRACKER_LIBRARIES: dict[str, tuple[str, str]] = {"tensorboard": ("tensorboard", "tensorboard")}
+
+
+def check_tracker_names(names) -> None:
+    """ConfigError for a tracker name ctxsim does not know (listing those it knows)."""
+    for n in names or []:
+        if n not in TRACKER_LIBRARIES:
+            raise ConfigError(f"unknown tracker {n!r} (track: {', '.join(TRACKER_LIBRARIES)})")
+
+
+def tracker_library_available(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(TRACKER_LIBRARIES[name][0]) is not None
+
+
+def require_trackers(names) -> None:
+    """ConfigError (one line, with the pip command) for a tracker whose library is not installed."""
+    check_tracker_names(names)
+    for n in names or []:
+        if not tracker_library_available(n):
+            module, extra = TRACKER_LIBRARIES[n]
+            raise ConfigError(f"tracker {n} needs the {module} package: pip install \"ctxsim[{extra}]\"")
+
 
 def compact(name: str) -> str:
     """A spelling reduced to its letters and digits, lower-case ("MS+miner" -> "msminer")."""

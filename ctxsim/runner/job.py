@@ -90,9 +90,21 @@ def _one_line(e: BaseException) -> str:
     return text if text == type(e).__name__ else f"{type(e).__name__}: {text}"
 
 
-def job_sink(reg: Registry, job_id: int, extra: Optional[EventSink] = None) -> MultiSink:
-    """The sinks of a registry job: its RegistrySink (+ ``extra``); ``execute`` adds events.jsonl."""
-    return MultiSink(RegistrySink(reg, job_id), extra)
+def job_sink(reg: Registry, job_id: int, extra: Optional[EventSink] = None, config_json: Optional[str] = None,
+             run_dir: Optional[str] = None) -> MultiSink:
+    """The sinks of a registry job: its RegistrySink (+ ``extra``), and the trackers its config asks
+    for (``track``: ctxsim.trackers); ``execute`` adds events.jsonl."""
+    trackers: list[EventSink] = []
+    if config_json:
+        try:
+            cfg = json.loads(config_json)
+        except ValueError:
+            cfg = {}
+        if isinstance(cfg, dict) and cfg.get("track"):
+            from ctxsim.trackers import tracker_sinks
+
+            trackers = tracker_sinks(cfg, run_dir)
+    return MultiSink(RegistrySink(reg, job_id), extra, *trackers)
 
 
 def _watch_parent(parent_pid: int, poll_s: float = 0.5, launcher: Optional[int] = None) -> None:
@@ -156,7 +168,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if rank == 0:
             _finish(reg, args.job, JobStatus.FAILED, attempt=attempt, exit_code=e.exit_code, error=one_line(e))
         return EXIT_FAILED
-    sink = job_sink(reg, args.job, EpochLogSink()) if rank == 0 else NullSink()
+    sink = job_sink(reg, args.job, EpochLogSink(), config_json, run_dir) if rank == 0 else NullSink()
     try:
         execute(config_json, sink, run_dir, device=args.device, should_stop=stop.is_set)
         sink.close()
@@ -239,7 +251,7 @@ def run_job_foreground(
     sink: Optional[EventSink] = None
     try:  # from here on every way out settles the job (a run folder that cannot be made included)
         log_tee = _ForegroundLog(claimed.run_dir, job_id, claimed.attempt, worker_id)
-        sink = job_sink(reg, job_id, MultiSink(extra_sink, log_tee.sink))
+        sink = job_sink(reg, job_id, MultiSink(extra_sink, log_tee.sink), claimed.config_json, claimed.run_dir)
         result = execute(claimed.config_json, sink, claimed.run_dir, device=device, should_stop=stopping)
         sink.close()
     except KeyboardInterrupt:

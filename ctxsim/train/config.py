@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Optional
 
 from ctxsim.errors import ConfigError
-from ctxsim.names import ARCHS
+from ctxsim.names import ARCHS, check_tracker_names
 
 POOLINGS = ("gem", "max", "avg", "avgmax")
 BOTTLENECKS = ("identity", "linear")
@@ -31,7 +31,7 @@ DECODES = ("cpu", "gpu")  # data.decode: where training JPEGs are decoded (ctxsi
 PROFILES = ("reference", "fixed")  # ctxsim.train.profiles: the reference code exactly, or corrected
 
 # Keys left out of config_hash: they name or place a run but do not change what it computes.
-_UNHASHED = ("name", "tags", "num_workers", "root")
+_UNHASHED = ("name", "tags", "num_workers", "root", "track")
 # Keys added after runs were recorded: left out of config_hash while at these values, so a config
 # that does not use them hashes as it did before they existed.
 _HASHED_UNLESS_DEFAULT = {"profile": "fixed", "jpeg_draft": True, "bottleneck_fp32": False, "rrc_ratio": None,
@@ -69,6 +69,7 @@ class RunConfig:
     profile: str = "fixed"  # "reference" | "fixed": which values the switches below got (ctxsim.train.profiles)
     name: Optional[str] = None
     tags: list[str] = field(default_factory=list)
+    track: list[str] = field(default_factory=list)  # trackers that mirror the run (ctxsim.trackers): tensorboard
     # data
     root: Optional[str] = None
     xform_scale: Optional[float] = None  # RandomResizedCrop lower scale (None: the dataset pipeline's default)
@@ -147,6 +148,7 @@ class RunConfig:
         _choice("model.bn_mode", self.model.bn_mode, BN_MODES)
         _choice("model.embedding_init", self.model.embedding_init, ("kaiming", "default"))
         _choice("data.decode", self.data_kw.get("decode", "cpu"), DECODES)
+        check_tracker_names(self.track)
         if self.resolution not in (224, 256):
             raise ConfigError(f"resolution must be 224 or 256, got {self.resolution}")
         positive = ("batch_size", "epochs", "eval_batch_size")

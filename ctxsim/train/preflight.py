@@ -37,6 +37,9 @@ def preflight(cfg: RunConfig, device: str = "auto", gpus: Sequence[str] = (), ho
     (``ctxsim run --detach --no-check``) skips the checks that depend on this machine."""
     check_config(cfg)
     if host:
+        from ctxsim.names import require_trackers
+
+        require_trackers(cfg.track)  # a tracker's library missing: one line with the pip command
         check_host(cfg, device=device, gpus=gpus)
 
 
