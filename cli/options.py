@@ -48,8 +48,9 @@ ExecutorOpt = executor_option()
 
 
 TrackOpt = Annotated[Optional[str], typer.Option(
-    "--track", help="Mirror the run to trackers, comma-separated: tensorboard (<run folder>/tensorboard). "
-    "Stored in the config (key track), so queued jobs carry it.")]
+    "--track", help="Mirror the run to trackers, comma-separated: tensorboard (<run folder>/tensorboard), mlflow "
+    "(MLFLOW_TRACKING_URI; one experiment per dataset), wandb (WANDB_PROJECT; seeds grouped). Stored in the config "
+    "(key track), so queued jobs carry it; each is an extra: pip install \"ctxsim[wandb]\".")]
 
 
 def track_names(value: Optional[str]) -> Optional[list[str]]:

@@ -38,7 +38,8 @@ PROXY_LOSSES = ("proxy_anchor", "proxy_nca", "normsoftmax")
 
 # trackers a run can be mirrored to (config key ``track``): name -> (its library, the pip extra);
 # the sinks are in ctxsim.trackers
-TRACKER_LIBRARIES: dict[str, tuple[str, str]] = {"tensorboard": ("tensorboard", "tensorboard")}
+TRACKER_LIBRARIES: dict[str, tuple[str, str]] = {"tensorboard": ("tensorboard", "tensorboard"),
+                                                 "mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
 
 
 def check_tracker_names(names) -> None:

@@ -4,6 +4,7 @@ the run."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -63,7 +64,7 @@ def test_a_missing_tracker_library_is_one_line_and_no_job(tmp_path, monkeypatch)
             assert s.scalars(select(Job)).all() == []
         reg.dispose()
     r = CliRunner().invoke(app, ["sweep", "-d", "synthetic", "-l", "hybrid", "--track", "nope", "--db", str(db)])
-    assert r.exit_code == 2 and "unknown tracker 'nope' (track: tensorboard)" in r.stderr
+    assert r.exit_code == 2 and "unknown tracker 'nope' (track: tensorboard, mlflow, wandb)" in r.stderr
 
 
 def test_every_tracker_has_a_sink():
@@ -100,3 +101,86 @@ def test_a_failing_tracker_never_fails_the_run(tmp_path, caplog):
         assert s.scalar(select(Metric.step).where(Metric.job_id == jid, Metric.key == "train/loss")
                         .order_by(Metric.step.desc()).limit(1)) == 6
     reg.dispose()
+
+
+class _StopAfterFirstEpoch:
+    """A sink that asks the run to stop once epoch 1's checkpoint is written."""
+
+    def __init__(self) -> None:
+        self.stop = False
+
+    def emit(self, event) -> None:
+        if event.kind == "checkpoint" and event.data.get("epoch") == 1:
+            self.stop = True
+
+    def close(self) -> None:
+        pass
+
+
+def _run_in_two_parts(tmp_path, track: str):
+    """A 2-epoch run stopped after epoch 1 and resumed in the same folder (a second job)."""
+    from ctxsim.runner.job import run_job_foreground
+
+    reg = open_registry(str(tmp_path / "e.db"))
+    run_dir = tmp_path / "runs" / "the-run"
+    cfg = _cfg(track=[track])
+    ((first, _),) = jobs.enqueue_many(reg, [cfg], run_dirs=[run_dir])
+    stopper = _StopAfterFirstEpoch()
+    run_job_foreground(reg, first, extra_sink=stopper, device="cpu", should_stop=lambda: stopper.stop)
+    id_after_first = (run_dir / f"{track}_run_id").read_text()
+    ((second, _),) = jobs.enqueue_many(reg, [cfg], run_dirs=[run_dir], force=True)
+    run_job_foreground(reg, second, device="cpu")
+    with reg.Session() as s:
+        assert s.get(Job, second).status == "done"
+        stored = {(m.key, m.step): m.value for m in s.scalars(select(Metric).where(Metric.job_id.in_([first, second])))}
+    reg.dispose()
+    assert (run_dir / f"{track}_run_id").read_text() == id_after_first  # the same tracker run, resumed
+    return run_dir, id_after_first.strip(), stored
+
+
+def test_mlflow_keeps_one_run_across_a_resume_and_its_client_reads_the_history(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="mlflow comes with the test extras (pip install -e '.[test]')")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the file: store, offline
+    from mlflow.tracking import MlflowClient
+
+    run_dir, run_id, stored = _run_in_two_parts(tmp_path, "mlflow")
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("ctxsim-synthetic")  # one experiment per dataset
+    runs = client.search_runs([exp.experiment_id])
+    assert [r.info.run_id for r in runs] == [run_id] and runs[0].info.status == "FINISHED"
+    for key, mkey in (("R@1", "R_at_1"), ("MAP@R", "MAP_at_R"), ("train/loss", "train/loss")):
+        history = {(key, m.step): m.value for m in client.get_metric_history(run_id, mkey)}
+        want = {k: v for k, v in stored.items() if k[0] == key}
+        assert history.keys() == want.keys() and all(history[k] == pytest.approx(want[k]) for k in want), key
+    assert {s for k, s in stored if k == "R@1"} == {1, 2}  # both parts of the run are in it
+    assert runs[0].data.params["seed"] == "0" and runs[0].data.tags["ctxsim.loss"] == "hybrid"
+
+
+def test_wandb_offline_keeps_one_run_across_a_resume_and_reads_back(tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="wandb comes with the test extras (pip install -e '.[test]')")
+    import shutil
+    import subprocess
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_dir, run_id, stored = _run_in_two_parts(tmp_path, "wandb")
+    files = sorted((run_dir / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+    assert len(files) == 2  # the first part and the resumed part, one W&B run id
+    wandb_cli = shutil.which("wandb") or "wandb"
+    history: dict = {}
+    for f in files:
+        out = subprocess.run([wandb_cli, "leet", "inspect", "--json", str(f)], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        for line in out.stdout.splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            item = (rec.get("history") or {}).get("item") or {}
+            for key in ("R@1", "MAP@R", "train/loss"):
+                if key in item:
+                    step = item["train/step"] if key.startswith("train/") else item["epoch"]
+                    history[(key, step)] = item[key]
+    want = {k: v for k, v in stored.items() if k[0] in ("R@1", "MAP@R", "train/loss")}
+    assert history.keys() == want.keys() and all(history[k] == pytest.approx(want[k]) for k in want)

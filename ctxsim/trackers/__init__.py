@@ -17,7 +17,8 @@ from ctxsim.train.events import Event, EventSink
 __all__ = ["SINKS", "TRACKER_LIBRARIES", "GuardedSink", "check_tracker_names", "require_trackers", "tracker_sinks"]
 
 # tracker name -> "module:class" of its sink, built as cls(config, run_dir)
-SINKS: dict[str, str] = {"tensorboard": "ctxsim.trackers.tensorboard:TensorBoardSink"}
+SINKS: dict[str, str] = {"tensorboard": "ctxsim.trackers.tensorboard:TensorBoardSink",
+                         "mlflow": "ctxsim.trackers.mlflow:MLflowSink", "wandb": "ctxsim.trackers.wandb:WandbSink"}
 
 log = logging.getLogger(__name__)
 

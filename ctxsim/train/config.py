@@ -69,7 +69,7 @@ class RunConfig:
     profile: str = "fixed"  # "reference" | "fixed": which values the switches below got (ctxsim.train.profiles)
     name: Optional[str] = None
     tags: list[str] = field(default_factory=list)
-    track: list[str] = field(default_factory=list)  # trackers that mirror the run (ctxsim.trackers): tensorboard
+    track: list[str] = field(default_factory=list)  # trackers that mirror the run (ctxsim.trackers): tensorboard, mlflow, wandb
     # data
     root: Optional[str] = None
     xform_scale: Optional[float] = None  # RandomResizedCrop lower scale (None: the dataset pipeline's default)
