@@ -184,3 +184,29 @@ def test_wandb_offline_keeps_one_run_across_a_resume_and_reads_back(tmp_path, mo
                     history[(key, step)] = item[key]
     want = {k: v for k, v in stored.items() if k[0] in ("R@1", "MAP@R", "train/loss")}
     assert history.keys() == want.keys() and all(history[k] == pytest.approx(want[k]) for k in want)
+
+
+def test_a_hanging_tracker_never_slows_the_run(caplog):
+    """A tracker whose server hangs: emit returns at once (a queue feeds a thread), the tracker is
+    switched off once it falls max_backlog events behind, and close gives up after its timeout."""
+    import threading
+
+    from ctxsim.train.events import Event
+
+    release = threading.Event()
+
+    class Hanging:
+        def emit(self, event) -> None:
+            release.wait()
+
+        def close(self) -> None:
+            release.wait()
+
+    sink = GuardedSink(Hanging(), "hanging", max_backlog=5, close_timeout_s=0.2)
+    with caplog.at_level(logging.WARNING, logger="ctxsim.trackers"):
+        for step in range(1, 50):
+            sink.emit(Event("step", {"step": step, "loss": 1.0, "terms": {}}, float(step)))
+        sink.close()
+    release.set()
+    messages = [r.getMessage() for r in caplog.records if r.name == "ctxsim.trackers"]
+    assert sink.failed and any("fell 5 events behind" in m for m in messages), messages

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import queue
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,27 +26,61 @@ log = logging.getLogger(__name__)
 
 
 class GuardedSink:
-    """An EventSink that cannot fail its caller: the first error is logged as one warning and the
-    tracker is switched off for the rest of the run."""
+    """An EventSink that can neither fail nor slow its caller: events go through a queue to a thread
+    that feeds the tracker. The tracker's first error is logged as one warning and switches it off
+    for the rest of the run; so does a tracker that falls ``max_backlog`` events behind (a server
+    that hangs). ``close`` waits at most ``close_timeout_s`` for the backlog."""
 
-    def __init__(self, inner: EventSink, name: str) -> None:
-        self.inner, self.name, self.failed = inner, name, False
+    _END = object()
 
-    def _guard(self, what: str, fn, *args: Any) -> None:
+    def __init__(self, inner: EventSink, name: str, max_backlog: int = 20_000, close_timeout_s: float = 30.0) -> None:
+        self.inner, self.name, self.close_timeout_s = inner, name, close_timeout_s
+        self.failed = False
+        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=max_backlog)
+        self._thread = threading.Thread(target=self._drain, name=f"tracker-{name}", daemon=True)
+        self._thread.start()
+
+    def _warn(self, what: str, e: BaseException) -> None:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        log.warning("tracker %s failed (%s: %s); the run goes on without it (the registry has everything)",
+                    self.name, what, text)
+
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                if not self.failed:
+                    try:
+                        self.inner.close()
+                    except Exception as e:  # noqa: BLE001 - a tracker must never stop training
+                        self.failed = True
+                        self._warn("close", e)
+                return
+            if self.failed:
+                continue
+            try:
+                self.inner.emit(item)
+            except Exception as e:  # noqa: BLE001 - a tracker must never stop training
+                self.failed = True
+                self._warn("emit", e)
+
+    def emit(self, event: Event) -> None:
         if self.failed:
             return
         try:
-            fn(*args)
-        except Exception as e:  # noqa: BLE001 - a tracker must never stop training
+            self._queue.put_nowait(event)
+        except queue.Full:
             self.failed = True
-            log.warning("tracker %s failed (%s: %s); the run goes on without it (the registry has everything)",
-                        self.name, what, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
-
-    def emit(self, event: Event) -> None:
-        self._guard("emit", self.inner.emit, event)
+            log.warning("tracker %s fell %d events behind; the run goes on without it", self.name, self._queue.maxsize)
 
     def close(self) -> None:
-        self._guard("close", self.inner.close)
+        try:
+            self._queue.put(self._END, timeout=self.close_timeout_s)
+        except queue.Full:
+            return
+        self._thread.join(self.close_timeout_s)
+        if self._thread.is_alive():
+            log.warning("tracker %s did not finish within %.0f s; left behind", self.name, self.close_timeout_s)
 
 
 def tracker_sinks(config: dict[str, Any], run_dir: Optional[str | Path]) -> list[EventSink]:
