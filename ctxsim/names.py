@@ -174,3 +174,11 @@ def fmt_with_unit(key: str | None, value: float | None, missing: str = "-") -> s
     if key and is_percent_metric(key):
         return f"{fmt_metric(key, value)} %"
     return f"{value:.4g}"
+
+
+def require_timm() -> None:
+    """ConfigError (one line, with the pip command) when ``model.arch=timm:<name>`` and timm is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("timm") is None:
+        raise ConfigError('timm trunks (model.arch=timm:<name>) need the timm package: pip install "ctxsim[timm]"')

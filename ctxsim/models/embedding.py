@@ -124,14 +124,22 @@ def build_model(arch: str = "resnet50", pooling: str = "gem", layernorm: bool = 
     backbone_weights: None (random init), "imagenet" (torchvision IMAGENET1K_V1, from the torch cache or
     downloaded when online; ConfigError offline) or a path to a local trunk state dict.
     """
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
+    from ctxsim.models.timm_trunk import build_timm_trunk, timm_name
+
+    if arch not in ARCHS and not timm_name(arch):
+        raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)} or timm:<name>")
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
     if backbone_weights is not None and not isinstance(backbone_weights, (str, os.PathLike)):
         raise ConfigError(f"backbone_weights must be None, 'imagenet' or a file path, got {backbone_weights!r}")
-    trunk = build_trunk(arch, in_channels)
-    init_trunk_weights(trunk, arch, backbone_weights)
+    if timm_name(arch):
+        trunk = build_timm_trunk(timm_name(arch), in_channels, backbone_weights)
+        if trunk.pre_pooled and pooling == "gem":
+            raise ConfigError(f"{arch} hands the head a pooled feature (its class token): use model.pooling=avg "
+                              "(the identity here); GeM would clamp the feature's negative values")
+    else:
+        trunk = build_trunk(arch, in_channels)
+        init_trunk_weights(trunk, arch, backbone_weights)
     return EmbeddingModel(trunk, arch=arch, pooling=pooling, layernorm=layernorm, embedding_size=embedding_size,
                           bottleneck=bottleneck, bottleneck_size=bottleneck_size, bn_mode=bn_mode,
                           embedding_init=embedding_init)

@@ -142,7 +142,8 @@ class RunConfig:
         }
         for key, allowed in choices.items():
             _choice(key, getattr(self, key), allowed)
-        _choice("model.arch", self.model.arch, ARCHS)
+        if not (self.model.arch.startswith("timm:") and len(self.model.arch) > len("timm:")):
+            _choice("model.arch", self.model.arch, ARCHS)
         _choice("model.pooling", self.model.pooling, POOLINGS)
         _choice("model.bottleneck", self.model.bottleneck, BOTTLENECKS)
         _choice("model.bn_mode", self.model.bn_mode, BN_MODES)

@@ -50,7 +50,11 @@ def check_config(cfg: RunConfig) -> None:
     _check_finite(cfg.to_dict(), "")
     cfg.validate()
     m = cfg.model
-    if m.backbone_weights == "imagenet" and m.arch != "resnet50":
+    if m.arch.startswith("timm:"):
+        from ctxsim.names import require_timm
+
+        require_timm()  # one line with the pip command, before any job row
+    elif m.backbone_weights == "imagenet" and m.arch != "resnet50":
         raise ConfigError(f"ImageNet weights exist only for arch resnet50, not {m.arch!r} "
                           "(use --backbone-weights none, or --set model.arch=resnet50)")
     _check_loss_options(cfg)
