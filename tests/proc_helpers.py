@@ -58,3 +58,25 @@ class ForegroundProbe:
     def join(self, timeout_s: float = 60) -> None:
         self.thread.join(timeout_s)
         assert not self.thread.is_alive(), "the job did not stop"
+
+
+def run_ctxsim(*args: str, timeout: float = 120, cwd: Any = None) -> subprocess.CompletedProcess:
+    """``python -m ctxsim.cli.main ARGS`` in a subprocess (no CTXSIM_DB from the environment)."""
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "CTXSIM_DB"}
+    return subprocess.run([sys.executable, "-m", "ctxsim.cli.main", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=cwd)
+
+
+def wait_for(cond, timeout: float, what: str, detail=None):
+    """Polls ``cond()`` every 0.2 s until it is truthy (returned) or ``timeout`` passes (AssertionError
+    naming ``what``, with ``detail()`` appended, e.g. a worker's log)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}" + (f"\n{detail()}" if detail else ""))

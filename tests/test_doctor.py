@@ -5,12 +5,12 @@ host, a silent heartbeat), which ``--fix`` requeues without deleting anything.""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import timedelta
 
 import pytest
+from proc_helpers import run_ctxsim
 from sqlalchemy import select, update
 
 from ctxsim.registry import jobs
@@ -18,11 +18,7 @@ from ctxsim.registry.db import open_registry
 from ctxsim.registry.models import Job, JobEvent, utcnow
 from ctxsim.runner.probe import probe_config
 
-
-def ctxsim(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "CTXSIM_DB"}
-    return subprocess.run([sys.executable, "-m", "ctxsim.cli.main", *args], capture_output=True, text=True,
-                          timeout=120, env=env)
+ctxsim = run_ctxsim
 
 
 @pytest.fixture

@@ -4,11 +4,9 @@ what ``ls --json`` and the metrics table hold, in csv, jsonl and parquet."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from proc_helpers import run_ctxsim
 
 from ctxsim.registry import jobs
 from ctxsim.registry.db import open_registry
@@ -18,10 +16,7 @@ from ctxsim.train.events import Event
 pd = pytest.importorskip("pandas", reason="pandas comes with the test extras (pip install -e '.[test]')")
 
 
-def ctxsim(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "CTXSIM_DB"}
-    return subprocess.run([sys.executable, "-m", "ctxsim.cli.main", *args], capture_output=True, text=True,
-                          timeout=120, env=env)
+ctxsim = run_ctxsim
 
 
 @pytest.fixture

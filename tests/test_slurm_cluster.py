@@ -13,11 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from conftest import require
+from proc_helpers import wait_for
 from sqlalchemy import func, select
 
 from ctxsim.registry import jobs
@@ -99,13 +99,7 @@ class Poller:
 
 
 def _wait(cond, timeout: float, what: str, poller: Poller | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}" + (f"\n{poller.text()}" if poller else ""))
+    return wait_for(cond, timeout, what, poller.text if poller else None)
 
 
 def _row(reg, jid) -> Job:
@@ -158,6 +152,16 @@ def _at_step(reg, jid, step: int) -> bool:
 def _start_epochs(reg, jid) -> list[int]:
     events = read_events(Path(_row(reg, jid).run_dir) / "events.jsonl")
     return [e.to_dict()["start_epoch"] for e in events if e.kind == "start"]
+
+
+def _resumed_in_place(reg, jid) -> None:
+    """Done in its first attempt and its one Slurm submission, resumed from epoch 1's checkpoint,
+    every step's metric stored once."""
+    row = _row(reg, jid)
+    assert (row.status, row.attempts, row.last_step) == ("done", 1, 6), row.error
+    assert _kinds(reg, jid).count("slurm_submitted") == 1
+    assert _start_epochs(reg, jid) == [0, 1]
+    assert _n_metric(reg, jid) == 6
 
 
 def test_slurm_cluster_runs_a_training_job_with_the_metrics_of_a_local_run(cluster, tmp_path):
@@ -254,15 +258,11 @@ def test_slurm_cluster_scontrol_requeue_resumes_from_the_checkpoint(cluster, tmp
         assert poller.wait() == 0, poller.text()
     finally:
         poller.kill()
-    row = _row(cluster, jid)
-    assert (row.status, row.attempts, row.last_step) == ("done", 1, 6), row.error
+    _resumed_in_place(cluster, jid)
     events = _events(cluster, jid)
     starts = [m for k, m in events if k == "slurm_start"]
     assert "Slurm restart 1" in starts[1] and "restart" not in starts[0]
     assert any(k == "slurm_state" and "requeued by Slurm" in m for k, m in events), events
-    assert _kinds(cluster, jid).count("slurm_submitted") == 1
-    assert _start_epochs(cluster, jid) == [0, 1]
-    assert _n_metric(cluster, jid) == 6
 
 
 def test_slurm_cluster_time_limit_requeues_through_submitit_then_done(cluster, tmp_path):
@@ -280,11 +280,7 @@ def test_slurm_cluster_time_limit_requeues_through_submitit_then_done(cluster, t
         assert poller.wait() == 0, poller.text()
     finally:
         poller.kill()
-    row = _row(cluster, jid)
-    assert (row.status, row.attempts, row.last_step) == ("done", 1, 6), row.error
-    assert _kinds(cluster, jid).count("slurm_submitted") == 1
-    assert _start_epochs(cluster, jid) == [0, 1]
-    assert _n_metric(cluster, jid) == 6
+    _resumed_in_place(cluster, jid)
 
 
 def test_slurm_cluster_killed_poller_is_followed_by_the_next_one(cluster, tmp_path):
@@ -351,9 +347,7 @@ def test_slurm_cluster_node_set_down_requeues_with_the_reason_shown(cluster, tmp
         assert poller.wait() == 0, poller.text()
     finally:
         poller.kill()
-    row = _row(cluster, jid)
-    assert (row.status, row.attempts, row.last_step) == ("done", 1, 6), row.error
-    assert _start_epochs(cluster, jid) == [0, 1] and _n_metric(cluster, jid) == 6
+    _resumed_in_place(cluster, jid)
 
 
 def test_slurm_cluster_submits_a_sweep_as_one_job_array(cluster, tmp_path):

@@ -34,19 +34,25 @@ T = TypeVar("T")
 lock_wait_notifier: Optional[Callable[[str, float], None]] = None
 
 
-def lock_timeout_s(value: float | str | None = None) -> float:
-    """Seconds to wait for another process's lock: ``value``, else $CTXSIM_LOCK_TIMEOUT, else 30."""
-    raw = value if value is not None else os.environ.get("CTXSIM_LOCK_TIMEOUT")
+def seconds_setting(value: float | str | None, env: str, default: float, what: str, limit: float = 1e6) -> float:
+    """A duration setting: ``value``, else ``$env``, else ``default``; ConfigError naming ``what``
+    for anything but a number of seconds in [0, limit)."""
+    raw = value if value is not None else os.environ.get(env)
     if raw is None or raw == "":
-        return DEFAULT_LOCK_TIMEOUT_S
+        return default
     try:
         t = float(raw)
     except (TypeError, ValueError):
         t = float("nan")
-    if not (t >= 0 and t < 1e6):
-        raise ConfigError("lock timeout must be a number of seconds >= 0 "
-                          f"(--lock-timeout, CTXSIM_LOCK_TIMEOUT), got {raw!r}")
+    if not (t >= 0 and t < limit):
+        raise ConfigError(f"{what} must be a number of seconds >= 0, got {raw!r}")
     return t
+
+
+def lock_timeout_s(value: float | str | None = None) -> float:
+    """Seconds to wait for another process's lock: ``value``, else $CTXSIM_LOCK_TIMEOUT, else 30."""
+    return seconds_setting(value, "CTXSIM_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT_S,
+                           "lock timeout (--lock-timeout, CTXSIM_LOCK_TIMEOUT)")
 
 
 @contextmanager

@@ -11,14 +11,13 @@ doubles a point. Anything else (a corrupt file, a missing table, a bug) is raise
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Callable, Optional, TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from ctxsim.errors import ConfigError, RegistryError
-from ctxsim.registry.locks import is_retryable
+from ctxsim.errors import RegistryError
+from ctxsim.registry.locks import is_retryable, seconds_setting
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +28,7 @@ T = TypeVar("T")
 
 def outage_budget_s(value: float | str | None = None) -> float:
     """Seconds a job rides out an unreachable registry: ``value``, else $CTXSIM_REGISTRY_OUTAGE, else 300."""
-    raw = value if value is not None else os.environ.get("CTXSIM_REGISTRY_OUTAGE")
-    if raw is None or raw == "":
-        return DEFAULT_OUTAGE_S
-    try:
-        t = float(raw)
-    except (TypeError, ValueError):
-        t = float("nan")
-    if not (t >= 0 and t < 1e7):
-        raise ConfigError(f"CTXSIM_REGISTRY_OUTAGE must be a number of seconds >= 0, got {raw!r}")
-    return t
+    return seconds_setting(value, "CTXSIM_REGISTRY_OUTAGE", DEFAULT_OUTAGE_S, "CTXSIM_REGISTRY_OUTAGE", limit=1e7)
 
 
 def is_unavailable(exc: BaseException) -> bool:
