@@ -6,6 +6,7 @@ import os
 import stat
 
 import pytest
+from conftest import require
 
 from ctxsim import files
 
@@ -43,8 +44,6 @@ def test_the_umask_is_read_without_changing_it():
 def small_disk(tmp_path):
     """An 8 MiB tmpfs (a disk that can fill up for real), unmounted afterwards."""
     import subprocess
-
-    from conftest import require
 
     mnt = tmp_path / "disk"
     mnt.mkdir()

@@ -308,3 +308,18 @@ def test_slurm_states_come_from_one_squeue_and_one_sacct_call():
     down = lambda argv, **kw: sp.CompletedProcess(argv, 1, "", "slurm_load_jobs error: Unable to contact slurm controller\n")  # noqa: E731
     with pytest.raises(SlurmQueryError, match="Unable to contact slurm controller"):
         query_states(["5"], run=down)
+
+
+def test_a_job_killed_by_slurms_own_warning_signal_is_recognised():
+    """ExitCode 140:0 (exit status 128 + SIGUSR2) or 0:12 in scontrol's record: the requeued job died
+    of Slurm's warning signal before its handler (not the job's fault); anything else is."""
+    import subprocess as sp
+
+    from ctxsim.runner.slurm_states import killed_by_warning_signal
+
+    def record(code):
+        return lambda argv, **kw: sp.CompletedProcess(argv, 0, f"JobId=6 JobName=x JobState=FAILED ExitCode={code} Restarts=1\n", "")
+
+    assert killed_by_warning_signal("6", run=record("140:0")) and killed_by_warning_signal("6", run=record("0:12"))
+    assert not killed_by_warning_signal("6", run=record("1:0")) and not killed_by_warning_signal("6", run=record("0:9"))
+    assert not killed_by_warning_signal("6", run=lambda argv, **kw: sp.CompletedProcess(argv, 1, "", "Invalid job id"))

@@ -48,7 +48,7 @@ from ctxsim.registry.models import EventKind
 from ctxsim.registry.states import Executor, JobStatus
 from ctxsim.runner.job import EXIT_DONE, EXIT_FAILED, EXIT_NOT_OWNED
 from ctxsim.runner.skeleton import WorkerLoop, killpg
-from ctxsim.runner.slurm_states import GONE, SlurmQueryError, query_states
+from ctxsim.runner.slurm_states import GONE, SlurmQueryError, killed_by_warning_signal, query_states
 from ctxsim.runner.torchrun import torchrun_argv
 
 log = logging.getLogger(__name__)
@@ -513,6 +513,10 @@ class SlurmWorker(WorkerLoop):
                 word = JobStatus.CANCELLED if jobs.finish(self.reg, jid, JobStatus.CANCELLED,
                                                   error=f"slurm job {sub.slurm_id} cancelled outside ctxsim ({state})",
                                                   **fence) else ""
+            elif self.real_slurm and state.startswith("FAILED") and killed_by_warning_signal(sub.slurm_id):
+                # Slurm's USR2 reached a (requeued) job before its handler: Slurm's doing, not the job's
+                word = jobs.requeue(self.reg, jid, f"slurm job {sub.slurm_id} killed by Slurm's warning signal "
+                                    "(USR2) before it could checkpoint", refund_attempt=True, **fence)
             else:  # crashed or ended without a word: resume from the checkpoint (counts as an attempt)
                 word = jobs.requeue(self.reg, jid, f"slurm job {sub.slurm_id} ended {state}", **fence)
             self.say(f"job {jid}: slurm {state} -> {word or 'not ours'}")

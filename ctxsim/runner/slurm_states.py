@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 from ctxsim.errors import SlurmQueryError, one_line
 
-__all__ = ["GONE", "SlurmQueryError", "query_states"]
+__all__ = ["GONE", "SlurmQueryError", "killed_by_warning_signal", "query_states"]
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +58,21 @@ def query_states(slurm_ids: Iterable[str], run: Runner = subprocess.run, timeout
         else:
             log.debug("sacct: %s", one_line((r.stderr or "").strip() or f"exit code {r.returncode}"))
     return {i: states.get(i, GONE) for i in ids}
+
+
+WARNING_SIGNAL = 12  # SIGUSR2: what Slurm sends before a time limit (--signal) or a preemption
+
+
+def killed_by_warning_signal(slurm_id: str, run: Runner = subprocess.run, timeout_s: float = 60.0) -> bool:
+    """Whether a job that ended FAILED died of Slurm's own warning signal (USR2: exit status 140,
+    or signal 12), i.e. before its handler was installed. Slurm can send it at the very start of a
+    requeued job while the job's old end time still stands; that is not the job's fault."""
+    try:
+        r = run(["scontrol", "show", "job", "-o", str(slurm_id)], capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    for field in (r.stdout or "").split():
+        if field.startswith("ExitCode="):
+            status, _, sig = field.removeprefix("ExitCode=").partition(":")
+            return status == str(128 + WARNING_SIGNAL) or sig == str(WARNING_SIGNAL)
+    return False
