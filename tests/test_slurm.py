@@ -14,10 +14,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from proc_helpers import wait_for
 from sqlalchemy import func, select
 
 from ctxsim.errors import ConfigError
@@ -145,13 +145,7 @@ def _kinds(reg, jid) -> list[str]:
 
 
 def _wait(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return wait_for(cond, timeout, what)
 
 
 def test_probe_gate_holds_the_probe_until_opened_or_stopped(tmp_path):

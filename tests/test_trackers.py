@@ -128,6 +128,10 @@ def _run_in_two_parts(tmp_path, track: str):
     stopper = _StopAfterFirstEpoch()
     run_job_foreground(reg, first, extra_sink=stopper, device="cpu", should_stop=lambda: stopper.stop)
     id_after_first = (run_dir / f"{track}_run_id").read_text()
+    if track == "mlflow":  # the stopped part left its MLflow run KILLED, not RUNNING
+        from mlflow.tracking import MlflowClient
+
+        assert MlflowClient().get_run(id_after_first.strip()).info.status == "KILLED"
     ((second, _),) = jobs.enqueue_many(reg, [cfg], run_dirs=[run_dir], force=True)
     run_job_foreground(reg, second, device="cpu")
     with reg.Session() as s:

@@ -74,6 +74,8 @@ class MLflowSink:
             self.client.set_terminated(self.run_id, "FINISHED")
         elif event.kind == "failed":
             self.client.set_terminated(self.run_id, "FAILED")
+        elif event.kind == "stopped":  # cancelled or preempted: a resume sets it RUNNING again
+            self.client.set_terminated(self.run_id, "KILLED")
 
     def close(self) -> None:
-        pass
+        """Nothing left open: every way a run ends (done, failed, stopped) already ended the MLflow run."""
