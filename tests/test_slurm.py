@@ -55,6 +55,13 @@ def test_options_from_file_and_command_line(tmp_path):
         SlurmOptions.from_file(js)
     with pytest.raises(ConfigError, match="--time must be > 0"):
         SlurmOptions(time_min=0).validate()
+    # Slurm may send USR2 up to 60 s early: 1 min with a 45 s delay would signal every start
+    with pytest.raises(ConfigError, match=r"signal_delay_s \(45\) plus the 60 s.*time limit \(1 min\)"):
+        SlurmOptions(time_min=1, signal_delay_s=45).validate()
+    assert SlurmOptions(time_min=2, signal_delay_s=59).validate().time_min == 2
+    with pytest.raises(ConfigError, match="signal_delay_s"):
+        SlurmOptions(time_min=2, signal_delay_s=60).validate()
+    assert SlurmOptions(cluster="local", time_min=1, signal_delay_s=45).validate().cluster == "local"
     with pytest.raises(ConfigError, match="slurm-config"):
         SlurmOptions.from_file(tmp_path / "missing.toml")
 

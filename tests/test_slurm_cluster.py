@@ -267,9 +267,11 @@ def test_slurm_cluster_scontrol_requeue_resumes_from_the_checkpoint(cluster, tmp
 
 def test_slurm_cluster_time_limit_requeues_through_submitit_then_done(cluster, tmp_path):
     """A time limit shorter than the run: USR2 before the limit, the task stops the job (its
-    checkpoint kept) and submitit requeues it; it resumes from the checkpoint and ends done."""
+    checkpoint kept) and submitit requeues it; it resumes from the checkpoint and ends done.
+    Slurm may signal up to 60 s early, so with 2 min and 30 s the signal comes 30-90 s into a run
+    (with 1 min it could come as each run starts; validate() now refuses that)."""
     options = tmp_path / "slurm.toml"
-    options.write_text("[slurm]\ntime = 1\nsignal_delay_s = 45\nmax_num_timeout = 3\n")
+    options.write_text("[slurm]\ntime = 2\nsignal_delay_s = 30\nmax_num_timeout = 3\n")
     cfg, gate = _gated(tmp_path, "timeout")
     (jid,) = _enqueue(cluster, tmp_path, [cfg])
     poller = Poller(tmp_path, cluster, "--once", "--slurm-config", str(options))
@@ -280,15 +282,8 @@ def test_slurm_cluster_time_limit_requeues_through_submitit_then_done(cluster, t
         assert poller.wait() == 0, poller.text()
     finally:
         poller.kill()
-    events = _events(cluster, jid)
-    if any("killed by Slurm's warning signal" in m for _k, m in events):
-        # Slurm sent USR2 again at the very start of the requeued job (its old end time still
-        # standing), before submitit's handler: the poller resubmits it without counting an attempt
-        row = _row(cluster, jid)
-        assert (row.status, row.attempts, row.last_step) == ("done", 1, 6), row.error
-        assert _start_epochs(cluster, jid) == [0, 1] and _n_metric(cluster, jid) == 6
-    else:
-        _resumed_in_place(cluster, jid)
+    assert not any("killed by Slurm's warning signal" in m for _k, m in _events(cluster, jid))
+    _resumed_in_place(cluster, jid)
 
 
 def test_slurm_cluster_killed_poller_is_followed_by_the_next_one(cluster, tmp_path):

@@ -17,6 +17,7 @@ import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional, TypeVar
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
@@ -151,9 +152,10 @@ def _readonly_sqlite_engine(path: Path, url: str, timeout_s: float, immutable: b
     write lock, ``query_only``, never creating the file; works on a file without write permission.
     ``immutable`` (a file nobody can write, in a folder where the WAL index cannot be made) skips
     locking altogether."""
-    from urllib.request import pathname2url
-
-    uri = "file:" + pathname2url(str(path)) + "?mode=ro" + ("&immutable=1" if immutable else "")
+    # quote() is what pathname2url does on POSIX; urllib.request is not imported here because a
+    # signal handler that opens a registry during that import (submitit's checkpoint) would meet
+    # the half-initialised module
+    uri = "file:" + quote(str(path)) + "?mode=ro" + ("&immutable=1" if immutable else "")
 
     def connect():
         return sqlite3.connect(uri, uri=True, timeout=timeout_s, check_same_thread=False)

@@ -84,6 +84,9 @@ def state_action(state: str) -> str:
 # ---------------------------------------------------------------- options
 
 
+SIGNAL_EARLY_S = 60  # sbatch --signal: "the signal may be sent up to 60 seconds earlier than specified"
+
+
 @dataclass
 class SlurmOptions:
     """What each Slurm job asks for. ``from_file`` reads the same keys from TOML or JSON."""
@@ -111,6 +114,11 @@ class SlurmOptions:
             raise ConfigError(f"slurm cluster must be slurm, local or debug, got {self.cluster!r}")
         if self.signal_delay_s < 0 or self.max_num_timeout < 0:
             raise ConfigError("signal_delay_s and max_num_timeout must be >= 0")
+        if self.cluster in (None, "slurm") and self.signal_delay_s + SIGNAL_EARLY_S >= self.time_min * 60:
+            # the job could get USR2 as it starts, every time it is requeued, until max_num_timeout runs out
+            raise ConfigError(f"signal_delay_s ({self.signal_delay_s}) plus the {SIGNAL_EARLY_S} s Slurm may send "
+                              f"the signal early must be below the time limit ({self.time_min} min): "
+                              "raise --time or lower signal_delay_s")
         return self
 
     @classmethod
@@ -314,8 +322,12 @@ class SlurmTask:
                 killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         try:
-            jobs.add_event(self._registry(), self.job_id, EventKind.SLURM_REQUEUE,
-                           f"preempted or timed out on {socket.gethostname()}: requeued from its checkpoint")
+            reg = self._registry()
+            try:
+                jobs.add_event(reg, self.job_id, EventKind.SLURM_REQUEUE,
+                               f"preempted or timed out on {socket.gethostname()}: requeued from its checkpoint")
+            finally:
+                reg.dispose()
         except Exception as e:  # the requeue matters more than the log line
             log.warning("could not record the requeue of job %d: %s", self.job_id, e)
         return submitit.helpers.DelayedSubmission(

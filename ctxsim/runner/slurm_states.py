@@ -65,8 +65,8 @@ WARNING_SIGNAL = 12  # SIGUSR2: what Slurm sends before a time limit (--signal) 
 
 def killed_by_warning_signal(slurm_id: str, run: Runner = subprocess.run, timeout_s: float = 60.0) -> bool:
     """Whether a job that ended FAILED died of Slurm's own warning signal (USR2: exit status 140,
-    or signal 12), i.e. before its handler was installed. Slurm can send it at the very start of a
-    requeued job while the job's old end time still stands; that is not the job's fault."""
+    or signal 12), i.e. before its handler was installed: Slurm may send it up to 60 s early, so with
+    a time limit close to ``signal_delay_s`` it can come as the job starts; not the job's fault."""
     try:
         r = run(["scontrol", "show", "job", "-o", str(slurm_id)], capture_output=True, text=True, timeout=timeout_s)
     except (OSError, subprocess.SubprocessError):
