@@ -47,6 +47,12 @@ DeviceOpt = device_option()
 ExecutorOpt = executor_option()
 
 
+RecipeOpt = Annotated[Optional[str], typer.Option(
+    "--recipe", help="Recipe table: paper (ResNet-50, the paper's 224/256 recipes; default) or vit-s16-224 (DINO "
+    "ViT-S/16 with HIER's settings; docs/recipes-vit.md). Stored in the config (key recipe).")]
+ResolutionOpt = Annotated[Optional[int], typer.Option(
+    "--resolution", "-r", help="Recipe family: 224 (train.py) or 256 (main.py); default 256 (224 with --recipe vit-s16-224).")]
+
 TrackOpt = Annotated[Optional[str], typer.Option(
     "--track", help="Mirror the run to trackers, comma-separated: tensorboard (<run folder>/tensorboard), mlflow "
     "(MLFLOW_TRACKING_URI; one experiment per dataset), wandb (WANDB_PROJECT; seeds grouped). Stored in the config "

@@ -26,7 +26,7 @@ from ctxsim.cli.common import (
     one_line,
     print_json,
 )
-from ctxsim.cli.options import DbOpt, DeviceOpt, TrackOpt, json_option, track_names
+from ctxsim.cli.options import DbOpt, DeviceOpt, RecipeOpt, ResolutionOpt, TrackOpt, json_option, track_names
 from ctxsim.registry.states import JobStatus
 
 JsonOpt = json_option("Print the result as JSON only (on stdout).")
@@ -150,7 +150,8 @@ def run(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="cub, cars, sop, inat, inshop, fashion-mnist, digits, synthetic.")],
     loss: Annotated[str, typer.Option("--loss", "-l", help="hybrid, contrastive, triplet, multisimilarity, ms_miner, proxy_anchor, proxy_nca, "
         "roadmap, smoothap, fastap, ntxent, normsoftmax.")],
-    resolution: Annotated[int, typer.Option("--resolution", "-r", help="Recipe family: 224 (train.py) or 256 (main.py).")] = 256,
+    resolution: ResolutionOpt = None,
+    recipe: RecipeOpt = None,
     root: Annotated[Optional[str], typer.Option("--root", help="Parent folder of the datasets.")] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: key=value (repeatable), e.g. lr=1e-4, "
         "loss.lam=0.3, model.pooling=avg.")] = None,
@@ -194,7 +195,7 @@ def run(
     from ctxsim.train.preflight import preflight
 
     cfg = configure(dataset, loss, resolution, root, sets, epochs, seed, device, name, tag,
-                    skip_bad_images=skip_bad_images, backbone_weights=weights, profile=profile)
+                    skip_bad_images=skip_bad_images, backbone_weights=weights, profile=profile, recipe_family=recipe)
     if track is not None:
         cfg = cfg.with_overrides(track=track_names(track))
     preflight(cfg, device=device, gpus=gpu_ids, host=not (detach and no_check))  # before any job row
@@ -227,7 +228,7 @@ def run(
     from ctxsim.runner.job import run_job_foreground
 
     rd = Path(job_detail(reg, jid)["run_dir"])
-    info(f"job {jid}: {cfg.summary()} -> {rd}  ({recipe_provenance(cfg.dataset, cfg.loss, cfg.resolution)}; "
+    info(f"job {jid}: {cfg.summary()} -> {rd}  ({recipe_provenance(cfg.dataset, cfg.loss, cfg.resolution, cfg.recipe)}; "
          f"convention {cfg.convention}, select {cfg.select})")
     sink = RichProgressSink(title=cfg.name or f"{cfg.dataset}/{cfg.loss}")
     try:

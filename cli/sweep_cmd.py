@@ -8,14 +8,16 @@ from typing import Annotated, Optional
 import typer
 
 from ctxsim.cli.common import EXIT_USAGE, console, fail, info, open_registry_or_exit, print_json, table_console
-from ctxsim.cli.options import DbOpt, ExecutorOpt, JsonOpt, TrackOpt, track_names
+from ctxsim.cli.options import DbOpt, ExecutorOpt, JsonOpt, RecipeOpt, TrackOpt, track_names
 from ctxsim.registry.states import JobStatus
 
 
 def sweep(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Datasets, comma-separated (cub,cars).")],
     loss: Annotated[Optional[str], typer.Option("--loss", "-l", help="Losses, comma-separated (hybrid,contrastive).")] = None,
-    resolution: Annotated[str, typer.Option("--resolution", "-r", help="Recipe families: 224, 256 or 224,256.")] = "256",
+    resolution: Annotated[Optional[str], typer.Option("--resolution", "-r", help="Recipe families: 224, 256 or 224,256 "
+        "(default 256; 224 with --recipe vit-s16-224).")] = None,
+    recipe: RecipeOpt = None,
     seeds: Annotated[Optional[str], typer.Option("--seeds", help="A count (3 -> seeds 0,1,2) or a list (0,5,7).")] = None,
     ablation: Annotated[Optional[str], typer.Option("--ablation", help="Contextual-similarity ablation grid (docs/reference-implementation.md §8): 'all' "
         "or ids like 0,3,7; implies --loss hybrid.")] = None,
@@ -51,7 +53,7 @@ def sweep(
     else:
         if not loss:
             fail("--loss is required (or --ablation for the contextual-similarity ablation grid)", EXIT_USAGE)
-        grid = build_grid(dataset, loss, resolution, seeds, list(set_ or []), epochs, root, profile)
+        grid = build_grid(dataset, loss, resolution, seeds, list(set_ or []), epochs, root, profile, recipe)
     if track is not None:
         names = track_names(track)
         grid = [(c.with_overrides(track=names), a) for c, a in grid]

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from ctxsim.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, console, fail, info, open_registry_or_exit, print_json
-from ctxsim.cli.options import DbOpt, JsonOpt, device_option
+from ctxsim.cli.options import DbOpt, JsonOpt, RecipeOpt, ResolutionOpt, TrackOpt, device_option, track_names
 from ctxsim.names import fmt_with_unit
 
 app = typer.Typer(help="Tune hyperparameters on validation classes with Optuna (trials are registry jobs).",
@@ -35,7 +35,9 @@ def tune(
     parallel: Annotated[int, typer.Option("--parallel", "-k", help="Trials kept queued/running for workers.")] = 1,
     local: Annotated[bool, typer.Option("--local", help="Run the trials in this process, one at a time.")] = False,
     pruner: Annotated[str, typer.Option("--pruner", help="median (stop trials below the median) or none.")] = "median",
-    resolution: Annotated[int, typer.Option("--resolution", "-r", help="Recipe family: 224 or 256.")] = 256,
+    resolution: ResolutionOpt = None,
+    recipe: RecipeOpt = None,
+    track: TrackOpt = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="key=value on the base config (repeatable), e.g. val_classes=2.")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Override the recipe's epochs.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Training seed of every trial.")] = None,
@@ -60,7 +62,10 @@ def tune(
     from ctxsim.tuning import Tuner, build_spec
     from ctxsim.tuning.study import default_pruner
 
-    base = configure(dataset, loss, resolution, root=root, sets=list(set_ or []), epochs=epochs, seed=seed)
+    base = configure(dataset, loss, resolution, root=root, sets=list(set_ or []), epochs=epochs, seed=seed,
+                     recipe_family=recipe)
+    if track is not None:
+        base = base.with_overrides(track=track_names(track))
     if gpus_per_job is None:
         from ctxsim.runner.gpus import detect_gpus
 

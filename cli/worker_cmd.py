@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ctxsim.cli.common import EXIT_USAGE, fail, info, open_registry_or_exit
-from ctxsim.cli.options import DbOpt, device_option, executor_option
+from ctxsim.cli.options import DbOpt, device_option, executor_option, track_names
 
 
 def worker(
@@ -34,6 +34,9 @@ def worker(
         "see docs/cluster.md.")] = None,
     slurm_cluster: Annotated[Optional[str], typer.Option("--slurm-cluster", help="Slurm: slurm (default where sbatch exists) or local (submitit's local "
         "executor: tests, a workstation).")] = None,
+    track: Annotated[Optional[str], typer.Option(
+        "--track", help="Mirror every job this worker runs to these trackers too (tensorboard, mlflow, wandb; "
+        "added to each job's own config key track).")] = None,
     db: DbOpt = None,
 ) -> None:
     """Run queued jobs: each in its own process group with CUDA_VISIBLE_DEVICES set; heartbeats,
@@ -46,6 +49,19 @@ def worker(
     for name, v in (("--poll", poll), ("--heartbeat-expiry", heartbeat_expiry)):
         if v <= 0:
             fail(f"{name} must be > 0", EXIT_USAGE)
+    if track is not None:
+        import os
+
+        from ctxsim.errors import CtxsimError
+        from ctxsim.names import require_trackers
+        from ctxsim.runner.job import WORKER_TRACK_ENV
+
+        names = track_names(track)
+        try:
+            require_trackers(names)  # a missing extra: one line with the pip command, before any job starts
+        except CtxsimError as e:
+            fail(str(e), EXIT_USAGE)
+        os.environ[WORKER_TRACK_ENV] = ",".join(names)  # inherited by each job process (and Slurm task)
     common = dict(poll_s=poll, heartbeat_expiry_s=heartbeat_expiry, grace_s=grace, once=once, max_jobs=max_jobs,
                   device=device, host_name=host_name,
                   on_message=lambda m: info(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(m)}"))

@@ -113,6 +113,24 @@ def test_config_deviations_wording_and_ignored_keys():
     assert config_deviations(cfg.to_json(), "inat", "hybrid", 224)[0].startswith("no recipe for inat/hybrid/224")
 
 
+def test_a_vit_run_is_never_comparable_with_the_resnet50_tables_and_says_why():
+    """The vit-s16-224 recipe (or a timm trunk set by hand) leads its deviations with the trunk; the
+    rest is listed against its own recipe (an untouched ViT run lists nothing else but the data)."""
+    from ctxsim.report.comparability import run_deviations, trunk_reason
+
+    vit = configure("cub", "hybrid", recipe_family="vit-s16-224")
+    devs = run_deviations(vit.to_json(), "cub", "hybrid", 224, None)
+    assert devs == ["recipe vit-s16-224: a DINO ViT-S/16 trunk; the paper's tables are ResNet-50",
+                    "no data fingerprint recorded"]
+    devs = run_deviations(vit.with_sets(["lr=1e-5"]).to_json(), "cub", "hybrid", 224, None)
+    assert devs[1] == "lr 1e-05≠5e-06"
+    by_hand = configure("cub", "hybrid", 224, sets=["model.arch=timm:convnext_tiny"])
+    assert trunk_reason(by_hand.to_json()) == "trunk timm:convnext_tiny: the paper's tables are ResNet-50"
+    assert run_deviations(by_hand.to_json(), "cub", "hybrid", 224, None)[:2] == [
+        "trunk timm:convnext_tiny: the paper's tables are ResNet-50", "model.arch timm:convnext_tiny≠resnet50"]
+    assert trunk_reason(configure("cub", "hybrid", 224).to_json()) is None
+
+
 def _icons_fingerprint(digest: str) -> dict:
     return {"version": 1, "dataset": "icons", "val_classes": None,
             "splits": {"train": {"images": 3118, "classes": 514}, "test": {"images": 3165, "classes": 528}},

@@ -71,3 +71,80 @@ def test_a_run_with_a_timm_trunk_ends_done(tmp_path):
                        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert '"R@1"' in r.stdout
+
+
+def test_images_are_resized_to_what_the_model_needs():
+    """A transformer gets its patch grid's input size (8 px digits would have no 16 px patch); a
+    CNN gets at least 32 px a side; inputs that fit pass untouched."""
+    strict = build_model(arch="timm:vit_tiny_patch16_224", pooling="avg", embedding_size=8, backbone_weights=None)
+    assert strict.backbone.input_size == (224, 224)
+    assert strict(torch.randn(2, 3, 8, 8)).shape == (2, 8)
+    vit = build_model(arch="timm:test_vit", pooling="avg", embedding_size=8, backbone_weights=None)
+    assert vit.backbone._fit(torch.randn(1, 3, 32, 32)).shape[-2:] == (160, 160)
+    x = torch.randn(1, 3, 160, 160)
+    assert vit.backbone._fit(x) is x
+    cnn = build_model(arch="timm:test_convnext", pooling="avg", embedding_size=8, backbone_weights=None)
+    assert cnn.backbone._fit(torch.randn(1, 3, 8, 12)).shape[-2:] == (32, 32)
+    y = torch.randn(1, 3, 48, 40)
+    assert cnn.backbone._fit(y) is y
+
+
+def test_the_patch_embedding_stays_frozen_through_warm_up_and_the_head_is_orthogonal():
+    m = build_model(arch="timm:test_vit", pooling="avg", layernorm=True, embedding_size=16, backbone_weights=None,
+                    embedding_init="orthogonal", freeze_patch_embed=True)
+    patch = {id(p) for p in m.backbone.net.patch_embed.parameters()}
+    assert patch and all(not p.requires_grad for p in m.backbone.net.patch_embed.parameters())
+    for frozen in (True, False):
+        m.set_warmup(frozen)
+        assert all(not p.requires_grad for p in m.parameters() if id(p) in patch)
+    assert all(p.requires_grad for p in m.parameters() if id(p) not in patch)  # after warm-up: the rest trains
+    w = m.embedding.weight.detach()
+    assert torch.allclose(w @ w.T, torch.eye(16), atol=1e-5) and torch.equal(m.embedding.bias, torch.zeros(16))
+    with pytest.raises(ConfigError, match="freeze_patch_embed needs a transformer trunk"):
+        build_model(arch="timm:test_convnext", pooling="avg", backbone_weights=None, freeze_patch_embed=True)
+
+
+@pytest.mark.slow
+def test_the_vit_recipe_trains_round_trips_and_resumes_on_cub_files(tmp_path):
+    """The vit-s16-224 recipe on generated CUB files (the real loader), its trunk swapped for timm's
+    tiny test_vit at random init: warm-up then training, a checkpoint that rebuilds the model and
+    reproduces its metrics, and a stopped run that resumes to the uninterrupted result."""
+    from ctxsim.data.fake import make_fake_benchmark
+    from ctxsim.train import fit, load_checkpoint_model
+    from ctxsim.train.checkpoint import load_checkpoint
+    from ctxsim.train.configure import configure
+    from ctxsim.train.events import ListSink
+
+    make_fake_benchmark("cub", tmp_path / "data", train_classes=4, test_classes=3, per_class=4, size=(40, 32))
+    cfg = configure("cub", "hybrid", root=str(tmp_path / "data"), recipe_family="vit-s16-224", sets=[
+        "model.arch=timm:test_vit", "model.backbone_weights=none", "batch_size=8", "epochs=3", "warm=1",
+        "max_steps_per_epoch=2", "num_workers=0", "device=cpu", "deterministic=true", "amp=false"])
+    assert cfg.recipe == "vit-s16-224" and cfg.model.freeze_patch_embed and cfg.samples_per_class == 4
+    full = fit(cfg, run_dir=tmp_path / "a")
+    assert full.status == "done" and full.steps == 6 and full.selected == "last"
+    ck = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    init_patch = "backbone.net.patch_embed.proj.weight"
+    model, cfg2 = load_checkpoint_model(tmp_path / "a" / "checkpoint.pt")
+    assert cfg2 == cfg and model.backbone.net.patch_embed.proj.weight.requires_grad is False
+    from ctxsim.data import build_data
+    from ctxsim.eval import evaluate_bundle
+
+    assert evaluate_bundle(model, build_data("cub", root=str(tmp_path / "data"))) == pytest.approx(full.metrics)
+
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 3  # mid-epoch 2
+
+    part = fit(cfg, run_dir=tmp_path / "b", should_stop=stop)
+    assert part.status == "stopped" and part.steps == 3
+    sink = ListSink()
+    rest = fit(cfg, run_dir=tmp_path / "b", sink=sink)
+    assert rest.status == "done" and sink.events[0].data["resumed"]
+    assert rest.history == full.history and rest.metrics == full.metrics
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    for k in ck["model"]:
+        assert torch.equal(ck["model"][k], b["model"][k]), k
+    fresh = build_model(arch="timm:test_vit", pooling="avg", layernorm=True, embedding_size=128, backbone_weights=None)
+    assert ck["model"][init_patch].shape == fresh.backbone.net.patch_embed.proj.weight.shape

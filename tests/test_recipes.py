@@ -203,3 +203,46 @@ def test_small_data_recipes():
             assert c.model.arch in ("tiny", "tiny_spatial") and c.model.backbone_weights is None
             assert c.convention == str(r)
             assert c.optimizer == ("adamw" if r == 224 else "adam")
+
+
+# docs/recipes-vit.md: HIER's scripts/DINO/hier_<dataset>.sh -> (epochs, warm-up epochs, weight decay, head lr scale, eval period)
+SPEC_VIT_HIER = {
+    "cub": (100, 1, 1e-2, 1.0, 1), "cars": (100, 1, 1e-2, 1.0, 1),
+    "sop": (150, 5, 1e-4, 100.0, 5), "inshop": (150, 5, 1e-4, 100.0, 1),
+}
+
+
+@pytest.mark.parametrize("dataset", sorted(SPEC_VIT_HIER))
+def test_vit_s16_recipe_follows_hier_and_keeps_the_papers_loss_settings(dataset):
+    epochs, warm, wd, head_mult, every = SPEC_VIT_HIER[dataset]
+    c = recipe(dataset, "hybrid", None, family="vit-s16-224")
+    assert (c.epochs, c.warm, c.weight_decay, c.embedding_lr_mult, c.eval_every) == (epochs, warm, wd, head_mult, every)
+    # common: DINO ViT-S/16 from timm, class token -> LayerNorm (no affine) -> Linear(384, 128) orthogonal,
+    # patch projection frozen, AdamW 5e-6 at batch 180, constant lr, RRC scale 0.2 at 224 px
+    m = c.model
+    assert (m.arch, m.pooling, m.layernorm, m.embedding_size, m.embedding_init, m.freeze_patch_embed, m.bn_mode) == (
+        "timm:vit_small_patch16_224.dino", "avg", True, 128, "orthogonal", True, "none")
+    assert (c.optimizer, c.lr, c.batch_size, c.schedule, c.xform_scale, c.resolution, c.clip_grad) == (
+        "adamw", 5e-6, 180, "none", 0.2, 224, 3.0)
+    assert (c.recipe, c.profile, c.select, c.sampler, c.samples_per_class) == ("vit-s16-224", "fixed", "last", "m_per_class", 4)
+    paper = recipe(dataset, "hybrid", 224 if dataset != "inshop" else 256)
+    assert c.convention == paper.convention and c.loss_kw == {**paper.loss_kw, "k": 4}
+    pa = recipe(dataset, "proxy_anchor", None, family="vit-s16-224")
+    assert (pa.sampler, pa.samples_per_class) == ("m_per_class", 2)  # HIER: Proxy-Anchor with 2 per class
+    assert "not the paper's ResNet-50 tables" in recipe_provenance(dataset, "hybrid", 224, "vit-s16-224")
+
+
+def test_vit_s16_recipe_refuses_what_it_does_not_cover():
+    with pytest.raises(ConfigError, match="covers cub, cars, sop, inshop"):
+        recipe("inat", "hybrid", None, family="vit-s16-224")
+    with pytest.raises(ConfigError, match="224 px; drop --resolution 256"):
+        recipe("cub", "hybrid", 256, family="vit-s16-224")
+    with pytest.raises(ConfigError, match="unknown recipe 'vit'; choose from paper, vit-s16-224"):
+        recipe("cub", "hybrid", 224, family="vit")
+    # the new keys leave the hash of every earlier config alone (left out at their defaults)
+    c = recipe("cub", "hybrid", 224)
+    assert c.config_hash() == RunConfig.from_dict({k: v for k, v in c.to_dict().items() if k != "recipe"}).config_hash()
+    d = c.to_dict()
+    del d["model"]["freeze_patch_embed"]
+    assert RunConfig.from_dict(d).config_hash() == c.config_hash()
+    assert recipe("cub", "hybrid", None, family="vit-s16-224").config_hash() != c.config_hash()

@@ -67,6 +67,35 @@ def test_a_missing_tracker_library_is_one_line_and_no_job(tmp_path, monkeypatch)
     assert r.exit_code == 2 and "unknown tracker 'nope' (track: tensorboard, mlflow, wandb)" in r.stderr
 
 
+def test_a_worker_adds_its_trackers_to_every_job_it_runs(tmp_path, monkeypatch):
+    """``ctxsim worker --track tensorboard`` (passed to each job as $CTXSIM_TRACK) mirrors a job
+    whose config asks for no tracker; the job's own config is unchanged (its hash too)."""
+    pytest.importorskip("tensorboard", reason="tensorboard comes with the test extras (pip install -e '.[test]')")
+    from ctxsim.runner.job import WORKER_TRACK_ENV, job_sink
+
+    reg = open_registry(str(tmp_path / "e.db"))
+    cfg = _cfg()
+    jid = jobs.enqueue(reg, cfg, runs_root=tmp_path / "runs")
+    monkeypatch.setenv(WORKER_TRACK_ENV, "tensorboard")
+    sink = job_sink(reg, jid, config_json=cfg.to_json(), run_dir=str(tmp_path / "runs" / "x"))
+    assert [getattr(s, "name", None) for s in sink.sinks][1:] == ["tensorboard"]
+    sink.close()
+    monkeypatch.setenv(WORKER_TRACK_ENV, "")
+    sink = job_sink(reg, jid, config_json=cfg.to_json(), run_dir=str(tmp_path / "runs" / "x"))
+    assert len(sink.sinks) == 1  # the registry's sink only
+    sink.close()
+    reg.dispose()
+    # the worker checks its --track before it claims anything: one line, exit 2
+    r = CliRunner().invoke(app, ["worker", "--once", "--track", "nope", "--db", str(tmp_path / "e.db")])
+    assert r.exit_code == 2 and "unknown tracker 'nope'" in r.stderr, r.stderr
+    monkeypatch.setattr(ctxsim_names, "tracker_library_available", lambda name: False)
+    r = CliRunner().invoke(app, ["worker", "--once", "--track", "mlflow", "--db", str(tmp_path / "e.db")])
+    assert r.exit_code == 2 and 'pip install "ctxsim[mlflow]"' in r.stderr, r.stderr
+    r = CliRunner().invoke(app, ["tune", "-d", "synthetic", "-l", "hybrid", "--study", "s", "--track", "mlflow",
+                                 "--space", "lr=loguniform(1e-4,1e-3)", "--set", "val_classes=2", "--db", str(tmp_path / "e.db")])
+    assert r.exit_code == 2 and 'pip install "ctxsim[mlflow]"' in r.stderr, r.stderr
+
+
 def test_every_tracker_has_a_sink():
     assert set(SINKS) == set(TRACKER_LIBRARIES)
 

@@ -50,6 +50,9 @@ def test_run_human_output_prints_table(tmp_path):
     (["--dataset", "digits", "--loss", "hybrid", "--set", "epochs=ten"], "epochs expects an integer"),
     (["--dataset", "inat", "--loss", "hybrid", "--resolution", "224"], "224 recipes cover cub, cars, sop"),
     (["--dataset", "digits", "--loss", "hybrid", "--device", "tpu"], "--device must be"),
+    (["--dataset", "digits", "--loss", "hybrid", "--recipe", "vit-s16-224"], "covers cub, cars, sop, inshop"),
+    (["--dataset", "cub", "--loss", "hybrid", "--recipe", "vit-s16-224", "-r", "256"], "224 px; drop --resolution 256"),
+    (["--dataset", "cub", "--loss", "hybrid", "--recipe", "vit"], "unknown recipe 'vit'; choose from paper, vit-s16-224"),
 ])
 def test_run_bad_input_is_one_line_exit_2(args, needle, tmp_path):
     r = runner.invoke(app, ["run", *args, "--run-dir", str(tmp_path / "x")])
@@ -57,6 +60,15 @@ def test_run_bad_input_is_one_line_exit_2(args, needle, tmp_path):
     assert needle in r.output
     assert "Traceback" not in r.output
     assert not (tmp_path / "x" / "checkpoint.pt").exists()
+
+
+def test_sweep_with_the_vit_recipe_queues_its_224_configs(tmp_path):
+    r = runner.invoke(app, ["sweep", "-d", "cub,sop", "-l", "hybrid", "--recipe", "vit-s16-224", "--dry-run", "--json",
+                            "--no-check", "--db", str(tmp_path / "e.db")])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    rows = rows["jobs"] if isinstance(rows, dict) else rows
+    assert [(x["dataset"], x["resolution"], x["epochs"]) for x in rows] == [("cub", 224, 100), ("sop", 224, 150)]
 
 
 def test_eval_missing_checkpoint_exit_4(tmp_path):

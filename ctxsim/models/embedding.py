@@ -15,7 +15,7 @@ from ctxsim.models.heads import POOLINGS, LinearBottleneck, build_pooling
 
 BN_MODES = ("none", "eval_stats", "freeze")
 BOTTLENECKS = ("identity", "linear")
-EMBEDDING_INITS = ("kaiming", "default")
+EMBEDDING_INITS = ("kaiming", "default", "orthogonal")
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
@@ -25,7 +25,7 @@ class EmbeddingModel(nn.Module):
 
     def __init__(self, trunk: nn.Module, *, arch: str, pooling: str = "gem", layernorm: bool = False,
                  embedding_size: int = 512, bottleneck: str = "identity", bottleneck_size: int = 2048,
-                 bn_mode: str = "none", embedding_init: str = "kaiming"):
+                 bn_mode: str = "none", embedding_init: str = "kaiming", freeze_patch_embed: bool = False):
         super().__init__()
         if bottleneck not in BOTTLENECKS:
             raise ValueError(f"unknown bottleneck {bottleneck!r}; expected one of {', '.join(BOTTLENECKS)}")
@@ -43,7 +43,8 @@ class EmbeddingModel(nn.Module):
         self.bn_mode = bn_mode
         self.spec = dict(arch=arch, pooling=pooling, layernorm=bool(layernorm), embedding_size=int(embedding_size),
                          bottleneck=bottleneck, bottleneck_size=int(bottleneck_size), bn_mode=bn_mode,
-                         in_channels=int(trunk.in_channels), embedding_init=embedding_init)
+                         in_channels=int(trunk.in_channels), embedding_init=embedding_init,
+                         freeze_patch_embed=bool(freeze_patch_embed))
 
         self.backbone = trunk
         self.pool = build_pooling(pooling)
@@ -54,6 +55,10 @@ class EmbeddingModel(nn.Module):
             # reference-implementation §3.1: 224 `_initialize_weights`: kaiming_normal (fan_out), bias 0
             nn.init.kaiming_normal_(self.embedding.weight, mode="fan_out")
             nn.init.zeros_(self.embedding.bias)
+        elif embedding_init == "orthogonal":
+            # Hyp-ViT / HIER heads on DINO ViTs: orthogonal weight, bias 0 (docs/recipes-vit.md)
+            nn.init.orthogonal_(self.embedding.weight)
+            nn.init.zeros_(self.embedding.bias)
         self.bottleneck = (LinearBottleneck(self.embedding_size, int(bottleneck_size))
                            if bottleneck == "linear" else nn.Identity())
         if bn_mode == "freeze":
@@ -62,6 +67,17 @@ class EmbeddingModel(nn.Module):
                 for p in m.parameters(recurse=False):
                     p.requires_grad_(False)
         self.apply_bn_mode()
+        # parameters no phase of training updates (set_warmup leaves them frozen)
+        self._fixed: set[int] = set()
+        if freeze_patch_embed:
+            patch = getattr(getattr(trunk, "net", None), "patch_embed", None)
+            if not isinstance(patch, nn.Module):
+                raise ConfigError(f"model.freeze_patch_embed needs a transformer trunk with a patch embedding; "
+                                  f"{arch} has none")
+            # ViT fine-tuning for retrieval (Hyp-ViT, HIER, after MoCo v3): the patch projection stays as pretrained
+            for p in patch.parameters():
+                p.requires_grad_(False)
+                self._fixed.add(id(p))
 
     # ------------------------------------------------------------ forward
 
@@ -110,14 +126,14 @@ class EmbeddingModel(nn.Module):
         (reference-implementation §9.14; BN running statistics stay frozen)."""
         keep = {id(p) for p in self.embedding.parameters()} | {id(p) for p in self.bottleneck.parameters()}
         for p in self.parameters():
-            if id(p) not in keep:
+            if id(p) not in keep and id(p) not in self._fixed:
                 p.requires_grad_(not frozen)
 
 
 def build_model(arch: str = "resnet50", pooling: str = "gem", layernorm: bool = False, embedding_size: int = 512,
                 bottleneck: str = "identity", bottleneck_size: int = 2048,
                 backbone_weights: str | os.PathLike | None = None, bn_mode: str = "none", in_channels: int = 3,
-                embedding_init: str = "kaiming") -> EmbeddingModel:
+                embedding_init: str = "kaiming", freeze_patch_embed: bool = False) -> EmbeddingModel:
     """Builds the retrieval model of reference-implementation §3.1 (224: gem, kaiming init, optional linear bottleneck,
     bn_mode="freeze") or §3.2 (256: max+layernorm or avg, embedding_init="default", bn_mode="eval_stats").
 
@@ -142,4 +158,4 @@ def build_model(arch: str = "resnet50", pooling: str = "gem", layernorm: bool = 
         init_trunk_weights(trunk, arch, backbone_weights)
     return EmbeddingModel(trunk, arch=arch, pooling=pooling, layernorm=layernorm, embedding_size=embedding_size,
                           bottleneck=bottleneck, bottleneck_size=bottleneck_size, bn_mode=bn_mode,
-                          embedding_init=embedding_init)
+                          embedding_init=embedding_init, freeze_patch_embed=freeze_patch_embed)

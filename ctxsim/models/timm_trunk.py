@@ -5,7 +5,12 @@ The trunk returns what the head pools: a CNN's feature map [B, C, h, w] (so GeM 
 apply as for ResNet-50); a transformer's pre-logits feature [B, C, 1, 1] (its class token, or timm's
 own pooling of the tokens for models without one), so the head's pooling is the identity, as
 retrieval fine-tuning of DINO ViTs uses the class token. Transformers have LayerNorm, not BatchNorm:
-``bn_mode`` changes nothing there (their recipes use ``bn_mode="none"``).
+``bn_mode`` changes nothing there (their recipes use ``bn_mode="none"``; ``freeze_patch_embed``
+keeps the patch projection as pretrained, docs/recipes-vit.md).
+
+Images are resized to what the model needs: a transformer with a patch embedding gets its own
+input size (a ViT's position embedding is for that grid; 8 px digits would have no patch at all),
+a CNN gets at least ``MIN_CNN_SIDE`` px a side (a stride-32 network's last map is then 1x1, not empty).
 
 Pretrained weights (``backbone_weights="imagenet"``, meaning the tag's own pretraining) come from
 timm's cache (the Hugging Face hub cache); a machine without them and without internet gets one line
@@ -24,6 +29,7 @@ from torch import nn
 from ctxsim.errors import ConfigError, one_line
 
 PREFIX = "timm:"
+MIN_CNN_SIDE = 32
 
 
 def timm_name(arch: str) -> Optional[str]:
@@ -66,9 +72,22 @@ class TimmTrunk(nn.Module):
             f = self.net.forward_features(torch.zeros(1, in_channels, *size))
         self.net.train(was)
         self.pre_pooled = not (f.ndim == 4 and f.shape[1] == self.feature_dim)
+        patch = getattr(self.net, "patch_embed", None)
+        grid = getattr(patch, "img_size", None)
+        self.input_size: Optional[tuple[int, int]] = tuple(int(v) for v in grid) if grid else None
+
+    def _fit(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if self.input_size is not None:
+            target = self.input_size if (h, w) != self.input_size else None
+        else:
+            target = (max(h, MIN_CNN_SIDE), max(w, MIN_CNN_SIDE)) if min(h, w) < MIN_CNN_SIDE else None
+        if target is None:
+            return x
+        return torch.nn.functional.interpolate(x, size=target, mode="bilinear", align_corners=False, antialias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.net.forward_features(x)
+        f = self.net.forward_features(self._fit(x))
         if not self.pre_pooled:  # a CNN's map, NCHW: pooled by the head
             return f
         return self.net.forward_head(f, pre_logits=True)[:, :, None, None]  # tokens (or NHWC): timm's pooling

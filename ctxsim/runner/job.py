@@ -93,18 +93,30 @@ def _one_line(e: BaseException) -> str:
 def job_sink(reg: Registry, job_id: int, extra: Optional[EventSink] = None, config_json: Optional[str] = None,
              run_dir: Optional[str] = None) -> MultiSink:
     """The sinks of a registry job: its RegistrySink (+ ``extra``), and the trackers its config asks
-    for (``track``: ctxsim.trackers); ``execute`` adds events.jsonl."""
+    for (``track``: ctxsim.trackers) plus those of its worker (``ctxsim worker --track``, passed as
+    $CTXSIM_TRACK); ``execute`` adds events.jsonl."""
     trackers: list[EventSink] = []
     if config_json:
         try:
             cfg = json.loads(config_json)
         except ValueError:
             cfg = {}
-        if isinstance(cfg, dict) and cfg.get("track"):
+        if not isinstance(cfg, dict):
+            cfg = {}
+        track = list(dict.fromkeys([*(cfg.get("track") or []), *worker_track()]))
+        if track:
             from ctxsim.trackers import tracker_sinks
 
-            trackers = tracker_sinks(cfg, run_dir)
+            trackers = tracker_sinks(dict(cfg, track=track), run_dir)
     return MultiSink(RegistrySink(reg, job_id), extra, *trackers)
+
+
+WORKER_TRACK_ENV = "CTXSIM_TRACK"
+
+
+def worker_track() -> list[str]:
+    """The trackers a worker adds to every job it runs ($CTXSIM_TRACK, comma-separated)."""
+    return [t.strip() for t in os.environ.get(WORKER_TRACK_ENV, "").split(",") if t.strip()]
 
 
 def _watch_parent(parent_pid: int, poll_s: float = 0.5, launcher: Optional[int] = None) -> None:

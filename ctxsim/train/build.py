@@ -106,7 +106,7 @@ def build_run_model(cfg: RunConfig, in_channels: int):
     return build_model(arch=m.arch, pooling=m.pooling, layernorm=m.layernorm, embedding_size=m.embedding_size,
                        bottleneck=m.bottleneck, bottleneck_size=m.bottleneck_size,
                        backbone_weights=m.backbone_weights, bn_mode=m.bn_mode, in_channels=in_channels,
-                       embedding_init=m.embedding_init)
+                       embedding_init=m.embedding_init, freeze_patch_embed=m.freeze_patch_embed)
 
 
 def build_run_loss(cfg: RunConfig, data):

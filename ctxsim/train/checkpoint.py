@@ -100,7 +100,7 @@ def build_model_for(cfg: RunConfig, in_channels: int):
     return build_model(arch=m.arch, pooling=m.pooling, layernorm=m.layernorm, embedding_size=m.embedding_size,
                        bottleneck=m.bottleneck, bottleneck_size=m.bottleneck_size, backbone_weights=None,
                        bn_mode=m.bn_mode, in_channels=in_channels,
-                       embedding_init=m.embedding_init)
+                       embedding_init=m.embedding_init, freeze_patch_embed=m.freeze_patch_embed)
 
 
 def load_checkpoint_model(path: os.PathLike, which: Optional[str] = None):

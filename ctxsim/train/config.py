@@ -29,13 +29,15 @@ CONVENTIONS = ("224", "256")
 DEVICES = ("auto", "cpu", "cuda")
 DECODES = ("cpu", "gpu")  # data.decode: where training JPEGs are decoded (ctxsim.data.gpu_decode)
 PROFILES = ("reference", "fixed")  # ctxsim.train.profiles: the reference code exactly, or corrected
+RECIPE_FAMILIES = ("paper", "vit-s16-224")  # ctxsim.train.recipes: the paper's ResNet-50 recipes, or DINO ViT-S/16
 
 # Keys left out of config_hash: they name or place a run but do not change what it computes.
 _UNHASHED = ("name", "tags", "num_workers", "root", "track")
 # Keys added after runs were recorded: left out of config_hash while at these values, so a config
 # that does not use them hashes as it did before they existed.
 _HASHED_UNLESS_DEFAULT = {"profile": "fixed", "jpeg_draft": True, "bottleneck_fp32": False, "rrc_ratio": None,
-                          "full_map": False, "val_classes": None}
+                          "full_map": False, "val_classes": None, "recipe": "paper"}
+_MODEL_HASHED_UNLESS_DEFAULT = {"freeze_patch_embed": False}
 
 
 @dataclass
@@ -50,7 +52,8 @@ class ModelSpec:
     bottleneck_size: int = 2048
     backbone_weights: Optional[str] = "imagenet"
     bn_mode: str = "freeze"
-    embedding_init: str = "kaiming"  # 224: kaiming_normal fan_out (§3.1); 256: torch's default Linear init
+    embedding_init: str = "kaiming"  # 224: kaiming_normal fan_out (§3.1); 256: torch's default Linear init; ViT: orthogonal
+    freeze_patch_embed: bool = False  # ViT trunks: the patch projection stays as pretrained (docs/recipes-vit.md)
 
     def loss_dim(self) -> int:
         """Dimension of the space the loss sees (bottleneck output, reference-implementation §3.1)."""
@@ -67,6 +70,7 @@ class RunConfig:
     resolution: int = 256  # recipe family: 224 (224x224/train.py) or 256 (main.py)
     convention: str = "256"  # hybrid-loss weighting convention (reference-implementation §1.4); recorded for every run
     profile: str = "fixed"  # "reference" | "fixed": which values the switches below got (ctxsim.train.profiles)
+    recipe: str = "paper"  # recipe family: "paper" (ResNet-50, by resolution) or "vit-s16-224" (docs/recipes-vit.md)
     name: Optional[str] = None
     tags: list[str] = field(default_factory=list)
     track: list[str] = field(default_factory=list)  # trackers that mirror the run (ctxsim.trackers): tensorboard, mlflow, wandb
@@ -138,7 +142,7 @@ class RunConfig:
         _typecheck(self.model, "model.")
         choices = {
             "convention": CONVENTIONS, "sampler": SAMPLERS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
-            "select": SELECTS, "device": DEVICES, "profile": PROFILES,
+            "select": SELECTS, "device": DEVICES, "profile": PROFILES, "recipe": RECIPE_FAMILIES,
         }
         for key, allowed in choices.items():
             _choice(key, getattr(self, key), allowed)
@@ -147,8 +151,11 @@ class RunConfig:
         _choice("model.pooling", self.model.pooling, POOLINGS)
         _choice("model.bottleneck", self.model.bottleneck, BOTTLENECKS)
         _choice("model.bn_mode", self.model.bn_mode, BN_MODES)
-        _choice("model.embedding_init", self.model.embedding_init, ("kaiming", "default"))
+        _choice("model.embedding_init", self.model.embedding_init, ("kaiming", "default", "orthogonal"))
         _choice("data.decode", self.data_kw.get("decode", "cpu"), DECODES)
+        if self.model.freeze_patch_embed and not self.model.arch.startswith("timm:"):
+            raise ConfigError(f"model.freeze_patch_embed needs a timm transformer trunk (model.arch=timm:<vit>), "
+                              f"not {self.model.arch}")
         check_tracker_names(self.track)
         if self.resolution not in (224, 256):
             raise ConfigError(f"resolution must be 224 or 256, got {self.resolution}")
@@ -212,6 +219,9 @@ class RunConfig:
         for k, default in _HASHED_UNLESS_DEFAULT.items():
             if k in d and d[k] == default:
                 del d[k]
+        for k, default in _MODEL_HASHED_UNLESS_DEFAULT.items():
+            if k in d.get("model", {}) and d["model"][k] == default:
+                del d["model"][k]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     # ---- overrides --------------------------------------------------------------------------

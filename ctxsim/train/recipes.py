@@ -1,4 +1,5 @@
-"""The paper's training recipes as data: one table per resolution family, plus small-data recipes.
+"""The paper's training recipes as data: one table per resolution family, plus small-data recipes,
+plus the ``vit-s16-224`` family (DINO ViT-S/16, the settings of HIER and Hyp-ViT: docs/recipes-vit.md).
 
 224: ``224x224/train.py`` README runs (reference-implementation §3.1, loss weights §1.4) and the tuned baseline rows
 (§2.3). 256: ``main.py`` README runs (§3.2, §2.2). Pure data: no torch import.
@@ -13,7 +14,7 @@ from ctxsim.names import DATASETS, PAPER_DATASETS_BY_RESOLUTION, PROXY_LOSSES, S
 from ctxsim.names import LOSSES as LOSS_NAMES  # noqa: F401  (importable from here, as before)
 from ctxsim.names import canonical_dataset as normalize_dataset
 from ctxsim.names import canonical_loss as normalize_loss
-from ctxsim.train.config import ModelSpec, RunConfig
+from ctxsim.train.config import RECIPE_FAMILIES, ModelSpec, RunConfig
 
 # ---- 224 (reference-implementation §3.1 README runs; hybrid weights §1.4: lam weights the contrastive term) ------
 R224_HYBRID: dict[str, dict[str, Any]] = {
@@ -101,9 +102,35 @@ SMALL: dict[str, dict[str, Any]] = {
 }
 
 
-def recipe_provenance(dataset: str, loss: str, resolution: int) -> str:
+# ---- vit-s16-224 (docs/recipes-vit.md: every value with its source) ------------------------------
+# DINO ViT-S/16 fine-tuned for retrieval as HIER (Kim et al., CVPR 2023; scripts/DINO/hier_*.sh) and
+# Hyp-ViT (Ermolov et al., CVPR 2022) do; ctxsim's losses on top, with the paper's loss settings.
+VIT_S16_ARCH = "timm:vit_small_patch16_224.dino"
+VIT_S16_DATASETS = ("cub", "cars", "sop", "inshop")
+VIT_S16: dict[str, dict[str, Any]] = {
+    # HIER: epochs, warm-up epochs (pretrained weights at lr 0), weight decay, head lr scale, evaluation period
+    "cub": dict(epochs=100, warm=1, weight_decay=1e-2, embedding_lr_mult=1.0, eval_every=1),
+    "cars": dict(epochs=100, warm=1, weight_decay=1e-2, embedding_lr_mult=1.0, eval_every=1),
+    "sop": dict(epochs=150, warm=5, weight_decay=1e-4, embedding_lr_mult=100.0, eval_every=5),
+    "inshop": dict(epochs=150, warm=5, weight_decay=1e-4, embedding_lr_mult=100.0, eval_every=1),
+}
+VIT_S16_COMMON = dict(
+    batch_size=180,  # HIER: 2 GPUs x 90
+    lr=5e-6,  # HIER: 5e-6 at a total batch of 180 (it scales lr by batch / 180)
+    embedding_size=128,  # HIER and Hyp-ViT: --emb 128
+    xform_scale=0.2,  # HIER and Hyp-ViT: RandomResizedCrop(224, scale=(0.2, 1)) for ViTs
+    clip_grad=3.0,  # Hyp-ViT: clip_grad_norm_(3) (HIER clamps each gradient value at 10 instead)
+    pair_ipc=4,  # ctxsim: the contextual loss's k is the positives per class; HIER samples 2 per class
+    proxy_ipc=2,  # HIER: --IPC 2 with Proxy-Anchor
+)
+
+
+def recipe_provenance(dataset: str, loss: str, resolution: int, family: str = "paper") -> str:
     """Where a recipe's values come from: a paper table row, or a documented extrapolation."""
     dataset, loss = normalize_dataset(dataset), normalize_loss(loss)
+    if family == "vit-s16-224":
+        return (f"vit-s16-224: DINO ViT-S/16 with HIER's {dataset} settings, the paper's {loss} loss settings "
+                "(docs/recipes-vit.md; not the paper's ResNet-50 tables)")
     if dataset in SMALL_DATASETS:
         return "ctxsim small-data recipe (not from the paper)"
     if resolution == 224:
@@ -115,11 +142,19 @@ def recipe_provenance(dataset: str, loss: str, resolution: int) -> str:
     return f"reference-implementation §3.2 256/{dataset} run with {loss} settings of §2.2 (lr of the hybrid run)"
 
 
-def recipe(dataset: str, loss: str, resolution: int = 256, profile: Optional[str] = None) -> RunConfig:
+def recipe(dataset: str, loss: str, resolution: int = 256, profile: Optional[str] = None,
+           family: str = "paper") -> RunConfig:
     """The paper's settings for a dataset, loss and resolution family (224 or 256), with the switches
-    of ``profile`` (ctxsim.train.profiles; None: ``reference`` for the paper datasets, else ``fixed``)."""
+    of ``profile`` (ctxsim.train.profiles; None: ``reference`` for the paper datasets, else ``fixed``).
+    ``family="vit-s16-224"``: the DINO ViT-S/16 recipe (224 px only; profile ``fixed`` by default:
+    the reference code's quirks belong to its ResNet-50 scripts)."""
     from ctxsim.train.profiles import apply_profile, default_profile
 
+    if family not in RECIPE_FAMILIES:
+        raise ConfigError(f"unknown recipe {family!r}; choose from {', '.join(RECIPE_FAMILIES)}")
+    if family == "vit-s16-224":
+        cfg = _vit_s16(dataset, loss, resolution)
+        return apply_profile(cfg, profile if profile is not None else "fixed")
     cfg = _recipe(dataset, loss, resolution)
     return apply_profile(cfg, profile if profile is not None else default_profile(cfg.dataset))
 
@@ -208,6 +243,40 @@ def _r256(dataset: str, loss: str) -> RunConfig:
     )
 
 
+def _vit_s16(dataset: str, loss: str, resolution: Optional[int]) -> RunConfig:
+    # docs/recipes-vit.md: HIER's DINO ViT-S/16 settings; the loss keeps the paper recipe's settings
+    dataset, loss = normalize_dataset(dataset), normalize_loss(loss)
+    if resolution not in (None, 224):
+        raise ConfigError(f"the vit-s16-224 recipe is 224 px; drop --resolution {resolution}")
+    if dataset not in VIT_S16_DATASETS:
+        raise ConfigError(f"the vit-s16-224 recipe covers {', '.join(VIT_S16_DATASETS)} (HIER's datasets), "
+                          f"not {dataset}")
+    d, c = VIT_S16[dataset], VIT_S16_COMMON
+    # the paper's loss settings: its 224 rows, In-Shop's 256 run (the only one the paper has)
+    paper = _r224(dataset, loss) if dataset in PAPER_DATASETS_BY_RESOLUTION[224] else _r256(dataset, loss)
+    ipc = c["proxy_ipc"] if loss in PROXY_LOSSES else c["pair_ipc"]
+    loss_kw = dict(paper.loss_kw)
+    if loss == "hybrid":
+        loss_kw["k"] = ipc
+    return RunConfig(
+        dataset=dataset, loss=loss, resolution=224, convention=paper.convention, recipe="vit-s16-224",
+        xform_scale=c["xform_scale"], num_workers=8,
+        batch_size=c["batch_size"], sampler="m_per_class", samples_per_class=ipc, sampler_kw={},
+        model=ModelSpec(arch=VIT_S16_ARCH, pooling="avg", layernorm=True, embedding_size=c["embedding_size"],
+                        bottleneck="identity", bottleneck_size=2 * c["embedding_size"], backbone_weights="imagenet",
+                        bn_mode="none", embedding_init="orthogonal", freeze_patch_embed=True),
+        loss_kw=loss_kw,
+        epochs=d["epochs"], lr=c["lr"], optimizer="adamw", weight_decay=d["weight_decay"],
+        backbone_lr_mult=1.0, embedding_lr_mult=d["embedding_lr_mult"], bottleneck_lr_mult=1.0,
+        proxy_lr_mult=100.0, proxy_lr=None, separate_optimizers=False,
+        schedule="none", milestones=[], lr_decay_step=0, lr_decay_gamma=1.0, warm=d["warm"],
+        clip_grad=c["clip_grad"], amp=True, eval_every=d["eval_every"], eval_batch_size=128,
+        # HIER reports its best test R@1 over the evaluations; ctxsim reports the last epoch (the fixed
+        # profile's rule: no model chosen on the test split; val_classes + select=best chooses honestly)
+        select="last",
+    )
+
+
 def _small(dataset: str, loss: str, resolution: int) -> RunConfig:
     # ctxsim's own small-data recipes: the chosen family's optimizer/loss convention, tiny backbone
     s = SMALL[dataset]
@@ -246,4 +315,5 @@ def _small(dataset: str, loss: str, resolution: int) -> RunConfig:
 
 def describe(cfg: RunConfig) -> dict[str, Optional[str]]:
     """Short human description of a config's recipe (for the CLI header)."""
-    return {"recipe": recipe_provenance(cfg.dataset, cfg.loss, cfg.resolution), "convention": cfg.convention}
+    return {"recipe": recipe_provenance(cfg.dataset, cfg.loss, cfg.resolution, cfg.recipe),
+            "convention": cfg.convention}

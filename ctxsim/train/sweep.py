@@ -48,16 +48,18 @@ def set_axes(sets: list[str]) -> list[list[str]]:
     return axes
 
 
-def build_grid(datasets: str, losses: str, resolutions: str, seeds: Optional[str], sets: list[str],
-               epochs: Optional[int] = None, root: Optional[str] = None, profile: Optional[str] = None) -> list[GridCell]:
-    """The cartesian product of a sweep: [(validated RunConfig, its --set assignments)].
+def build_grid(datasets: str, losses: str, resolutions: Optional[str], seeds: Optional[str], sets: list[str],
+               epochs: Optional[int] = None, root: Optional[str] = None, profile: Optional[str] = None,
+               recipe_family: Optional[str] = None) -> list[GridCell]:
+    """The cartesian product of a sweep: [(validated RunConfig, its --set assignments)]. ``resolutions``
+    None: each recipe family's own (256 for the paper's, 224 for vit-s16-224).
 
     Raises ConfigError on any unknown dataset, loss, key or bad value (before anything is written)."""
     from ctxsim.train.configure import configure
 
     axes = set_axes(sets)
     try:
-        res_list = [int(r) for r in split_values(resolutions)]
+        res_list = [None] if resolutions is None else [int(r) for r in split_values(resolutions)]
     except ValueError:
         raise ConfigError(f"--resolution: expected 224 and/or 256, got {resolutions!r}") from None
     ds_list, loss_list, seed_list = split_values(datasets), split_values(losses), parse_seeds(seeds)
@@ -65,7 +67,8 @@ def build_grid(datasets: str, losses: str, resolutions: str, seeds: Optional[str
         raise ConfigError("--dataset, --loss and --resolution each need at least one value")
     cells = []
     for ds, loss, res, seed, *assign in itertools.product(ds_list, loss_list, res_list, seed_list, *axes):
-        cfg = configure(ds, loss, res, root=root, sets=list(assign), epochs=epochs, seed=seed, profile=profile)
+        cfg = configure(ds, loss, res, root=root, sets=list(assign), epochs=epochs, seed=seed, profile=profile,
+                        recipe_family=recipe_family)
         cells.append((cfg, list(assign)))
     return cells
 
