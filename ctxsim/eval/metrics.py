@@ -8,9 +8,11 @@ Lone queries (R == 0) are left out of MAP@R and RP as AccuracyCalculator does, a
 of R@K too (so R@1 equals AccuracyCalculator's precision_at_1); lone_queries="miss" counts them as
 misses in R@K instead, as the reference's `test_ks` does. Neighbour order: see ctxsim.eval.knn.
 
-Only the neighbours the metrics need are fetched: a first pass of depth max(R over queries) for
-MAP@R/RP (when requested), at least min(max K, 32); queries without a same-label item in that depth
-are searched again to depth max K, which is the only thing Recall@K needs of them.
+Only the neighbours the metrics need are fetched, a block of queries at a time within a memory
+budget (``memory_gb``; ctxsim.eval.streaming): each query's first pass goes to depth R for MAP@R/RP
+(when requested), at least min(max K, 32); queries without a same-label item in that depth are
+searched again to the depth first_hit is reported to (at least max K, which is the only thing
+Recall@K needs of them). No query x max(R) matrix is ever made, whatever the class sizes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from ctxsim.eval.knn import _as_matrix, make_searcher, resolve_backend
+from ctxsim.eval.knn import CUDA_CHUNK_BYTES, DEFAULT_CHUNK_BYTES, FaissSearcher, TorchSearcher, _as_matrix, resolve_backend
+from ctxsim.eval.streaming import (
+    DEFAULT_MEMORY_GB,  # noqa: F401  (re-exported: the budget when neither argument nor environment sets one)
+    MEMORY_ENV,  # noqa: F401  (re-exported)
+    SCORE_SHARE,
+    TOPK_BYTES_PER_SLOT,
+    budget_bytes,
+    stream_query_stats,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +75,31 @@ def relevant_counts(q_labels: torch.Tensor, g_labels: torch.Tensor, self_in_gall
 
 
 def query_stats(q_emb, q_labels, g_emb=None, g_labels=None, max_k: int = 1, map_at_r: bool = True,
-                backend: str = "auto", chunk_rows: int | None = None, full_map: bool = False) -> dict[str, torch.Tensor]:
+                backend: str = "auto", chunk_rows: int | None = None, full_map: bool = False,
+                memory_gb: float | None = None) -> dict[str, torch.Tensor]:
     """Per-query results: "first_hit" (1-based rank of the first same-label neighbour, 0 when
-    beyond max(max_k, first-pass depth)), "R", "lone", and, with map_at_r, "ap_at_r" and "r_precision"
-    (NaN for lone queries); with full_map, "ap" (average precision over the whole ranking, NaN for
-    lone queries). Arguments as retrieval_metrics."""
+    beyond max(max_k, D) with D = max(max R, min(max_k, 32)) under map_at_r, min(max_k, 32) without,
+    both capped at the number of candidates), "R", "lone", and, with map_at_r, "ap_at_r" and
+    "r_precision" (NaN for lone queries); with full_map, "ap" (average precision over the whole
+    ranking, NaN for lone queries). Arguments as retrieval_metrics.
+
+    Memory: the work is held to `memory_gb` GiB (None: $CTXSIM_EVAL_MEMORY_GB, else
+    DEFAULT_MEMORY_GB), beyond the embeddings themselves. Paths (ctxsim.eval.streaming; logged at
+    debug level with their block sizes):
+    * top-k path, the usual one: queries ordered by the depth they need (max(R, min(max_k, 32))) and
+      cut into blocks whose neighbour lists fit the budget; per block the exact top-depth lists give
+      first_hit, AP@R and RP (integer hit counts, float64 only per hit), then are dropped. Queries
+      with no same-label item in their depth get the second pass to the reported depth above, in
+      blocks too (or by counting on score rows when even one query's list would not fit).
+    * threshold path, the fallback for a query whose depth alone does not fit the budget (a class
+      larger than the budget allows even for a block of one query) and whose score row is smaller
+      than that list: its full score row (a block of rows at a time, one row worked on) ranks its
+      same-label items in the searchers' tie order (score descending, index ascending) by counting
+      the other items above each of them, which is what AP@R, RP and first_hit need up to rank R.
+      Its scores come from torch's matmul (the torch backend's kernel; with faiss they can differ by
+      float32 rounding, as the two backends can).
+    Lone queries are not searched (no same-label item to find). The results are those of one
+    search of depth D for all queries, up to the order of float64 sums."""
     q = _as_matrix(q_emb, "query")
     self_mode = g_emb is None or (g_emb is q_emb and (g_labels is None or g_labels is q_labels))
     if self_mode:
@@ -90,49 +120,42 @@ def query_stats(q_emb, q_labels, g_emb=None, g_labels=None, max_k: int = 1, map_
     n_cand = g.shape[0] - (1 if self_mode else 0)
     backend = resolve_backend(backend, q.device, q.shape[1])
 
+    budget = budget_bytes(memory_gb)
+
     r = relevant_counts(ql, gl, self_mode)
     lone = r <= 0
     r_max = int(r.max()) if len(r) else 0
-    depth = min(n_cand, max(r_max if map_at_r else 0, min(max_k, FIRST_PASS_DEPTH), 1))
-    searcher = make_searcher(q, g, self_mode, backend, chunk_rows)
-    _, nbr = searcher.topk_all(depth)
-
-    rel = (nbr >= 0) & (gl[nbr.clamp(min=0)] == ql.view(-1, 1))
-    has = rel.any(1)
-    first = torch.where(has, rel.to(torch.int8).argmax(1) + 1, torch.zeros_like(r))
-    deep = min(max_k, n_cand)
-    if deep > depth:
-        todo = (~has & ~lone).nonzero().squeeze(1)
-        if len(todo):
-            log.debug("second pass: %d queries to depth %d", len(todo), deep)
-            _, nbr2 = searcher.topk(todo, deep)
-            rel2 = (nbr2 >= 0) & (gl[nbr2.clamp(min=0)] == ql[todo].view(-1, 1))
-            first[todo] = torch.where(rel2.any(1), rel2.to(torch.int8).argmax(1) + 1, torch.zeros_like(todo))
-    out = {"first_hit": first.cpu(), "R": r.cpu(), "lone": lone.cpu()}
-    if map_at_r:
-        # reference-implementation §5 / AccuracyCalculator: sum over the first R ranks of P@r * rel(r), divided by R
-        rd = rel.to(torch.float64)
-        ranks = torch.arange(1, depth + 1, device=rd.device, dtype=torch.float64)
-        within = ranks.view(1, -1) <= r.view(-1, 1)
-        hits = rd * within
-        denom = r.clamp(min=1).to(torch.float64)
-        ap = (hits * hits.cumsum(1) / ranks).sum(1) / denom
-        rp = hits.sum(1) / denom
-        nan = torch.full_like(ap, float("nan"))
-        out["ap_at_r"] = torch.where(lone, nan, ap).cpu()
-        out["r_precision"] = torch.where(lone, nan, rp).cpu()
+    k0 = max(min(max_k, FIRST_PASS_DEPTH), 1)
+    depth = min(n_cand, max(r_max if map_at_r else 0, k0))  # one first pass for all would go this deep
+    report_depth = max(depth, min(max_k, n_cand))  # ... and the second pass to max K
+    need = (r if map_at_r else torch.zeros_like(r)).clamp(min=k0).clamp(max=n_cand)
+    searcher = _make_searcher(q, g, self_mode, backend, chunk_rows, budget)
+    # reference-implementation §5 / AccuracyCalculator: AP@R sums P@r * rel(r) over the first R ranks, divided by R
+    out = stream_query_stats(searcher, q, g, ql, gl, r, need, report_depth, self_mode, map_at_r, budget)
+    out = {"first_hit": out["first_hit"], "R": r.cpu(), "lone": lone.cpu(),
+           **{k: v for k, v in out.items() if k != "first_hit"}}
     if full_map:
-        out["ap"] = _full_ap(searcher, ql, gl, r, lone, n_cand, chunk_rows)
+        out["ap"] = _full_ap(searcher, ql, gl, r, lone, n_cand, chunk_rows, budget)
     return out
 
 
+def _make_searcher(q: torch.Tensor, g: torch.Tensor, self_mode: bool, backend: str, chunk_rows: int | None, budget: int):
+    """make_searcher, with the torch searcher's block of scores held to a share of the budget."""
+    if backend == "faiss":
+        return FaissSearcher(q, g, self_mode)
+    cap = CUDA_CHUNK_BYTES if q.is_cuda else DEFAULT_CHUNK_BYTES
+    return TorchSearcher(q, g, self_mode, chunk_bytes=max(1, min(cap, int(budget * SCORE_SHARE))), chunk_rows=chunk_rows)
+
+
 def _full_ap(searcher, ql: torch.Tensor, gl: torch.Tensor, r: torch.Tensor, lone: torch.Tensor, n_cand: int,
-             chunk_rows: int | None) -> torch.Tensor:
+             chunk_rows: int | None, budget: int) -> torch.Tensor:
     """Average precision of each query over its whole ranking (mAP of the 224 CUB/Cars evaluation,
-    reference-implementation §5), NaN for lone queries; the full sort is done a block of queries at a time."""
+    reference-implementation §5), NaN for lone queries; the full sort is done a block of queries at a
+    time (at most 2**22 neighbour slots, fewer when the budget asks)."""
     n = ql.shape[0]
     ap = torch.full((n,), float("nan"), dtype=torch.float64)
-    block = chunk_rows or max(1, min(n, 2**22 // max(n_cand, 1)))
+    slots = min(2**22, budget // (TOPK_BYTES_PER_SLOT + 32))  # + the float64 rel and its cumsum
+    block = chunk_rows or max(1, min(n, slots // max(n_cand, 1)))
     ranks = torch.arange(1, n_cand + 1, device=ql.device, dtype=torch.float64)
     for start in range(0, n, block):
         rows = torch.arange(start, min(n, start + block), device=ql.device)
@@ -145,24 +168,25 @@ def _full_ap(searcher, ql: torch.Tensor, gl: torch.Tensor, r: torch.Tensor, lone
 
 def retrieval_metrics(q_emb, q_labels, g_emb=None, g_labels=None, ks=(1, 2, 4, 8), map_at_r: bool = True,
                       backend: str = "auto", lone_queries: str = "exclude",
-                      chunk_rows: int | None = None, full_map: bool = False) -> dict[str, float]:
+                      chunk_rows: int | None = None, full_map: bool = False, memory_gb: float | None = None) -> dict[str, float]:
     """Recall@K for each K in `ks`, and MAP@R and R-precision ("MAP@R", "RP") when map_at_r, and mAP
     over the whole ranking ("mAP") when full_map, as fractions in [0, 1]. Similarity is the inner
     product (pass L2-normalised embeddings for cosine).
 
     g_emb=None (or g_emb is q_emb): query == gallery, each query's own entry excluded by index.
     Otherwise query and gallery are disjoint sets (In-Shop). backend: "auto", "faiss" or "torch";
-    lone_queries: "exclude" (AccuracyCalculator) or "miss"; chunk_rows: queries per score block.
-    A metric with no query to average over is NaN. ``retrieval_results`` also returns the per-query
+    lone_queries: "exclude" (AccuracyCalculator) or "miss"; chunk_rows: queries per score block
+    (torch backend); memory_gb: working-memory budget in GiB (None: $CTXSIM_EVAL_MEMORY_GB, else
+    DEFAULT_MEMORY_GB = 2), see query_stats. A metric with no query to average over is NaN. ``retrieval_results`` also returns the per-query
     arrays these are means of.
     """
     return retrieval_results(q_emb, q_labels, g_emb, g_labels, ks=ks, map_at_r=map_at_r, backend=backend,
-                             lone_queries=lone_queries, chunk_rows=chunk_rows, full_map=full_map)[0]
+                             lone_queries=lone_queries, chunk_rows=chunk_rows, full_map=full_map, memory_gb=memory_gb)[0]
 
 
 def retrieval_results(q_emb, q_labels, g_emb=None, g_labels=None, ks=(1, 2, 4, 8), map_at_r: bool = True,
                       backend: str = "auto", lone_queries: str = "exclude", chunk_rows: int | None = None,
-                      full_map: bool = False) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+                      full_map: bool = False, memory_gb: float | None = None) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """``(retrieval_metrics(...), query_stats(...))``: the aggregate metrics and the per-query results
     they average (``ctxsim.eval.per_query.PerQuery.from_stats`` keeps hit@1 and AP@R of each query)."""
     ks = _check_ks(ks)
@@ -173,7 +197,7 @@ def retrieval_results(q_emb, q_labels, g_emb=None, g_labels=None, ks=(1, 2, 4, 8
     if chunk_rows is not None and (not isinstance(chunk_rows, int) or chunk_rows < 1):
         raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows!r}")
     st = query_stats(q_emb, q_labels, g_emb, g_labels, max_k=max(ks, default=1), map_at_r=map_at_r,
-                     backend=backend, chunk_rows=chunk_rows, full_map=full_map)
+                     backend=backend, chunk_rows=chunk_rows, full_map=full_map, memory_gb=memory_gb)
     lone = st["lone"]
     if bool(lone.all()):
         log.warning("no query has a same-label item in the gallery: metrics are NaN")
