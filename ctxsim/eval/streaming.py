@@ -5,8 +5,9 @@ in ``ctxsim.eval.metrics``. Two paths, chosen per query:
 
 * top-k path: the queries are ordered by the depth they need (max(R, first-pass depth), R = the
   number of same-label gallery items) and cut into blocks whose neighbour lists fit the budget
-  (``rows x depth x TOPK_BYTES_PER_SLOT`` bytes); each block takes its exact top-`depth` from the
-  searcher, keeps only the per-query results, and frees the lists. Hit counts are cumulated as
+  (``rows x depth x TOPK_BYTES_PER_SLOT`` bytes; a query's depth is raised to the reported first-hit
+  depth when that is not much deeper, see SHALLOW_SLACK); each block takes its exact top-`depth`
+  from the searcher, keeps only the per-query results, and frees the lists. Hit counts are cumulated as
   int32 and only the hit positions are turned into float64 terms, so no block x depth float64 tensor
   is made. Queries without a same-label item in their block's depth are searched again, a block at a
   time, to the depth first_hit is reported to (``report_depth``); when even that depth does not fit
@@ -48,6 +49,9 @@ TOPK_BYTES_PER_SLOT = 96
 THRESHOLD_BYTES_PER_COLUMN = 24
 # Share of the budget the torch searcher may use for one block of raw scores (queries x gallery).
 SCORE_SHARE = 0.25
+# A query's first pass goes straight to the reported first-hit depth when that is at most twice its
+# own depth or this many ranks deeper (then it never needs the second pass).
+SHALLOW_SLACK = 64
 _GIB = 2**30
 
 
@@ -205,6 +209,10 @@ def stream_query_stats(searcher, q: torch.Tensor, g: torch.Tensor, ql: torch.Ten
     thr_one = ng * THRESHOLD_BYTES_PER_COLUMN
     fallback = (topk_one > budget) & (thr_one < topk_one)
     thr_rows, topk_rows = active[fallback], active[~fallback]
+    if report_depth * TOPK_BYTES_PER_SLOT <= budget:
+        # a query whose need is not far below report_depth goes straight to it: a slightly deeper list
+        # costs less than searching the query again when it has no hit there (In-Shop, iNat: every query)
+        need_np = np.where(report_depth <= np.maximum(2 * need_np, need_np + SHALLOW_SLACK), report_depth, need_np)
     order = topk_rows[np.argsort(need_np[topk_rows], kind="stable")]
     depths = need_np[order]
     # the torch searcher's block of raw scores (at most SCORE_SHARE of the budget) lives beside the lists
