@@ -217,7 +217,8 @@ def stream_query_stats(searcher, q: torch.Tensor, g: torch.Tensor, ql: torch.Ten
     depths = need_np[order]
     # the torch searcher's block of raw scores (at most SCORE_SHARE of the budget) lives beside the lists
     score_bytes = getattr(searcher, "chunk_rows", 0) * ng * 4
-    blocks = plan_blocks(depths, max(budget // 4, budget - score_bytes))
+    slot_budget = max(budget // 4, budget - score_bytes)
+    blocks = plan_blocks(depths, slot_budget)
     if blocks:
         sizes = [e - s for s, e in blocks]
         log.debug("top-k path: %d queries in %d blocks of %d-%d rows, depth %d-%d, budget %.3g GiB",
@@ -243,7 +244,7 @@ def stream_query_stats(searcher, q: torch.Tensor, g: torch.Tensor, ql: torch.Ten
                 misses.append(missed)
     if misses:  # the second pass: first hits beyond the block's depth, up to report_depth
         todo = torch.cat(misses)
-        per_block = budget // (report_depth * TOPK_BYTES_PER_SLOT)
+        per_block = slot_budget // (report_depth * TOPK_BYTES_PER_SLOT)
         if per_block >= 1 or thr_one >= report_depth * TOPK_BYTES_PER_SLOT:
             per_block = max(1, min(len(todo), per_block))
             log.debug("second pass (top-k): %d queries to depth %d, %d per block", len(todo), report_depth, per_block)
