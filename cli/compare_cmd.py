@@ -133,7 +133,7 @@ def compare(
     with deltas for the runs that are comparable; --test A B for a paired significance test, --table
     224|256 for the paper's table layout."""
     from ctxsim.registry.models import JOB_STATUSES
-    from ctxsim.report.compare import compare_rows
+    from ctxsim.report.compare import gather_runs, rows_of
     from ctxsim.report.render import display_table, to_csv, to_json, to_markdown
 
     if as_json:
@@ -152,9 +152,10 @@ def compare(
             fail(f"unknown status {s!r} (one of: {', '.join(JOB_STATUSES)})")
     if resolution is not None and resolution <= 0:
         fail(f"resolution must be positive, not {resolution}")
-    reg = open_registry_or_exit(db, readonly=True)  # reads only
-    rows = compare_rows(reg, ids=ids or None, dataset=ds, loss=loss, resolution=resolution,
-                        metrics=metric or None, statuses=tuple(status) if status else (JobStatus.DONE,))
+    reg = open_registry_or_exit(db, readonly=True)  # reads (an untrained baseline is written through its own handle)
+    jobs = gather_runs(reg, ids or None, ds, loss, resolution, tuple(status) if status else (JobStatus.DONE,))
+    _untrained_baselines(jobs, db)
+    rows = rows_of(reg, jobs, metric or None)
     if not rows:
         info("no runs with evaluation metrics match" + ("" if ids else " (finished runs only; see --status)"))
     if fmt is Format.json:
@@ -171,6 +172,45 @@ def compare(
         _print_table("Runs vs reference numbers (percent)", header, cells, notes,
                      right=lambda h: h in NUMERIC_COLUMNS, keep_whole=True)
     sys.stdout.flush()
+
+
+def _untrained_baselines(jobs: list, db: Optional[str]) -> None:
+    """Computes the missing untrained baselines that take seconds (data in memory), with a progress
+    bar; for the others, says how to compute them."""
+    from ctxsim.baselines.untrained import CHEAP_DATASETS, ensure_untrained, find_untrained, how_to_compute
+
+    keys = {j["untrained_key"]: j for j in jobs if j.get("untrained_key")}
+    if not keys:
+        return
+    reader = open_registry_or_exit(db, readonly=True)
+    missing = [j for k, j in keys.items() if k not in find_untrained(reader, list(keys))]
+    if not missing:
+        return
+    hints = [how_to_compute(j["dataset"], j["config"]) for j in missing if j["dataset"] not in CHEAP_DATASETS]
+    if any(j["dataset"] in CHEAP_DATASETS for j in missing):
+        from rich.progress import Progress
+
+        from ctxsim.cli.common import err_console
+        from ctxsim.errors import CtxsimError
+
+        reg = open_registry_or_exit(db)
+        try:
+            with Progress(console=err_console, transient=True) as bar:
+                task = bar.add_task("untrained baselines", total=None)
+
+                def step(done: int, total: int, dataset: str) -> None:
+                    bar.update(task, completed=done, total=total,
+                               description=f"untrained baseline {dataset}" if dataset else "untrained baselines")
+
+                hints = ensure_untrained(reg, missing, device="auto", on_progress=step)
+        except CtxsimError as e:
+            from rich.markup import escape
+
+            info(f"[yellow]untrained baseline not computed:[/] {escape(str(e))}")
+        finally:
+            reg.dispose()
+    for h in dict.fromkeys(hints):
+        info(f"Δ untrained needs a baseline: {h}")
 
 
 def _print_table(title: str, header: list[str], lines: list[list[str]], notes: list[str], right,

@@ -38,11 +38,12 @@ def reproduce(
     if gpus_per_job < 0:
         fail("--gpus-per-job must be >= 0")
     reg = open_registry_or_exit(db)
-    plans = run_reproduce(reg, table, _csv_list(datasets), _csv_list(losses), seeds=seeds, root=root,
-                          dry_run=dry_run, n_gpus=gpus_per_job, priority=priority, executor=executor)
+    plans, untrained = run_reproduce(reg, table, _csv_list(datasets), _csv_list(losses), seeds=seeds, root=root,
+                                     dry_run=dry_run, n_gpus=gpus_per_job, priority=priority, executor=executor)
     n_new = sum(len(p.new_seeds) for p in plans)
     if as_json:
-        print_json({"table": table, "dry_run": dry_run, "seeds": seeds, "cells": [p.to_dict() for p in plans]})
+        print_json({"table": table, "dry_run": dry_run, "seeds": seeds, "cells": [p.to_dict() for p in plans],
+                    "untrained": [u.to_dict() for u in untrained]})
         return
     from rich.table import Table
 
@@ -53,10 +54,18 @@ def reproduce(
         new = " ".join(map(str, p.new_seeds)) if dry_run else " ".join(f"#{j} (seed {s})" for j, s in zip(p.queued, p.new_seeds))
         t.add_row(p.dataset, p.loss, str(len(p.done)), str(len(p.pending)), new or "—")
     err_console.print(t)
+    new_u = [u for u in untrained if u.existing is None]
+    there = ", ".join(f"{u.dataset} (#{u.existing})" for u in untrained if u.existing is not None)
     if dry_run:
-        info(f"would queue {n_new} run(s); nothing queued (--dry-run)")
+        info(f"would queue {n_new} run(s) and {len(new_u)} untrained baseline(s)"
+             + (f" ({', '.join(u.dataset for u in new_u)})" if new_u else "") + "; nothing queued (--dry-run)")
     else:
         info(f"{n_new} run(s) queued" if n_new else f"nothing to queue: every cell has {seeds} finished or pending run(s)")
+        if new_u:
+            info("untrained baselines queued (Δ untrained in compare): "
+                 + ", ".join(f"{u.dataset} #{u.queued}" for u in new_u))
+    if there:
+        info(f"untrained baselines already queued or done: {there}")
 
 
 def register(app: typer.Typer) -> None:

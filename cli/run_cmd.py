@@ -275,8 +275,17 @@ def _weights_value(value: str) -> str:
 
 
 def eval_cmd(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint.pt written by ctxsim run.")],
+    checkpoint: Annotated[Optional[Path], typer.Argument(help="A checkpoint.pt written by ctxsim run.")] = None,
+    untrained: Annotated[bool, typer.Option("--untrained", help="Instead of a checkpoint: the recipe's trunk before its first step "
+        "(pretrained weights if the recipe loads them, else random init at seed 0) on the test split; recorded once "
+        "in the registry and shown as Δ untrained by compare.")] = False,
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset (default: the run's).")] = None,
+    loss: Annotated[Optional[str], typer.Option("--loss", "-l", help="--untrained: the recipe's loss (default hybrid; "
+        "it changes nothing an untrained model computes but the recipe it comes from).")] = None,
+    resolution: ResolutionOpt = None,
+    recipe: RecipeOpt = None,
+    sets: Annotated[Optional[list[str]], typer.Option("--set", help="--untrained: key=value on the recipe, e.g. "
+        "model.arch=timm:convnext_tiny.")] = None,
     root: Annotated[Optional[str], typer.Option("--root", help="Parent folder of the datasets.")] = None,
     device: DeviceOpt = "auto",
     which: Annotated[Optional[str], typer.Option("--which", help="last or best weights (default: the run's selection).")] = None,
@@ -286,8 +295,15 @@ def eval_cmd(
     grid_k: Annotated[int, typer.Option("--grid-k", min=1, help="Results per query in the picture.")] = 8,
     grid_queries: Annotated[int, typer.Option("--grid-queries", min=1, help="Queries (rows) in the picture.")] = 8,
     json_out: JsonOpt = False,
+    db: DbOpt = None,
 ) -> None:
-    """R@K and MAP@R of a saved model on a dataset's test split (and a retrieval picture with --grid)."""
+    """R@K and MAP@R of a saved model on a dataset's test split (and a retrieval picture with --grid);
+    with --untrained, of the recipe's trunk before training."""
+    if untrained:
+        _eval_untrained(checkpoint, dataset, loss, resolution, recipe, sets, root, device, json_out, db)
+        return
+    if checkpoint is None:
+        fail("give a checkpoint (ctxsim eval runs/…/checkpoint.pt) or --untrained --dataset D")
     if not checkpoint.exists():
         fail(f"no such checkpoint: {checkpoint}", EXIT_NOT_FOUND)
     if which not in (None, "last", "best"):
@@ -312,6 +328,32 @@ def eval_cmd(
         console.print(metrics_table(metrics, title=None))
     if pic is not None:
         info(f"wrote {pic['path']} ({pic['precision']:.0%} of the shown results are hits)")
+
+
+def _eval_untrained(checkpoint, dataset, loss, resolution, recipe, sets, root, device, json_out, db) -> None:
+    from ctxsim.baselines.untrained import untrained_baseline
+    from ctxsim.cli.common import open_registry_or_exit
+    from ctxsim.train.configure import configure
+
+    if checkpoint is not None:
+        fail("--untrained evaluates the recipe's trunk, not a checkpoint: drop the checkpoint argument")
+    if dataset is None:
+        fail("--untrained needs --dataset")
+    cfg = configure(dataset, loss or "hybrid", resolution, root, sets, recipe_family=recipe)
+    reg = open_registry_or_exit(db)
+    with console.status(f"evaluating the untrained {cfg.model.arch} on {cfg.dataset}"):
+        metrics, key, computed = untrained_baseline(reg, cfg, device)
+    reg.dispose()
+    fractions = {k: v / 100.0 for k, v in metrics.items()}
+    if json_out:
+        print_json({"dataset": cfg.dataset, "untrained": True, "arch": cfg.model.arch,
+                    "backbone_weights": cfg.model.backbone_weights, "resolution": cfg.resolution, "key": key,
+                    "computed": computed, "metrics": fractions})
+        return
+    how = "computed and recorded" if computed else "recorded earlier"
+    console.print(f"untrained {cfg.model.arch} ({cfg.model.backbone_weights or 'random init'}) on {cfg.dataset}, "
+                  f"{cfg.resolution} px: {how} (baseline {key})", highlight=False)
+    console.print(metrics_table(fractions, title=None))
 
 
 def register(app: typer.Typer) -> None:

@@ -39,24 +39,32 @@ def test_reproduce_queues_exactly_the_missing_cells_once(registry):
     add_run(registry, configure("cars", "hybrid", 224, profile="fixed"), 0.9, fingerprint=reference_fingerprint("cars"))
     before = len(_jobs(registry))
 
-    dry = reproduce(registry, 224, datasets=["cub", "Cars196"], losses=["hybrid", "triplet"], seeds=3, dry_run=True)
+    dry, dry_u = reproduce(registry, 224, datasets=["cub", "Cars196"], losses=["hybrid", "triplet"], seeds=3, dry_run=True)
+    assert [(u.dataset, u.existing, u.queued) for u in dry_u] == [("cub", None, None), ("cars", None, None)]
     assert {(p.dataset, p.loss): p.new_seeds for p in dry} == {
         ("cub", "triplet"): [], ("cub", "hybrid"): [2], ("cars", "triplet"): [0, 1, 2], ("cars", "hybrid"): [0, 1, 2]}
     assert len(_jobs(registry)) == before  # a dry run queues nothing
 
-    plans = reproduce(registry, 224, datasets=["cub", "cars"], losses=["hybrid", "triplet"], seeds=3, root="/data")
+    plans, untrained = reproduce(registry, 224, datasets=["cub", "cars"], losses=["hybrid", "triplet"], seeds=3, root="/data")
     new = _jobs(registry)[before:]
+    # with the table: one untrained baseline per dataset (epoch 0, seed 0), an `untrained` job
     assert sorted(new) == sorted([("cub", "hybrid", 224, 2, "queued")]
-                                 + [("cars", loss, 224, s, "queued") for loss in ("hybrid", "triplet") for s in (0, 1, 2)])
+                                 + [("cars", loss, 224, s, "queued") for loss in ("hybrid", "triplet") for s in (0, 1, 2)]
+                                 + [(d, "hybrid", 224, 0, "queued") for d in ("cub", "cars")])
+    assert [u.dataset for u in untrained] == ["cub", "cars"] and all(u.queued for u in untrained)
+    with registry.Session() as s:
+        u_cfgs = [json.loads(c) for c in s.scalars(select(Job.config_json).where(Job.id.in_([u.queued for u in untrained])))]
+    assert [(c["kind"], c["epochs"], c["config"]["seed"], c["config"]["root"]) for c in u_cfgs] == [("untrained", 0, 0, "/data")] * 2
     assert sum(len(p.queued) for p in plans) == 7
     new_ids = [j for p in plans for j in p.queued]
     with registry.Session() as s:  # the recipes under the reference profile, with the data root
         cfgs = [json.loads(c) for c in s.scalars(select(Job.config_json).where(Job.id.in_(new_ids)))]
     assert all(c["profile"] == "reference" and c["root"] == "/data" for c in cfgs) and len(cfgs) == 7
 
-    again = reproduce(registry, 224, datasets=["cub", "cars"], losses=["hybrid", "triplet"], seeds=3)
+    again, again_u = reproduce(registry, 224, datasets=["cub", "cars"], losses=["hybrid", "triplet"], seeds=3, root="/data")
     assert all(not p.new_seeds and not p.queued for p in again)  # idempotent
-    assert len(_jobs(registry)) == before + 7
+    assert [u.existing for u in again_u] == [u.queued for u in untrained] and not any(u.queued for u in again_u)
+    assert len(_jobs(registry)) == before + 9
 
 
 def test_reproduce_narrows_and_refuses_what_the_table_lacks(registry):
@@ -80,11 +88,14 @@ def test_reproduce_cli_dry_run_then_queue_then_nothing(tmp_path):
             "--seeds", "2", "--gpus-per-job", "0", "--json", "--db", db]
     dry = json.loads(runner.invoke(app, args + ["--dry-run"]).stdout)
     assert dry["dry_run"] and [c["new_seeds"] for c in dry["cells"]] == [[0, 1], [0, 1]]
+    assert [u["dataset"] for u in dry["untrained"]] == ["cub"] and dry["untrained"][0]["queued"] is None
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
-    assert sum(len(c["queued"]) for c in json.loads(r.stdout)["cells"]) == 4
+    out = json.loads(r.stdout)
+    assert sum(len(c["queued"]) for c in out["cells"]) == 4 and out["untrained"][0]["queued"]
     again = json.loads(runner.invoke(app, args).stdout)
     assert all(c["queued"] == [] and len(c["pending"]) == 2 for c in again["cells"])
+    assert again["untrained"][0]["existing"] == out["untrained"][0]["queued"] and again["untrained"][0]["queued"] is None
     bad = runner.invoke(app, ["reproduce", "--table", "224", "--datasets", "inshop", "--db", db])
     assert bad.exit_code == 2 and "has no dataset inshop" in bad.stderr
 

@@ -24,8 +24,8 @@ from ctxsim.names import DATASETS, RESOLUTIONS
 COLUMNS = ("resolution", "dataset", "method", "metric", "value", "kind", "source")
 
 # Provenance kinds (docs/reference-implementation.md §6): the shipped file uses the first five;
-# imports may also use the last two ("paper_table": transcribed from the paper PDF, §6.3 there;
-# "user": anything else).
+# imports may also use "paper_table" (transcribed from the paper PDF, §6.3 there) and "user"
+# (anything else); "untrained" rows are computed by ctxsim, never imported.
 KINDS = (
     "reference_log",        # final eval printed in the reference implementation's sample logs (§6.1)
     "reference_log_best",   # best test R@1 during training in those logs: test-set selection (§6.1)
@@ -34,7 +34,9 @@ KINDS = (
     "published_other",      # another paper's published number, for context
     "paper_table",          # a cell of the paper's Tables 2-5 (§6.3)
     "user",                 # anything a user imports
+    "untrained",            # computed here: the run's trunk before training (ctxsim.baselines.untrained)
 )
+IMPORT_KINDS = KINDS[:-1]  # "untrained" rows are computed, never imported
 
 # Which kind to prefer as "the paper's number" for a run's final metric (lower index wins).
 FINAL_KIND_PRIORITY = ("paper_table", "reference_log", "figure_read_approx", "user")
@@ -131,8 +133,8 @@ def _check_row(rec: dict[str, str]) -> tuple[Optional[BaselineRow], Optional[str
         return None, (f"value {val_txt} looks like a fraction; values are percentages "
                       f"(write {100 * value:g}, not {val_txt})")
     kind = (rec.get("kind") or "").strip()
-    if kind not in KINDS:
-        return None, f"kind {kind!r} is not one of {', '.join(KINDS)}"
+    if kind not in IMPORT_KINDS:
+        return None, f"kind {kind!r} is not one of {', '.join(IMPORT_KINDS)}"
     if kind == "reference_log_curve" and curve_epoch(metric) is None:
         return None, f"a reference_log_curve row needs a metric like R@1@epoch5, not {metric!r}"
     source = (rec.get("source") or "").strip()

@@ -169,7 +169,7 @@ def run_deviations(config: Any, dataset: str, loss: str, resolution: Optional[in
     return out
 
 
-def _fingerprint(payloads: Sequence[Optional[dict[str, Any]]], run_dir: Optional[str]) -> Optional[dict[str, Any]]:
+def run_fingerprint(payloads: Sequence[Optional[dict[str, Any]]], run_dir: Optional[str]) -> Optional[dict[str, Any]]:
     """A job's data fingerprint: from its last ``start`` event that carries one, else its run folder."""
     for d in reversed(payloads):
         if isinstance(d, dict) and isinstance(d.get("fingerprint"), dict):
@@ -200,6 +200,6 @@ def comparability(reg, job_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     out = {}
     for j in jobs:
         devs = run_deviations(configs.get(j["id"]), j["dataset"], j["loss"], j["resolution"],
-                              _fingerprint(starts.get(j["id"], []), j.get("run_dir")))
+                              run_fingerprint(starts.get(j["id"], []), j.get("run_dir")))
         out[j["id"]] = {"comparable": not devs, "deviations": devs}
     return out

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from ctxsim.baselines import FINAL_KIND_PRIORITY, display_method, list_baselines
 from ctxsim.baselines.paper import paper_curve, paper_number, paper_numbers  # noqa: F401  (importable from here, as before)
+from ctxsim.baselines.untrained import find_untrained, is_untrained_job, untrained_key
 from ctxsim.errors import NotFoundError
 from ctxsim.names import DATASETS
 from ctxsim.registry.states import JobStatus
@@ -27,11 +28,11 @@ from ctxsim.report.comparability import (  # noqa: F401  (as above)
     NO_FINGERPRINT,
     NON_RESULT_KEYS,
     NOT_COMPARABLE,
-    _fingerprint,
     _flatten,
     comparability,
     config_deviations,
     run_deviations,
+    run_fingerprint,
 )
 from ctxsim.report.stats import seed_summary
 
@@ -151,6 +152,9 @@ def gather_runs(
             raise NotFoundError("no such job: " + ", ".join(str(i) for i in missing))
     job_ids = [j["id"] for j in jobs]
     configs = job_configs(reg, job_ids)
+    if not ids:  # untrained-baseline jobs are not runs: they appear as Δ untrained
+        jobs = [j for j in jobs if not is_untrained_job(configs.get(j["id"]))]
+        job_ids = [j["id"] for j in jobs]
     dones = job_event_payloads(reg, job_ids, EventKind.DONE)
     starts = job_event_payloads(reg, job_ids, EventKind.START)
     for j in jobs:
@@ -158,8 +162,10 @@ def gather_runs(
         done = done_data(dones.get(j["id"], []))
         j["done"] = done
         j["selected_on_test"] = selected_on_test(done, j["config_items"])
-        fp = _fingerprint(starts.get(j["id"], []), j.get("run_dir"))
+        fp = run_fingerprint(starts.get(j["id"], []), j.get("run_dir"))
         j["deviations"] = run_deviations(configs.get(j["id"]), j["dataset"], j["loss"], j["resolution"], fp)
+        j["config"] = configs.get(j["id"])
+        j["untrained_key"] = untrained_key(j["config"], fp)
         digest = ((fp or {}).get("source") or {}).get("digest")
         if digest:  # data built locally (icons): runs on other theme versions or splits are another variant
             j["config_items"]["data"] = json.dumps(digest[:8])
@@ -240,6 +246,8 @@ class CompareRow:
     delta_best: Optional[float]
     comparable: bool
     deviations: list[str]
+    untrained: Optional[float] = None  # the same trunk before training, same test split (ctxsim.baselines.untrained)
+    delta_untrained: Optional[float] = None  # final mean - untrained (pp)
 
     def __getitem__(self, key: str) -> Any:
         try:
@@ -280,7 +288,13 @@ def compare_rows(
     reloaded best checkpoint), else its last evaluation; ``best`` is the maximum over evaluations.
     """
     jobs = gather_runs(reg, ids, dataset, loss, resolution, statuses)
+    return rows_of(reg, jobs, metrics)
+
+
+def rows_of(reg, jobs: list[dict[str, Any]], metrics: Optional[Sequence[str]] = None) -> list[CompareRow]:
+    """``compare_rows`` of runs already gathered (``gather_runs``)."""
     variants = _variants(jobs)
+    untrained = find_untrained(reg, [j["untrained_key"] for j in jobs if j.get("untrained_key")])
     refs_by_ds: dict[str, list[dict[str, Any]]] = {}
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for j in jobs:
@@ -311,6 +325,10 @@ def compare_rows(
             bm, bs = _mean_std(bests)
             ci = seed_summary(finals)
             devs = _union(j["deviations"] for j in members if j["id"] in run_ids)
+            # one baseline per row: its runs share the evaluation setup (they differ by seed only)
+            keys = {j.get("untrained_key") for j in members if j["id"] in run_ids}
+            base = untrained.get(next(iter(keys))) if len(keys) == 1 and None not in keys else None
+            unt = base.get(metric) if base else None
             ref = _pick_reference(refs, ls, res, metric, FINAL_KIND_PRIORITY)
             ref_best = _pick_reference(refs, ls, res, metric, ("reference_log_best",))
             rows.append(CompareRow(**{
@@ -330,6 +348,7 @@ def compare_rows(
                 "paper_best_source": ref_best["source"] if ref_best else None,
                 "delta_best": (bm - ref_best["value"]) if ref_best else None,
                 "comparable": not devs, "deviations": devs,
+                "untrained": unt, "delta_untrained": (fm - unt) if unt is not None else None,
             }))
     ds_order = {d: i for i, d in enumerate(DATASETS)}
     rows.sort(key=lambda r: (

@@ -13,7 +13,8 @@ from ctxsim.report.comparability import NOT_COMPARABLE
 from ctxsim.report.compare import CSV_FIELDS, CompareRow
 
 MISSING = "—"
-NUMERIC_COLUMNS = {"Res.", "Runs", "n", "Final", "95% CI", "Best", "Paper", "Δ (pp)", "Δ", "Paper best", "Δ best"}
+NUMERIC_COLUMNS = {"Res.", "Runs", "n", "Final", "95% CI", "Best", "Paper", "Δ (pp)", "Δ", "Paper best", "Δ best",
+                   "Δ untrained"}
 TEST_SELECTED_MARK = "†"
 
 
@@ -72,11 +73,11 @@ def display_table(rows: list[CompareRow], compact: bool = False) -> tuple[list[s
 
     if compact:
         header = ["Run group"] + (["Variant"] if with_variant else []) + [
-            "Metric", "n", "Final", "95% CI", "Best", "Paper", "Δ", "Provenance"]
+            "Metric", "n", "Final", "95% CI", "Best", "Paper", "Δ", "Δ untrained", "Provenance"]
         header += ["Paper best", "Δ best"] if with_best_ref else []
     else:
         header = ["Dataset", "Loss", "Res."] + (["Variant"] if with_variant else []) + [
-            "Metric", "Runs", "Final", "95% CI", "Best", "Paper", "Δ (pp)", "Kind", "Src"]
+            "Metric", "Runs", "Final", "95% CI", "Best", "Paper", "Δ (pp)", "Δ untrained", "Kind", "Src"]
         header += ["Paper best", "Δ best", "Src best"] if with_best_ref else []
     cells = []
     for r in rows:
@@ -92,6 +93,7 @@ def display_table(rows: list[CompareRow], compact: bool = False) -> tuple[list[s
             r["metric"], str(r["n"]), fmt_mean_std(r["final_mean"], r["final_std"], mark),
             fmt_ci(r.get("final_ci_low"), r.get("final_ci_high")),
             fmt_mean_std(r["best_mean"], r["best_std"]), fmt_paper(r["paper"]), delta(r, r["delta"]),
+            fmt_delta(r.get("delta_untrained")),
         ]
         if compact:
             line.append(f"{r['paper_kind']} {ref(r['paper_source'])}" if r["paper_kind"] else MISSING)
@@ -109,7 +111,8 @@ def display_table(rows: list[CompareRow], compact: bool = False) -> tuple[list[s
         "Values in percent; ± = sample std over seeds; 95% CI = Student-t interval of the mean over "
         "seeds (two or more); Final = what the run reported (else its last "
         "evaluation); Best = maximum over evaluations during training; Δ = Final - Paper in "
-        f"percentage points; {MISSING} = no reference number."
+        f"percentage points; {MISSING} = no reference number. Δ untrained = Final - the same trunk "
+        "before training on the same test split (ctxsim eval --untrained)."
     )
     if deviation_notes:
         notes.append(f"{NOT_COMPARABLE} = not comparable with the reference number (Δ not shown): the runs are "

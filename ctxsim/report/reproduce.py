@@ -129,22 +129,66 @@ def plan(reg, resolution: int, datasets: Optional[Iterable[str]] = None, losses:
     return out
 
 
+@dataclass
+class UntrainedPlan:
+    """The untrained-backbone baseline of one dataset of the table (``ctxsim.baselines.untrained``):
+    the job that computes it, if one is queued, running or done (``existing``), or the one queued now."""
+
+    dataset: str
+    resolution: int
+    existing: Optional[int] = None  # job id
+    queued: Optional[int] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def untrained_plans(reg, plans: Sequence[CellPlan], root: Optional[str] = None) -> list[tuple[UntrainedPlan, dict]]:
+    """One untrained baseline per dataset of the planned cells (its trunk and head are the same for
+    every method of a table): [(plan, the untrained job's config)]."""
+    from sqlalchemy import select
+
+    from ctxsim.baselines.untrained import untrained_job_config
+    from ctxsim.registry.jobs import config_fields
+    from ctxsim.registry.models import Job
+    from ctxsim.train.configure import configure
+
+    firsts: dict[str, CellPlan] = {}
+    for p in plans:  # the job row names the contextual loss's recipe where the table has it
+        if p.dataset not in firsts or (p.loss == "hybrid" and firsts[p.dataset].loss != "hybrid"):
+            firsts[p.dataset] = p
+    out = []
+    for ds, p in firsts.items():
+        job_cfg = untrained_job_config(configure(ds, p.loss, p.resolution, root=root, profile="reference"))
+        h = config_fields(job_cfg)["config_hash"]
+        with reg.Session() as s:
+            jid = s.scalar(select(Job.id).where(Job.config_hash == h, Job.status.in_(COUNTED)).order_by(Job.id).limit(1))
+        out.append((UntrainedPlan(ds, p.resolution, existing=jid), job_cfg))
+    return out
+
+
 def reproduce(reg, resolution: int, datasets: Optional[Iterable[str]] = None,
               losses: Optional[Iterable[str]] = None, seeds: int = 3, root: Optional[str] = None,
               dry_run: bool = False, n_gpus: int = 0, priority: int = 0, executor: str = "local",
-              tags: Sequence[str] = ("reproduce",)) -> list[CellPlan]:
+              tags: Sequence[str] = ("reproduce",)) -> tuple[list[CellPlan], list[UntrainedPlan]]:
     """``plan`` and, unless ``dry_run``, queue the missing runs in one transaction: each the recipe
-    of its cell under the reference profile with one of the new seeds (``root``: the data root)."""
+    of its cell under the reference profile with one of the new seeds (``root``: the data root),
+    and the untrained baseline of each dataset that has no such job yet (``Δ untrained``)."""
     from ctxsim.train.configure import configure
 
     plans = plan(reg, resolution, datasets, losses, seeds)
+    untrained = untrained_plans(reg, plans, root)
     todo = [(p, s) for p in plans for s in p.new_seeds]
     cfgs = [configure(p.dataset, p.loss, p.resolution, root=root, seed=s, profile="reference") for p, s in todo]
-    if dry_run or not cfgs:
-        return plans
+    new_u = [(u, c) for u, c in untrained if u.existing is None]
+    if dry_run or not (cfgs or new_u):
+        return plans, [u for u, _ in untrained]
     from ctxsim.registry.jobs import enqueue_many
 
-    ids = enqueue_many(reg, cfgs, tags=list(tags), priority=priority, n_gpus=n_gpus, executor=executor)
+    ids = enqueue_many(reg, cfgs + [c for _, c in new_u], tags=list(tags), priority=priority, n_gpus=n_gpus,
+                       executor=executor)
     for (p, _), (jid, _created) in zip(todo, ids):
         p.queued.append(jid)
-    return plans
+    for (u, _), (jid, _created) in zip(new_u, ids[len(todo):]):
+        u.queued = jid
+    return plans, [u for u, _ in untrained]

@@ -182,8 +182,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_FAILED
     sink = job_sink(reg, args.job, EpochLogSink(), config_json, run_dir) if rank == 0 else NullSink()
     try:
-        execute(config_json, sink, run_dir, device=args.device, should_stop=stop.is_set)
+        result = execute(config_json, sink, run_dir, device=args.device, should_stop=stop.is_set)
         sink.close()
+        if rank == 0 and not stop.is_set():
+            kinds.after_done(reg, config_json, result)  # what the kind records beside its events
     except BaseException as e:  # noqa: BLE001 - record every failure in the registry
         if isinstance(e, CtxsimError):  # a known failure (bad checkpoint, missing data...): its one line
             print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
@@ -266,6 +268,8 @@ def run_job_foreground(
         sink = job_sink(reg, job_id, MultiSink(extra_sink, log_tee.sink), claimed.config_json, claimed.run_dir)
         result = execute(claimed.config_json, sink, claimed.run_dir, device=device, should_stop=stopping)
         sink.close()
+        if not stopping():
+            kinds.after_done(reg, claimed.config_json, result)
     except KeyboardInterrupt:
         _safe_close(sink)
         jobs.finish(reg, job_id, JobStatus.CANCELLED, error="interrupted (Ctrl-C)", **fin)

@@ -36,6 +36,9 @@ class JobKind:
     takes_device: bool = False
     writes_events: bool = False  # the entry appends <run_dir>/events.jsonl itself (train)
     doc: str = ""
+    # "package.module:function" the runner calls as fn(registry, cfg, result) after the entry returns
+    # and before the job is marked done (what a kind records beside its events); "" for none
+    on_done: str = ""
 
 
 KINDS: dict[str, JobKind] = {k.name: k for k in (
@@ -45,6 +48,9 @@ KINDS: dict[str, JobKind] = {k.name: k for k in (
     JobKind("probe", "ctxsim.runner.probe:run_probe", False, False, "a torch-free queue self-test"),
     JobKind("reference-eval", "ctxsim.reference.import_reference:run_reference_eval_job", True, False,
             "evaluation of an imported reference checkpoint"),
+    JobKind("untrained", "ctxsim.baselines.untrained:run_untrained_job", True, False,
+            "the untrained-backbone baseline of a RunConfig (Δ untrained)",
+            on_done="ctxsim.baselines.untrained:record_untrained_job"),
 )}
 
 
@@ -64,11 +70,27 @@ def lookup(kind: str) -> JobKind:
         raise ConfigError(f"unknown job kind {kind!r} (known: {', '.join(sorted(KINDS))})") from None
 
 
+def _load(path: str) -> Callable:
+    module, _, func = path.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
 def load_entry(kind: str) -> Entry:
     """The entry point of ``kind``, imported by name."""
-    spec = lookup(kind)
-    module, _, func = spec.entry.partition(":")
-    return getattr(importlib.import_module(module), func)
+    return _load(lookup(kind).entry)
+
+
+def after_done(reg: Any, config_json: str, result: Any) -> None:
+    """Calls the ``on_done`` hook of a finished job's kind (nothing for kinds without one)."""
+    import json
+
+    try:
+        d = json.loads(config_json)
+    except ValueError:
+        return
+    spec = lookup(kind_of(d))
+    if spec.on_done:
+        _load(spec.on_done)(reg, d, result)
 
 
 def run_train(cfg: dict, sink: EventSink, run_dir: str | os.PathLike,

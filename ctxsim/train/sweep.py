@@ -77,6 +77,7 @@ def preflight_grid(cfgs: list, host: bool = True) -> None:
     """``ctxsim.train.preflight`` for every config of a grid, before any job row exists: the config
     checks for each, the host checks (data, device, sampler) once per config that differs in more than
     its seed. Raises the first ConfigError / DataError (exit 2), naming the config when there are several."""
+    from ctxsim.names import require_trackers
     from ctxsim.train.preflight import check_config, check_host
 
     seen: set[str] = set()
@@ -86,6 +87,7 @@ def preflight_grid(cfgs: list, host: bool = True) -> None:
             key = json.dumps({k: v for k, v in c.to_dict().items() if k not in ("seed", "name", "tags")},
                              sort_keys=True, default=str)
             if host and key not in seen:
+                require_trackers(c.track)  # as ctxsim run: a missing tracker library, one line, no job
                 check_host(c)
                 seen.add(key)
         except (ConfigError, DataError) as e:

@@ -110,6 +110,7 @@ class DetailScreen(DashScreen):
         self.attempts = history.job_attempts(reg, [self.job_id]).get(self.job_id, [])
         d["prior_elapsed_s"] = history.prior_elapsed_s(self.attempts, d.get("started_at"))
         d["skipped_images"] = self._skipped_images(reg, d["status"])
+        d["untrained"] = self._untrained(reg, d)
         events = self._read_events(reg)
         files = checkpoint_files(d.get("run_dir"))
         snapshot = {k: list(v) for k, v in self.cache.points.items()}  # the UI never sees a growing list
@@ -134,6 +135,21 @@ class DetailScreen(DashScreen):
             last = payloads[-1] if payloads else None
             self._skipped = int((last or {}).get("skipped_images") or 0)
         return self._skipped
+
+    def _untrained(self, reg, d: dict) -> Optional[dict]:
+        """The untrained baseline of a finished run ({metric: percent}), read once it exists
+        (``ctxsim eval --untrained`` or ``ctxsim compare`` records it); None until then."""
+        if d["status"] != JobStatus.DONE:
+            return None
+        if getattr(self, "_untrained_value", None) is None:
+            from ctxsim.baselines.untrained import find_untrained, untrained_key
+            from ctxsim.registry.models import EventKind
+            from ctxsim.report.comparability import run_fingerprint
+
+            starts = queries.job_event_payloads(reg, [self.job_id], EventKind.START).get(self.job_id) or []
+            key = untrained_key(d.get("config_json"), run_fingerprint(starts, d.get("run_dir")))
+            self._untrained_value = find_untrained(reg, [key]).get(key) if key else None
+        return self._untrained_value
 
     def _read_events(self, reg) -> list[dict]:
         """Newest first: the newest page at first, then every newer event each poll (no gaps), and

@@ -51,6 +51,10 @@ class RunHeader(Static):
             if paper:
                 t.append(" Δ ")
                 t.append_text(fmt_delta(best - paper["value"]))
+            untrained = (d.get("untrained") or {}).get("R@1")
+            if untrained is not None:  # what the training added over the same trunk before its first step
+                t.append(" Δ untrained ")
+                t.append_text(fmt_delta(best - untrained))
         if d.get("skipped_images"):  # --skip-bad-images: the metrics were computed without them
             t.append(sep)
             t.append(f"{d['skipped_images']} images skipped", style="yellow")
