@@ -246,3 +246,35 @@ def test_vit_s16_recipe_refuses_what_it_does_not_cover():
     del d["model"]["freeze_patch_embed"]
     assert RunConfig.from_dict(d).config_hash() == c.config_hash()
     assert recipe("cub", "hybrid", None, family="vit-s16-224").config_hash() != c.config_hash()
+
+
+def test_eval_memory_budget_is_a_setting_that_changes_no_result(monkeypatch):
+    """``--set eval.memory_gb=…`` reaches the metrics (ctxsim.eval.metrics: blocks within the budget);
+    it is left out of the hash and of comparability, as the results are exact at any budget."""
+    import torch
+
+    import ctxsim.eval.evaluate as evaluate
+    from ctxsim.data import build_data
+    from ctxsim.models import build_model
+    from ctxsim.report.comparability import NON_RESULT_KEYS
+    from ctxsim.train.evaluation import evaluate_model
+
+    c = recipe("synthetic", "hybrid", 256)
+    small = c.with_sets(["eval.memory_gb=0.25"])
+    assert small.eval_memory_gb == 0.25 and small.config_hash() == c.config_hash()
+    assert "eval_memory_gb" in NON_RESULT_KEYS
+    with pytest.raises(ConfigError, match="eval.memory_gb must be > 0"):
+        c.with_sets(["eval.memory_gb=0"])
+    seen = {}
+    real = evaluate.retrieval_results
+
+    def spy(*a, **kw):
+        seen.update(kw)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(evaluate, "retrieval_results", spy)
+    data = build_data("synthetic")
+    torch.manual_seed(0)
+    model = build_model(arch=c.model.arch, pooling="avg", embedding_size=8, in_channels=data.in_channels).eval()
+    evaluate_model(model, data, small.with_overrides(num_workers=0), "cpu")
+    assert seen["memory_gb"] == 0.25

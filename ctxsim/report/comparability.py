@@ -33,6 +33,7 @@ NON_RESULT_KEYS = (
     "num_workers",      # data-loading processes
     "eval_batch_size",  # evaluation embeds one image at a time in eval mode: the batch size is moot
     "deterministic",    # cuDNN algorithm choice: numerics at float rounding level, not the experiment
+    "eval_memory_gb",   # the metrics' block size: exact whatever the budget
 )
 # the --set spelling of a config's free dicts (deviations are worded as a user would set them)
 _SET_PREFIX = {"loss_kw.": "loss.", "sampler_kw.": "sampler.", "data_kw.": "data."}

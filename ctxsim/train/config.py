@@ -32,7 +32,7 @@ PROFILES = ("reference", "fixed")  # ctxsim.train.profiles: the reference code e
 RECIPE_FAMILIES = ("paper", "vit-s16-224")  # ctxsim.train.recipes: the paper's ResNet-50 recipes, or DINO ViT-S/16
 
 # Keys left out of config_hash: they name or place a run but do not change what it computes.
-_UNHASHED = ("name", "tags", "num_workers", "root", "track")
+_UNHASHED = ("name", "tags", "num_workers", "root", "track", "eval_memory_gb")
 # Keys added after runs were recorded: left out of config_hash while at these values, so a config
 # that does not use them hashes as it did before they existed.
 _HASHED_UNLESS_DEFAULT = {"profile": "fixed", "jpeg_draft": True, "bottleneck_fp32": False, "rrc_ratio": None,
@@ -115,6 +115,9 @@ class RunConfig:
     # evaluation and selection
     eval_every: int = 5  # epochs; the last epoch is always evaluated; 0 = last only
     eval_batch_size: int = 128
+    # working memory of the retrieval metrics in GiB (``--set eval.memory_gb=8``; None: $CTXSIM_EVAL_MEMORY_GB
+    # or 2): queries are processed in blocks that fit; the results are exact whatever the budget
+    eval_memory_gb: Optional[float] = None
     ks: Optional[list[int]] = None  # None: the dataset's standard K list
     select: str = "last"  # "best" picks the best select_metric over evals (on val_classes if set, else on test)
     # class-disjoint validation split carved from the training classes: a count (2) or a fraction of the
@@ -157,6 +160,8 @@ class RunConfig:
             raise ConfigError(f"model.freeze_patch_embed needs a timm transformer trunk (model.arch=timm:<vit>), "
                               f"not {self.model.arch}")
         check_tracker_names(self.track)
+        if self.eval_memory_gb is not None and not self.eval_memory_gb > 0:
+            raise ConfigError(f"eval.memory_gb must be > 0 GiB, got {self.eval_memory_gb}")
         if self.resolution not in (224, 256):
             raise ConfigError(f"resolution must be 224 or 256, got {self.resolution}")
         positive = ("batch_size", "epochs", "eval_batch_size")
@@ -249,6 +254,8 @@ class RunConfig:
             key, raw = (s.strip() for s in a.split("=", 1))
             if not key:
                 raise ConfigError(f"--set expects key=value, got {a!r}")
+            if key == "eval.memory_gb":  # the evaluation's settings read as one namespace
+                key = "eval_memory_gb"
             head, _, rest = key.partition(".")
             free = {"loss": "loss_kw", "sampler": "sampler_kw", "data": "data_kw"}
             if rest and head in free:

@@ -28,7 +28,8 @@ def evaluate_model(model: torch.nn.Module, data, cfg: RunConfig, device: torch.d
     return evaluate_bundle(model, data, device=device, batch_size=batch_size or cfg.eval_batch_size,
                            num_workers=cfg.num_workers if num_workers is None else num_workers,
                            ks=cfg.ks or None, amp=bool(cfg.amp and device.type == "cuda"),
-                           return_embeddings=return_embeddings, full_map=cfg.full_map, per_query=per_query)
+                           return_embeddings=return_embeddings, full_map=cfg.full_map, per_query=per_query,
+                           memory_gb=cfg.eval_memory_gb)
 
 
 @dataclass
