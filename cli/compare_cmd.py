@@ -176,41 +176,50 @@ def compare(
 
 def _untrained_baselines(jobs: list, db: Optional[str]) -> None:
     """Computes the missing untrained baselines that take seconds (data in memory), with a progress
-    bar; for the others, says how to compute them."""
-    from ctxsim.baselines.untrained import CHEAP_DATASETS, ensure_untrained, find_untrained, how_to_compute
+    bar; for the others (and where this registry cannot be written), says how to compute them."""
+    from ctxsim.baselines.untrained import CHEAP_DATASETS, find_untrained, how_to_compute
 
     keys = {j["untrained_key"]: j for j in jobs if j.get("untrained_key")}
     if not keys:
         return
-    reader = open_registry_or_exit(db, readonly=True)
-    missing = [j for k, j in keys.items() if k not in find_untrained(reader, list(keys))]
-    if not missing:
-        return
+    have = find_untrained(open_registry_or_exit(db, readonly=True), list(keys))
+    missing = [j for k, j in keys.items() if k not in have]
+    cheap = [j for j in missing if j["dataset"] in CHEAP_DATASETS]
     hints = [how_to_compute(j["dataset"], j["config"]) for j in missing if j["dataset"] not in CHEAP_DATASETS]
-    if any(j["dataset"] in CHEAP_DATASETS for j in missing):
-        from rich.progress import Progress
-
-        from ctxsim.cli.common import err_console
-        from ctxsim.errors import CtxsimError
-
-        reg = open_registry_or_exit(db)
-        try:
-            with Progress(console=err_console, transient=True) as bar:
-                task = bar.add_task("untrained baselines", total=None)
-
-                def step(done: int, total: int, dataset: str) -> None:
-                    bar.update(task, completed=done, total=total,
-                               description=f"untrained baseline {dataset}" if dataset else "untrained baselines")
-
-                hints = ensure_untrained(reg, missing, device="auto", on_progress=step)
-        except CtxsimError as e:
-            from rich.markup import escape
-
-            info(f"[yellow]untrained baseline not computed:[/] {escape(str(e))}")
-        finally:
-            reg.dispose()
+    if cheap and not _compute_untrained(cheap, db):
+        hints = [how_to_compute(j["dataset"], j["config"]) for j in cheap] + hints
     for h in dict.fromkeys(hints):
         info(f"Δ untrained needs a baseline: {h}")
+
+
+def _compute_untrained(jobs: list, db: Optional[str]) -> bool:
+    """The baselines of ``jobs`` computed and recorded, with a progress bar; False (and why, one
+    line) where that failed, e.g. on a registry this user may only read."""
+    from rich.markup import escape
+    from rich.progress import Progress
+
+    from ctxsim.baselines.untrained import ensure_untrained
+    from ctxsim.cli.common import err_console
+    from ctxsim.errors import CtxsimError
+    from ctxsim.registry.db import open_registry
+
+    reg = None
+    try:
+        reg = open_registry(db, create=False)
+        with Progress(console=err_console, transient=True) as bar:
+            task = bar.add_task("untrained baselines", total=len(jobs))
+
+            def step(done: int, total: int, dataset: str) -> None:
+                bar.update(task, completed=done, description=f"untrained baseline {dataset}".strip())
+
+            ensure_untrained(reg, jobs, device="auto", on_progress=step)
+        return True
+    except CtxsimError as e:
+        info(f"[yellow]untrained baselines not computed:[/] {escape(str(e))}")
+        return False
+    finally:
+        if reg is not None:
+            reg.dispose()
 
 
 def _print_table(title: str, header: list[str], lines: list[list[str]], notes: list[str], right,

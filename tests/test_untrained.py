@@ -143,3 +143,30 @@ def test_an_untrained_job_records_the_baseline_and_is_not_a_run_in_compare(tmp_p
     assert key == result["key"] and direct == pytest.approx(result["metrics"])
     assert compare_rows(reg) == []  # a baseline, not a run
     reg.dispose()
+
+
+def test_compare_on_a_registry_it_cannot_write_says_how_instead(tmp_path, monkeypatch):
+    """A shared registry this user may only read: compare prints its table and, for the missing
+    baseline, the command that computes it (nothing fails)."""
+    import ctxsim.registry.db as registry_db
+    from ctxsim.errors import RegistryError
+    from ctxsim.runner.job import run_job_foreground
+
+    db = str(tmp_path / "e.db")
+    reg = open_registry(db)
+    jid = jobs.enqueue(reg, _digits(epochs=1, max_steps_per_epoch=2), runs_root=tmp_path / "runs")
+    run_job_foreground(reg, jid, device="cpu")
+    reg.dispose()
+    real = registry_db.open_registry
+
+    def read_only(url=None, create=True, readonly=False, **kw):
+        if not readonly:
+            raise RegistryError(f"registry {url} is read-only for this user")
+        return real(url, create=create, readonly=readonly, **kw)
+
+    monkeypatch.setattr(registry_db, "open_registry", read_only)
+    r = CliRunner().invoke(app, ["compare", "--format", "json", "--db", db])
+    assert r.exit_code == 0, r.output
+    assert all(x["untrained"] is None for x in json.loads(r.stdout))
+    assert "untrained baselines not computed: registry" in r.stderr and "read-only for this user" in r.stderr
+    assert "Δ untrained needs a baseline: ctxsim eval --untrained -d digits -r 256" in r.stderr

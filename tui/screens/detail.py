@@ -137,18 +137,21 @@ class DetailScreen(DashScreen):
         return self._skipped
 
     def _untrained(self, reg, d: dict) -> Optional[dict]:
-        """The untrained baseline of a finished run ({metric: percent}), read once it exists
-        (``ctxsim eval --untrained`` or ``ctxsim compare`` records it); None until then."""
+        """The untrained baseline of a finished run ({metric: percent}), looked up each poll until
+        it exists (``ctxsim eval --untrained`` or ``ctxsim compare`` records it); None until then."""
         if d["status"] != JobStatus.DONE:
             return None
-        if getattr(self, "_untrained_value", None) is None:
-            from ctxsim.baselines.untrained import find_untrained, untrained_key
-            from ctxsim.registry.models import EventKind
-            from ctxsim.report.comparability import run_fingerprint
+        from ctxsim.baselines.untrained import find_untrained, untrained_key
 
-            starts = queries.job_event_payloads(reg, [self.job_id], EventKind.START).get(self.job_id) or []
-            key = untrained_key(d.get("config_json"), run_fingerprint(starts, d.get("run_dir")))
-            self._untrained_value = find_untrained(reg, [key]).get(key) if key else None
+        if getattr(self, "_untrained_value", None) is None:
+            if getattr(self, "_untrained_key", None) is None:
+                from ctxsim.registry.models import EventKind
+                from ctxsim.report.comparability import run_fingerprint
+
+                starts = queries.job_event_payloads(reg, [self.job_id], EventKind.START).get(self.job_id) or []
+                self._untrained_key = untrained_key(d.get("config_json"), run_fingerprint(starts, d.get("run_dir"))) or ""
+            if self._untrained_key:
+                self._untrained_value = find_untrained(reg, [self._untrained_key]).get(self._untrained_key)
         return self._untrained_value
 
     def _read_events(self, reg) -> list[dict]:
