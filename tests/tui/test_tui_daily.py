@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
-from tui_helpers import refreshed, settled, sync, until
+from tui_helpers import open_detail, refreshed, settled, sync, until
 from tui_seed import FIXED_NOW
 
 from ctxsim.registry.models import Job, JobEvent
@@ -303,16 +303,10 @@ async def test_elapsed_sums_attempts_and_every_failure_reason_stays(make_app):
 @sync
 async def test_detail_header_shows_the_skipped_image_count(make_app, seeded):
     """--skip-bad-images: the done event's ``skipped_images`` is in the run's header when > 0."""
-    from ctxsim.tui.screens.detail import DetailScreen
-    from ctxsim.tui.screens.runs import RunsScreen
     from ctxsim.tui.widgets.run_header import RunHeader
 
     async def header(app, pilot, key: str) -> str:
-        scr = await settled(pilot, RunsScreen)
-        scr.table.move_to_key(key)
-        await pilot.press("enter")
-        det = await settled(pilot, DetailScreen)
-        text = str(det.query_one(RunHeader).render())
+        text = str((await open_detail(pilot, key)).query_one(RunHeader).render())
         await pilot.press("escape")
         return text
 
@@ -617,8 +611,6 @@ async def test_detail_header_shows_delta_untrained_once_the_baseline_is_recorded
     ``Δ untrained`` beside Δ paper: its best R@1 minus the trunk's before training."""
     from ctxsim.baselines.untrained import record_untrained, untrained_key
     from ctxsim.train.recipes import recipe
-    from ctxsim.tui.screens.detail import DetailScreen
-    from ctxsim.tui.screens.runs import RunsScreen
     from ctxsim.tui.widgets.run_header import RunHeader
 
     fp = {"version": 1, "dataset": "cub", "val_classes": None,
@@ -629,13 +621,8 @@ async def test_detail_header_shows_delta_untrained_once_the_baseline_is_recorded
         s.add(JobEvent(job_id=1, time=FIXED_NOW, kind="start", message="start", payload={"fingerprint": fp}))
 
     async def header() -> str:
-        app = make_app()
-        async with app.run_test(size=LARGE) as pilot:
-            scr = await settled(pilot, RunsScreen)
-            scr.table.move_to_key("1")
-            await pilot.press("enter")
-            det = await settled(pilot, DetailScreen)
-            return str(det.query_one(RunHeader).render())
+        async with make_app().run_test(size=LARGE) as pilot:
+            return str((await open_detail(pilot, "1")).query_one(RunHeader).render())
 
     assert "untrained" not in await header()
     # the seeded config is a sketch: its key comes from it, the row's provenance from the recipe

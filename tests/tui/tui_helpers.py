@@ -18,6 +18,18 @@ async def settled(pilot, screen_type=None, loads: int = 1, timeout: float = 20.0
     raise AssertionError(f"screen {type(pilot.app.screen).__name__} did not load in {timeout} s")
 
 
+async def open_detail(pilot, job_key: str, key: str = "enter"):
+    """From the runs screen: selects job ``job_key``, presses ``key`` (enter: the detail; l: its
+    log tab) and returns the loaded DetailScreen."""
+    from ctxsim.tui.screens.detail import DetailScreen
+    from ctxsim.tui.screens.runs import RunsScreen
+
+    scr = await settled(pilot, RunsScreen)
+    scr.table.move_to_key(job_key)
+    await pilot.press(key)
+    return await settled(pilot, DetailScreen)
+
+
 async def refreshed(pilot, timeout: float = 20.0):
     """Triggers one more read of the active screen and waits for it."""
     scr = pilot.app.screen

@@ -64,6 +64,8 @@ class DetailScreen(DashScreen):
         self._points: dict = {}
         self._paper_msg: tuple = (None, [])
         self.follower: Optional[LogFollower] = None
+        self._untrained_key: Optional[str] = None  # "" when the run has none (no fingerprint)
+        self._untrained_value: Optional[dict] = None
         self._paper: Optional[dict] = None
         self._paper_curve: list = []
         self._paper_loaded = False
@@ -143,8 +145,8 @@ class DetailScreen(DashScreen):
             return None
         from ctxsim.baselines.untrained import find_untrained, untrained_key
 
-        if getattr(self, "_untrained_value", None) is None:
-            if getattr(self, "_untrained_key", None) is None:
+        if self._untrained_value is None:
+            if self._untrained_key is None:
                 from ctxsim.registry.models import EventKind
                 from ctxsim.report.comparability import run_fingerprint
 
