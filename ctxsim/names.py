@@ -182,3 +182,8 @@ def require_timm() -> None:
 
     if importlib.util.find_spec("timm") is None:
         raise ConfigError('timm trunks (model.arch=timm:<name>) need the timm package: pip install "ctxsim[timm]"')
+
+
+# the key ctxsim.runner.job.execute adds to the config of a job kind that takes a device (the
+# runner's --device); here so that entries below the runner's layer can read it
+RUNTIME_DEVICE = "runtime_device"

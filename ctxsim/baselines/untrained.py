@@ -172,9 +172,9 @@ def ensure_untrained(reg, jobs: Sequence[dict[str, Any]], device: str = "auto",
 
 
 def untrained_job_config(cfg) -> dict[str, Any]:
-    """The config of an ``untrained`` job (``ctxsim.runner.kinds``): the job columns and the
-    RunConfig whose trunk it evaluates (``untrained_config`` of ``cfg``) under ``"config"``.
-    ``reproduce`` queues one per dataset of a table."""
+    """The config of an ``untrained`` job (``ctxsim.runner.kinds``; run by ``run_untrained_job``,
+    recorded by ``record_untrained_job``): the job columns and the RunConfig whose trunk it evaluates
+    (``untrained_config`` of ``cfg``) under ``"config"``. ``reproduce`` queues one per dataset of a table."""
     u = untrained_config(cfg)
     return {"kind": "untrained", "dataset": u.dataset, "loss": u.loss, "resolution": u.resolution,
             "seed": SEED, "epochs": 0, "config": u.to_dict()}
@@ -184,7 +184,7 @@ def run_untrained_job(cfg: dict[str, Any], sink: Any, run_dir: Any, should_stop:
     """Entry of the ``untrained`` job kind: evaluates the trunk as ``evaluate_untrained`` does and
     emits start / eval / done (epoch 0); returns ``{"key", "metrics"}`` for ``record_untrained_job``."""
     from ctxsim.data.fingerprint import data_fingerprint
-    from ctxsim.runner.kinds import RUNTIME_DEVICE
+    from ctxsim.names import RUNTIME_DEVICE
     from ctxsim.train.build import build_run_data, build_run_model, resolve_device, seed_everything
     from ctxsim.train.config import RunConfig
     from ctxsim.train.evaluation import evaluate_model, evaluation_workers

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from ctxsim.errors import ConfigError
+from ctxsim.names import RUNTIME_DEVICE  # noqa: E402,F401  (the key execute() adds for kinds that take a device)
 from ctxsim.train.events import EventSink
 
-RUNTIME_DEVICE = "runtime_device"  # the key execute() adds for kinds that take a device
 DEFAULT_KIND = "train"
 
 Entry = Callable[[dict, EventSink, str, Optional[Callable[[], bool]]], Any]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ctxsim.errors import ConfigError
-from ctxsim.names import DATASETS, PAPER_DATASETS_BY_RESOLUTION, PROXY_LOSSES, SMALL_DATASETS  # noqa: F401  (DATASETS: importable from here)
+from ctxsim.names import DATASETS, PAPER_DATASETS, PAPER_DATASETS_BY_RESOLUTION, PROXY_LOSSES, SMALL_DATASETS  # noqa: F401  (DATASETS: importable from here)
 from ctxsim.names import LOSSES as LOSS_NAMES  # noqa: F401  (importable from here, as before)
 from ctxsim.names import canonical_dataset as normalize_dataset
 from ctxsim.names import canonical_loss as normalize_loss
@@ -106,7 +106,7 @@ SMALL: dict[str, dict[str, Any]] = {
 # DINO ViT-S/16 fine-tuned for retrieval as HIER (Kim et al., CVPR 2023; scripts/DINO/hier_*.sh) and
 # Hyp-ViT (Ermolov et al., CVPR 2022) do; ctxsim's losses on top, with the paper's loss settings.
 VIT_S16_ARCH = "timm:vit_small_patch16_224.dino"
-VIT_S16_DATASETS = ("cub", "cars", "sop", "inshop")
+VIT_S16_DATASETS = tuple(d for d in PAPER_DATASETS if d != "inat")  # HIER's four
 VIT_S16: dict[str, dict[str, Any]] = {
     # HIER: epochs, warm-up epochs (pretrained weights at lr 0), weight decay, head lr scale, evaluation period
     "cub": dict(epochs=100, warm=1, weight_decay=1e-2, embedding_lr_mult=1.0, eval_every=1),
