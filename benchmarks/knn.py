@@ -207,6 +207,21 @@ SCALE_CASES = {
     "inshop": ("(c) In-Shop shape: 14,218 queries, 12,612 gallery, 3,985 classes, 512-d", scale_inshop, False),
 }  # name: (title, data function, needs more than ~4 GB somewhere: wait for CI first)
 SCALE_IMPLS = ("ctxsim-torch", "ctxsim-faiss", "pml", "pml-torchknn", "faiss-bare")
+# opt-in (--impls): ctxsim's metrics module as it was before streaming (one first pass of depth max R for
+# every query, n x depth float64 tensors), loaded from git, faiss backend
+BEFORE_COMMIT = "f29ec1a"
+
+
+def _metrics_before():
+    """ctxsim/eval/metrics.py at BEFORE_COMMIT as a module (it imports the current ctxsim.eval.knn,
+    whose searchers are unchanged since)."""
+    import types
+
+    src = subprocess.run(["git", "show", f"{BEFORE_COMMIT}:ctxsim/eval/metrics.py"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    mod = types.ModuleType("ctxsim_metrics_before")
+    exec(compile(src, f"{BEFORE_COMMIT}:ctxsim/eval/metrics.py", "exec"), mod.__dict__)
+    return mod
 SAMPLE_QUERIES = 500
 
 
@@ -227,16 +242,21 @@ def _max_r(ql, gl) -> int:
 
 
 def reference_ap_at_r(x, y, rows) -> dict:
-    """AP@R of the queries `rows` (query = gallery), one query at a time, scores in float64 (and in
-    float32 from numpy's matrix-vector product), ranking by score descending then index ascending."""
+    """AP@R of the queries `rows` (query = gallery), one query at a time, ranking by score descending
+    then index ascending, with three kinds of scores: float64 ("ap64"), float32 from numpy's
+    matrix-vector product ("ap32"), and float32 from one torch matmul of all the rows against the
+    gallery ("ap32sgemm", the kind of kernel both ctxsim backends search with)."""
     import numpy as np
+    import torch
 
     x64 = x.astype(np.float64)
     idx = np.arange(len(x))
-    out = {"ap64": [], "ap32": []}
-    for i in rows:
+    sgemm = (torch.from_numpy(x[rows]) @ torch.from_numpy(x).T).numpy()
+    out = {"ap64": [], "ap32": [], "ap32sgemm": []}
+    for j, i in enumerate(rows):
         r = int((y == y[i]).sum()) - 1
-        for key, s in (("ap64", x64 @ x64[i]), ("ap32", (x @ x[i]).astype(np.float64))):
+        for key, s in (("ap64", x64 @ x64[i]), ("ap32", (x @ x[i]).astype(np.float64)),
+                       ("ap32sgemm", sgemm[j].astype(np.float64))):
             cand = idx[idx != i]
             order = cand[np.lexsort((cand, -s[cand]))][:r]
             rel = y[order] == y[i]
@@ -266,13 +286,18 @@ def run_scale_one(spec: dict) -> dict:
         from pytorch_metric_learning.distances import CosineSimilarity
         from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
         from pytorch_metric_learning.utils.inference import CustomKNN
+    elif impl == "ctxsim-before":
+        retrieval_before = _metrics_before().retrieval_metrics
     else:
         from ctxsim.eval import retrieval_results
     base = _status_mb("VmRSS")
     reset = _reset_peak_rss()
     t0 = time.perf_counter()
     extra = {}
-    if impl.startswith("ctxsim"):
+    if impl == "ctxsim-before":
+        res = retrieval_before(q, ql, g, gl, ks=(1,), backend="faiss")
+        out = {"R@1": res["R@1"], "MAP@R": res["MAP@R"]}
+    elif impl.startswith("ctxsim"):
         res, st = retrieval_results(q, ql, g, gl, ks=(1,), backend=impl.split("-")[1])
         out = {"R@1": res["R@1"], "MAP@R": res["MAP@R"]}
     elif impl.startswith("pml"):
@@ -295,7 +320,7 @@ def run_scale_one(spec: dict) -> dict:
         raise ValueError(impl)
     dt = time.perf_counter() - t0
     peak = _status_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if impl.startswith("ctxsim") and spec["case"] == "longtail":
+    if impl in ("ctxsim-torch", "ctxsim-faiss") and spec["case"] == "longtail":
         extra["sample_ap"] = np.asarray(st["ap_at_r"])[_sample(len(q))].tolist()
     return {"time_s": dt, "peak_rss_mb": peak, "over_data_mb": peak - base, "metrics": out, **extra}
 
@@ -396,8 +421,8 @@ def scale_main(args) -> list[dict]:
             r1 = f"{m['R@1']:.6f}" if "R@1" in m else "-"
             mp = f"{m['MAP@R']:.6f}" if "MAP@R" in m else "-"
             print(f"| {impl} | {row['time_s']:.1f} | {row['peak_rss_mb']:.0f} | {row['over_data_mb']:.0f} | {r1} | {mp} | {note} |")
-        for ours in [i for i in rows if i.startswith("ctxsim") and "failed" not in rows[i]]:
-            for ref in [i for i in rows if i.startswith("pml") and "failed" not in rows[i]]:
+        for ours in [i for i in rows if i in ("ctxsim-torch", "ctxsim-faiss") and "failed" not in rows[i]]:
+            for ref in [i for i in rows if i.startswith(("pml", "ctxsim-before")) and "failed" not in rows[i]]:
                 a, b = rows[ours]["metrics"], rows[ref]["metrics"]
                 d1, dm = abs(a["R@1"] - b["R@1"]), abs(a["MAP@R"] - b["MAP@R"])
                 ok = "equal" if max(d1, dm) < 1e-6 else "DIFFER"
@@ -408,7 +433,10 @@ def scale_main(args) -> list[dict]:
                 import numpy as np
 
                 got = np.array(rows[ours]["sample_ap"])
-                for key, what in (("ap64", "float64"), ("ap32", "float32 (numpy gemv)")):
+                for key, what in (("ap64", "float64"), ("ap32", "float32 (numpy gemv)"),
+                                  ("ap32sgemm", "float32 (one torch matmul of the 500)")):
+                    if key not in ref:
+                        continue
                     want = np.array(ref[key])
                     diff = np.abs(got - want)
                     print(f"- {ours} AP@R of {len(got)} sample queries vs a {what} one-query reference: max |diff| "
