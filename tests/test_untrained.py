@@ -84,7 +84,7 @@ def test_compare_shows_delta_untrained_for_a_digits_run_and_how_to_get_the_other
     cfg = _digits(epochs=1, max_steps_per_epoch=3)
     jid = jobs.enqueue(reg, cfg, runs_root=tmp_path / "runs")
     run_job_foreground(reg, jid, device="cpu")
-    cub = add_run(reg, configure("cub", "hybrid", 224), 0.6, fingerprint=reference_fingerprint("cub"))
+    add_run(reg, configure("cub", "hybrid", 224), 0.6, fingerprint=reference_fingerprint("cub"))
     reg.dispose()
     r = CliRunner().invoke(app, ["compare", "--format", "json", "--db", db])
     assert r.exit_code == 0, r.output
@@ -104,7 +104,6 @@ def test_compare_shows_delta_untrained_for_a_digits_run_and_how_to_get_the_other
     with reg.Session() as s:
         assert s.scalar(select(func.count()).select_from(Baseline).where(Baseline.kind == UNTRAINED_KIND)) == before
     reg.dispose()
-    assert cub > jid
 
 
 def test_eval_untrained_command(tmp_path):
