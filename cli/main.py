@@ -1,7 +1,14 @@
-"""Entry point of the ``ctxsim`` command: a Typer app whose commands live one module per noun."""
+"""Entry point of the ``ctxsim`` command: a Typer app whose commands live one module per noun.
+
+Typer inspects every registered command's signature (and builds a pydantic adapter per option)
+before it parses anything, and each command module imports its own helpers. ``main`` therefore
+registers only the module that owns the command on the command line; ``ctxsim --help``, an unknown
+command and ``app`` (the whole CLI, for tests and embedding) register all of them.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Optional
 
@@ -9,13 +16,25 @@ import typer
 
 from ctxsim import __version__
 
-app = typer.Typer(
-    name="ctxsim",
-    help="Contextual-similarity metric learning: train, queue, watch and compare runs against the paper.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+# Module (in ctxsim.cli) that registers each top-level command or group, in the order --help lists
+# them. tests/test_cli_lazy.py checks it against what the modules really register.
+COMMAND_MODULES: dict[str, str] = {
+    "run": "run_cmd", "eval": "run_cmd",
+    "sweep": "sweep_cmd",
+    "worker": "worker_cmd",
+    "ls": "jobs_cmd", "show": "jobs_cmd", "logs": "jobs_cmd", "cancel": "jobs_cmd", "retry": "jobs_cmd",
+    "priority": "jobs_cmd", "rm": "jobs_cmd",
+    "data": "data_cmd",
+    "baselines": "compare_cmd", "compare": "compare_cmd", "report": "compare_cmd",
+    "reproduce": "reproduce_cmd",
+    "tui": "tui_cmd",
+    "import-reference": "extras_cmd", "toy": "extras_cmd", "ablation-table": "extras_cmd",
+    "tune": "tune_cmd",
+    "doctor": "doctor_cmd",
+    "export": "export_cmd",
+}
+# Root options that take a value: the word after them is not the command.
+_ROOT_VALUE_OPTIONS = ("--lock-timeout",)
 
 
 def _version(value: bool) -> None:
@@ -24,7 +43,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
     lock_timeout: Optional[float] = typer.Option(
@@ -49,29 +67,46 @@ def _wrap_commands(group: typer.Typer) -> None:
         _wrap_commands(sub.typer_instance)
 
 
-def _register() -> None:
-    from ctxsim.cli import (
-        compare_cmd,
-        data_cmd,
-        doctor_cmd,
-        export_cmd,
-        extras_cmd,
-        jobs_cmd,
-        reproduce_cmd,
-        run_cmd,
-        sweep_cmd,
-        tui_cmd,
-        tune_cmd,
-        worker_cmd,
+def build_app(modules: Optional[list[str]] = None) -> typer.Typer:
+    """The root app with the commands of ``modules`` (names in ctxsim.cli), or of every module."""
+    app = typer.Typer(
+        name="ctxsim",
+        help="Contextual-similarity metric learning: train, queue, watch and compare runs against the paper.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
     )
-
-    for mod in (run_cmd, sweep_cmd, worker_cmd, jobs_cmd, data_cmd, compare_cmd, reproduce_cmd, tui_cmd, extras_cmd,
-                tune_cmd, doctor_cmd, export_cmd):
-        mod.register(app)
+    app.callback()(_root)
+    for name in modules if modules is not None else list(dict.fromkeys(COMMAND_MODULES.values())):
+        importlib.import_module(f"ctxsim.cli.{name}").register(app)
     _wrap_commands(app)
+    return app
 
 
-_register()
+def command_word(args: list[str]) -> Optional[str]:
+    """The command named on a command line (``args`` without the program), or None before one."""
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in _ROOT_VALUE_OPTIONS:
+            i += 2
+        elif a.startswith("-"):
+            i += 1
+        else:
+            return a
+    return None
+
+
+_full_app: Optional[typer.Typer] = None
+
+
+def __getattr__(name: str) -> typer.Typer:
+    if name == "app":  # the whole CLI, built on first use (``from ctxsim.cli.main import app``)
+        global _full_app
+        if _full_app is None:
+            _full_app = build_app()
+        return _full_app
+    raise AttributeError(name)
 
 
 def main() -> None:
@@ -79,8 +114,10 @@ def main() -> None:
     from ctxsim.cli.common import err_console
     from ctxsim.errors import EXIT_INTERRUPTED, CtxsimError, one_line
 
+    module = COMMAND_MODULES.get(command_word(sys.argv[1:]) or "")
+    app = build_app([module] if module else None)
     try:
-        app()
+        app(prog_name="ctxsim")
     except CtxsimError as e:  # each error class carries its exit code (ctxsim.errors, README)
         err_console.print(f"[bold red]error:[/] {one_line(e)}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)

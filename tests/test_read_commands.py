@@ -119,3 +119,53 @@ def test_small_sets_are_verified_from_their_files(tmp_path):
     assert r.exit_code == 2 and "t10k-images-idx3-ubyte.gz" in r.stderr and "Traceback" not in r.output
     r = CliRunner().invoke(app, ["data", "verify", "digits"])
     assert r.exit_code == 0 and "train 901 images, test 896 images" in r.stderr
+
+
+def test_the_command_table_names_what_each_module_registers():
+    """main() registers only the module that owns the command: the table must match the modules."""
+    import importlib
+
+    import typer
+
+    from ctxsim.cli.main import COMMAND_MODULES
+
+    owners = {}
+    for module in dict.fromkeys(COMMAND_MODULES.values()):
+        group = typer.Typer()
+        importlib.import_module(f"ctxsim.cli.{module}").register(group)
+        names = [c.name or c.callback.__name__ for c in group.registered_commands]
+        names += [g.name for g in group.registered_groups]
+        owners.update({n: module for n in names})
+    assert owners == COMMAND_MODULES
+    listed = [c.name for c in app.registered_commands] + [g.name for g in app.registered_groups]
+    assert sorted(listed) == sorted(COMMAND_MODULES)  # the full app (help) has every command
+
+
+@pytest.mark.parametrize("argv, word", [
+    ([], None), (["--help"], None), (["ls"], "ls"), (["--lock-timeout", "5", "show", "1"], "show"),
+    (["--lock-timeout=5", "tune", "show"], "tune"), (["--version"], None), (["nosuch", "x"], "nosuch"),
+])
+def test_the_command_word_skips_root_options(argv, word):
+    from ctxsim.cli.main import command_word
+
+    assert command_word(argv) == word
+
+
+def test_a_lazily_built_command_behaves_as_in_the_full_app(bench_registry):
+    """`ctxsim ls` through main() (one module registered) prints what the full app prints; an
+    unknown command still lists the choices; root options before the command still apply."""
+    env = {**os.environ, "CTXSIM_DB": str(bench_registry), "COLUMNS": "120"}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "ctxsim.cli.main", *args], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    lazy = cli("--lock-timeout", "2", "ls", "--json")
+    assert lazy.returncode == 0, lazy.stderr
+    full = CliRunner().invoke(app, ["ls", "--json", "--db", str(bench_registry)])
+    assert full.exit_code == 0 and lazy.stdout == full.stdout
+    bad = cli("nosuch")
+    assert bad.returncode == 2 and "No such command 'nosuch'" in bad.stderr
+    top = cli("--help")
+    assert top.returncode == 0 and all(name in top.stdout for name in ("compare", "tune", "ablation-table"))
+    assert cli("--lock-timeout", "-1", "ls").returncode == 2  # the root callback still validates

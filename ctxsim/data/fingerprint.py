@@ -10,9 +10,10 @@ Reference counts: reference-implementation.md §4.1-4.2.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import numpy as np
+if TYPE_CHECKING:  # computing a fingerprint needs numpy; reading one (compare) does not
+    import numpy as np
 
 from ctxsim.errors import DataError
 
@@ -38,6 +39,8 @@ REFERENCE_SHA256_PREFIX: dict[str, dict[str, str]] = {
 
 
 def _labels(ds) -> Optional[np.ndarray]:
+    import numpy as np
+
     for attr in ("labels", "targets"):
         v = getattr(ds, attr, None)
         if v is not None:
@@ -49,6 +52,8 @@ def _labels(ds) -> Optional[np.ndarray]:
 
 
 def _split(ds, labels=None) -> dict[str, Any]:
+    import numpy as np
+
     lab = _labels(ds) if labels is None else np.asarray(labels)
     return {"images": int(len(ds)), "classes": int(len(np.unique(lab))) if lab is not None else None,
             "file": None, "sha256": None}

@@ -34,6 +34,7 @@ NON_RESULT_KEYS = (
     "eval_batch_size",  # evaluation embeds one image at a time in eval mode: the batch size is moot
     "deterministic",    # cuDNN algorithm choice: numerics at float rounding level, not the experiment
     "eval_memory_gb",   # the metrics' block size: exact whatever the budget
+    "eval_precision",   # the metrics' score dtype: float rounding of near-tied scores, not the experiment
 )
 # the --set spelling of a config's free dicts (deviations are worded as a user would set them)
 _SET_PREFIX = {"loss_kw.": "loss.", "sampler_kw.": "sampler.", "data_kw.": "data."}
@@ -158,16 +159,24 @@ def run_deviations(config: Any, dataset: str, loss: str, resolution: Optional[in
     Empty: comparable."""
     from ctxsim.data.fingerprint import fingerprint_deviations
 
-    trunk = trunk_reason(config)
-    out = ([trunk] if trunk else []) + config_deviations(config, dataset, loss, resolution)
-    profile = _full_config(config).get("profile")
-    if trunk is None and profile != "reference" and not any(d.startswith("profile ") for d in out):
-        out.append(f"profile {_fmt_config_value(profile)}≠reference")
+    text = config if isinstance(config, str) else json.dumps(dict(config or {}), default=str, sort_keys=True)
+    out = list(_config_part(text, dataset, loss, resolution))
     if not fingerprint:
         out.append(NO_FINGERPRINT)
     else:
         out += [f"data: {d}" for d in fingerprint_deviations(fingerprint)]
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _config_part(text: str, dataset: str, loss: str, resolution: Optional[int]) -> tuple[str, ...]:
+    # what depends on the config alone: computed once per config text (compare asks once per run)
+    trunk = trunk_reason(text)
+    out = ([trunk] if trunk else []) + config_deviations(text, dataset, loss, resolution)
+    profile = _full_config(text).get("profile")
+    if trunk is None and profile != "reference" and not any(d.startswith("profile ") for d in out):
+        out.append(f"profile {_fmt_config_value(profile)}≠reference")
+    return tuple(out)
 
 
 def run_fingerprint(payloads: Sequence[Optional[dict[str, Any]]], run_dir: Optional[str]) -> Optional[dict[str, Any]]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported by the bootstrap only: `compare` without it starts faster
+    import numpy as np
 
 # two-sided 95% Student t quantiles t_{0.975, df} (standard tables, 3 decimals)
 _T975 = {
@@ -93,6 +94,8 @@ class BootstrapResult:
 
 
 def _as_matrix(name: str, x) -> np.ndarray:
+    import numpy as np
+
     a = np.asarray(x, dtype=np.float64)
     if a.ndim == 1:
         a = a[None, :]
@@ -137,6 +140,8 @@ def bootstrap_diffs(a, b, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
 
 
 def _seed_weights(rng: np.random.Generator, n_seeds: int, m: int) -> np.ndarray:
+    import numpy as np
+
     draws = rng.integers(0, n_seeds, size=(m, n_seeds))
     counts = np.stack([(draws == s).sum(axis=1) for s in range(n_seeds)], axis=1)
     return counts / n_seeds
@@ -145,6 +150,8 @@ def _seed_weights(rng: np.random.Generator, n_seeds: int, m: int) -> np.ndarray:
 def interval_and_p(diffs: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
     """(low, high, p): the percentile interval of a bootstrap distribution and the two-sided p-value
     of "no difference", 2·min(P(d* ≤ 0), P(d* ≥ 0)) capped at 1."""
+    import numpy as np
+
     alpha = 1.0 - confidence
     low, high = np.quantile(diffs, [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
     p = min(1.0, 2.0 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
