@@ -325,3 +325,204 @@ def test_peak_memory_stays_near_the_budget():
         assert 0 < row["map"] < 1
         assert row["delta_mb"] * 2**20 < 0.4e9, (backend, row)
         assert row["delta_mb"] * 2**20 < old_bytes / 4, (backend, row)
+
+
+# ---------------------------------------------------------------- precision="float64"
+
+
+def near_tie_data(n=200, seed=0, big=0):
+    """float32 embeddings (a, b, c) whose scores are float32 near-ties: a in {1, 7/8, ..., 1/2} and b in
+    {0, 1/4, 1/2} give exact level products a_i a_j + b_i b_j >= 1/4, and c = k * 2**-20 with |k| <= 60
+    adds at most 2**-28.2, less than half a float32 ulp at 1/4. So float32 scores (any kernel, any
+    summation order) are the level products exactly and tie within a level (the tie rule then orders by
+    index), while float64 scores are exact (42 significant bits) and order those items by c_i c_j.
+    `big` items share label 0; the rest have 12 labels."""
+    rng = np.random.default_rng(seed)
+    a = rng.choice([1.0, 0.875, 0.75, 0.625, 0.5], n)
+    b = rng.choice([0.0, 0.25, 0.5], n)
+    c = rng.integers(-60, 61, n) * 2.0**-20
+    x = np.stack([a, b, c], 1).astype(np.float32)
+    y = rng.integers(1, 13, n)
+    if big:
+        y[rng.choice(n, size=big, replace=False)] = 0
+    return x, y
+
+
+def float64_reference(q, ql, g=None, gl=None, max_k=1, map_at_r=True):
+    """first_hit, AP@R and RP (with map_at_r) from float64 scores computed one query at a time (numpy),
+    ranked by score descending then index ascending; first_hit reported to query_stats' depth (0 beyond)."""
+    self_mode = g is None
+    if self_mode:
+        g, gl = q, ql
+    g64 = g.astype(np.float64)
+    n_cand = len(g) - (1 if self_mode else 0)
+    counts = {lab: int((gl == lab).sum()) - (1 if self_mode else 0) for lab in np.unique(ql)}
+    r_all = np.array([counts[lab] for lab in ql])
+    report = max(min(n_cand, max(int(r_all.max()) if map_at_r else 0, min(max_k, 32), 1)), min(max_k, n_cand))
+    first, ap, rp = [], [], []
+    for i in range(len(q)):
+        s = g64 @ q[i].astype(np.float64)
+        cand = np.arange(len(g))
+        if self_mode:
+            cand = cand[cand != i]
+        rel = gl[cand[np.lexsort((cand, -s[cand]))]] == ql[i]
+        r = int(r_all[i])
+        hit = int(np.argmax(rel)) + 1 if rel.any() else 0
+        first.append(hit if hit <= report else 0)
+        if r <= 0:
+            ap.append(np.nan)
+            rp.append(np.nan)
+            continue
+        top = rel[:r]
+        ap.append(float((np.cumsum(top) / np.arange(1, r + 1) * top).sum() / r))
+        rp.append(float(top.sum() / r))
+    out = {"first_hit": torch.tensor(first, dtype=torch.long), "R": torch.from_numpy(r_all).long(),
+           "lone": torch.from_numpy(r_all <= 0)}
+    if map_at_r:
+        out.update(ap_at_r=torch.tensor(ap, dtype=torch.float64), r_precision=torch.tensor(rp, dtype=torch.float64))
+    return out
+
+
+def count_ap_differences(got: dict, want: dict, tol: float = 1e-6) -> int:
+    a, b = got["ap_at_r"], want["ap_at_r"]
+    keep = ~want["lone"]
+    return int(((a[keep] - b[keep]).abs() > tol).sum())
+
+
+def test_near_tie_data_separates_float32_from_float64():
+    """The data the float64 tests use: its float32 scores are its level products exactly (ties), its
+    float64 scores are not, and the float32 path differs from the float64 reference on many queries
+    (so the float64 tests below cannot pass on float32 rankings)."""
+    x, y = near_tie_data(big=120)
+    x64 = x.astype(np.float64)
+    levels = x64[:, :2] @ x64[:, :2].T
+    s32 = (torch.from_numpy(x) @ torch.from_numpy(x).T).numpy().astype(np.float64)
+    assert np.array_equal(s32, levels)
+    s64 = x64 @ x64.T
+    assert (s64 != levels).mean() > 0.9  # c = 0 for a few items: exact ties in float64 too
+    want = float64_reference(x, y, max_k=4)
+    for backend in BACKENDS:
+        got32 = query_stats(x, y, max_k=4, backend=backend)
+        assert count_ap_differences(got32, want) > 50, backend
+        assert float((got32["ap_at_r"] - want["ap_at_r"]).nan_to_num().abs().max()) > 1e-3
+
+
+# budgets in bytes for the float64 path on near_tie_data(big=120): R = 119 for label 0, about 6 otherwise;
+# blocks of one (the deepest query alone fits), and too small for the big class (119 slots of 112 bytes do
+# not fit, its score row of 199 columns of 48 bytes does: the threshold path)
+BUDGETS64 = {"default": None, "few_blocks": 40 * 60 * streaming.TOPK_BYTES_PER_SLOT_FLOAT64,
+             "one_query": 119 * streaming.TOPK_BYTES_PER_SLOT_FLOAT64, "fallback": 100 * streaming.TOPK_BYTES_PER_SLOT_FLOAT64}
+
+
+@pytest.mark.parametrize("budget", list(BUDGETS64))
+@pytest.mark.parametrize("max_k", [4, 500])
+def test_float64_equals_a_float64_one_query_reference(budget, max_k, caplog):
+    """precision="float64": first_hit, AP@R and RP equal the float64 one-query-at-a-time reference on
+    near-tied data at any budget (one block, several, blocks of one query, the threshold path for the
+    big class; max_k=500: the second pass to all 199 candidates, on lists or on score rows), where the
+    float32 path differs."""
+    x, y = near_tie_data(big=120)
+    mem = None if BUDGETS64[budget] is None else budget_for(BUDGETS64[budget])
+    want = float64_reference(x, y, max_k=max_k)
+    with caplog.at_level(logging.DEBUG, logger="ctxsim.eval"):
+        got = query_stats(x, y, max_k=max_k, memory_gb=mem, precision="float64")
+    assert_same_stats(got, want)
+    got32 = query_stats(x, y, max_k=max_k, backend="torch", memory_gb=mem)
+    assert count_ap_differences(got32, want) > 50  # not vacuous: float32 ranks these near-ties by index
+    log = caplog.text
+    assert "precision float64: float64 scores from torch matmul" in log
+    if budget == "one_query":
+        assert "blocks of 1-" in log and "threshold path" not in log
+    if budget == "fallback":
+        assert "threshold path: 120 queries" in log
+        if max_k == 500:
+            assert "second pass (threshold)" in log
+    if budget == "default":
+        assert "in 1 blocks" in log
+
+
+@pytest.mark.parametrize("budget", ["default", "one_query", "fallback"])
+def test_float64_disjoint_query_and_gallery(budget, caplog):
+    """In-Shop shape (disjoint sets, some lone queries) in float64: equal to the float64 reference."""
+    x, y = near_tie_data(n=320, seed=1, big=170)
+    q, ql, g, gl = x[:120], y[:120].copy(), x[120:], y[120:]
+    ql[:3] = [20_000, 20_001, 20_001]  # lone
+    # R = 113 for label 0: 113 slots (blocks of one query at the deepest), or not even that (score rows)
+    nbytes = {"default": None, "one_query": 113 * streaming.TOPK_BYTES_PER_SLOT_FLOAT64,
+              "fallback": 100 * streaming.TOPK_BYTES_PER_SLOT_FLOAT64}[budget]
+    mem = None if nbytes is None else budget_for(nbytes)
+    for max_k, map_at_r in ((8, True), (300, True), (30, False)):
+        want = float64_reference(q, ql, g, gl, max_k=max_k, map_at_r=map_at_r)
+        with caplog.at_level(logging.DEBUG, logger="ctxsim.eval.streaming"):
+            got = query_stats(q, ql, g, gl, max_k=max_k, map_at_r=map_at_r, memory_gb=mem, precision="float64")
+        assert_same_stats(got, want)
+        if map_at_r:
+            assert count_ap_differences(query_stats(q, ql, g, gl, max_k=max_k, backend="torch", memory_gb=mem), want) > 10
+    if budget == "one_query":
+        assert "blocks of 1-" in caplog.text and "threshold path" not in caplog.text
+    if budget == "fallback":
+        assert "threshold path: " in caplog.text
+
+
+def test_float64_threshold_path_alone(caplog):
+    """Every query of the big class on the threshold path, rows one block at a time, in float64; the
+    same budget in float32 gives float32's (different) answers there."""
+    x, y = near_tie_data(big=120)
+    # one score row of 200 float64 columns fits, two do not: blocks of one row
+    mem = budget_for(200 * streaming.THRESHOLD_BYTES_PER_COLUMN_FLOAT64 + 1)
+    want = float64_reference(x, y, max_k=1)
+    with caplog.at_level(logging.DEBUG, logger="ctxsim.eval.streaming"):
+        got = query_stats(x, y, max_k=1, memory_gb=mem, precision="float64")
+    assert "threshold path: 120 queries, 1 score rows per block (200 gallery columns)" in caplog.text
+    assert "second pass (threshold)" in caplog.text  # first hits beyond R, up to depth 119, counted on score rows
+    assert_same_stats(got, want)
+    big = torch.from_numpy(y == 0)
+    got32 = query_stats(x, y, max_k=1, backend="torch", memory_gb=mem)
+    assert count_ap_differences({"ap_at_r": got32["ap_at_r"][big]}, {"ap_at_r": want["ap_at_r"][big], "lone": want["lone"][big]}) > 50
+
+
+def test_float64_metrics_and_full_map():
+    """retrieval_metrics / retrieval_results pass precision through: MAP@R and mAP over the whole ranking
+    equal the float64 references; float32 gives different values on these near-ties."""
+    x, y = near_tie_data(n=150, seed=2, big=40)
+    want = float64_reference(x, y, max_k=8)
+    keep = ~want["lone"]
+    metrics, st = retrieval_results(x, y, ks=(1, 8), full_map=True, precision="float64")
+    assert metrics == retrieval_metrics(x, y, ks=(1, 8), full_map=True, precision="float64")
+    assert metrics["MAP@R"] == pytest.approx(float(want["ap_at_r"][keep].mean()), abs=1e-12)
+    assert metrics["R@1"] == float((want["first_hit"][keep] == 1).to(torch.float64).mean())
+    np.testing.assert_allclose(st["ap"].numpy(), full_ap_oracle(x, y), atol=1e-12)
+    m32 = retrieval_metrics(x, y, ks=(1, 8), full_map=True, backend="torch")
+    assert abs(m32["MAP@R"] - metrics["MAP@R"]) > 1e-4 and abs(m32["mAP"] - metrics["mAP"]) > 1e-4
+
+
+def test_float64_keeps_float64_input_and_halves_the_score_block(monkeypatch):
+    """float64 input is scored as given (not rounded to float32 first); backend="auto" never builds a
+    faiss index in float64; the torch searcher's score block holds half the rows of a float32 one."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(40, 6))
+    y = rng.integers(0, 5, 40)
+    x[1] = x[0] + 1e-12  # a float64 near-tie that float32 input would erase
+    want = float64_reference(x, y, max_k=4)
+
+    def no_faiss(*a, **kw):
+        raise AssertionError("faiss used with precision='float64'")
+
+    monkeypatch.setattr("ctxsim.eval.metrics.FaissSearcher", no_faiss)
+    assert_same_stats(query_stats(x, y, max_k=4, backend="auto", precision="float64"), want)
+    g32, g64 = torch.zeros(1000, 4), torch.zeros(1000, 4, dtype=torch.float64)
+    assert knn_mod.TorchSearcher(g32, g32, True, chunk_bytes=400_000).chunk_rows == 100
+    assert knn_mod.TorchSearcher(g64, g64, True, chunk_bytes=400_000).chunk_rows == 50
+
+
+def test_bad_precision_is_a_clear_error():
+    x, y = near_tie_data(n=30)
+    for bad in ("float16", "double", "FLOAT64", None, torch.float64, 64):
+        with pytest.raises(ValueError, match="precision must be one of 'float32', 'float64', got"):
+            retrieval_metrics(x, y, precision=bad)
+        with pytest.raises(ValueError, match="precision must be one of"):
+            query_stats(x, y, precision=bad)
+    with pytest.raises(ValueError, match="precision='float64' needs backend='torch' or 'auto'"):
+        retrieval_metrics(x, y, backend="faiss", precision="float64")
+    with pytest.raises(ValueError, match="unknown k-NN backend"):
+        retrieval_metrics(x, y, backend="numpy", precision="float64")

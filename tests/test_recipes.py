@@ -278,3 +278,41 @@ def test_eval_memory_budget_is_a_setting_that_changes_no_result(monkeypatch):
     model = build_model(arch=c.model.arch, pooling="avg", embedding_size=8, in_channels=data.in_channels).eval()
     evaluate_model(model, data, small.with_overrides(num_workers=0), "cpu")
     assert seen["memory_gb"] == 0.25
+
+
+def test_eval_precision_is_a_setting_hashed_only_when_set(monkeypatch):
+    """``--set eval.precision=float64`` reaches the metrics (float64 scores by torch matmul); at its default
+    it leaves every config hash as it was (hashed unless float32), and it is not a deviation from the
+    recipe (float rounding of near-tied scores, as ``deterministic``)."""
+    import torch
+
+    import ctxsim.eval.evaluate as evaluate
+    from ctxsim.data import build_data
+    from ctxsim.models import build_model
+    from ctxsim.report.comparability import NON_RESULT_KEYS
+    from ctxsim.train.evaluation import evaluate_model
+
+    c = recipe("synthetic", "hybrid", 256)
+    assert c.eval_precision == "float32"
+    d = c.to_dict()
+    del d["eval_precision"]  # a config recorded before the key existed
+    assert RunConfig.from_dict(d).config_hash() == c.config_hash()
+    wide = c.with_sets(["eval.precision=float64"])
+    assert wide.eval_precision == "float64" and wide.config_hash() != c.config_hash()
+    assert wide.with_sets(["eval.precision=float32"]).config_hash() == c.config_hash()
+    assert "eval_precision" in NON_RESULT_KEYS
+    with pytest.raises(ConfigError, match="eval.precision must be one of float32, float64; got 'float16'"):
+        c.with_sets(["eval.precision=float16"])
+    seen = {}
+    real = evaluate.retrieval_results
+
+    def spy(*a, **kw):
+        seen.update(kw)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(evaluate, "retrieval_results", spy)
+    data = build_data("synthetic")
+    torch.manual_seed(0)
+    model = build_model(arch=c.model.arch, pooling="avg", embedding_size=8, in_channels=data.in_channels).eval()
+    metrics = evaluate_model(model, data, wide.with_overrides(num_workers=0), "cpu")
+    assert seen["precision"] == "float64" and 0 <= metrics["MAP@R"] <= 1

@@ -20,7 +20,7 @@ from ctxsim.eval.per_query import PerQuery
 def evaluate_bundle(model: torch.nn.Module, bundle, device="cpu", batch_size: int = 128, num_workers: int = 0,
                     ks=None, map_at_r: bool = True, amp: bool = False, backend: str = "auto",
                     progress: Callable | None = None, return_embeddings: bool = False, full_map: bool = False,
-                    per_query: bool = False, memory_gb: float | None = None):
+                    per_query: bool = False, memory_gb: float | None = None, precision: str = "float32"):
     """Recall@K (the bundle's standard K list unless `ks`), MAP@R and RP of `model` on
     `bundle.query` (against `bundle.gallery`, or the query set itself with self excluded when the
     gallery is None), as python floats. progress(done, total) counts batches over query then
@@ -28,7 +28,8 @@ def evaluate_bundle(model: torch.nn.Module, bundle, device="cpu", batch_size: in
     ``(metrics, (q, q_labels, g, g_labels))`` with the embeddings on the CPU (g and g_labels None
     without a gallery); with `per_query`, a ``ctxsim.eval.per_query.PerQuery`` is appended to what is
     returned (``(metrics, pq)`` or ``(metrics, embeddings, pq)``). ``memory_gb``: the metrics' working
-    memory budget (ctxsim.eval.metrics.query_stats; None: $CTXSIM_EVAL_MEMORY_GB or the default)."""
+    memory budget (ctxsim.eval.metrics.query_stats; None: $CTXSIM_EVAL_MEMORY_GB or the default);
+    ``precision``: the metrics' scores, "float32" or "float64" (torch matmul, see query_stats)."""
     from torch.utils.data import DataLoader
 
     if batch_size < 1:
@@ -53,7 +54,7 @@ def evaluate_bundle(model: torch.nn.Module, bundle, device="cpu", batch_size: in
     (q, ql), (g, gl) = outs[0], (outs[1] if len(outs) > 1 else (None, None))
     ks = tuple(ks) if ks is not None else tuple(bundle.ks)
     metrics, stats = retrieval_results(q, ql, g, gl, ks=ks, map_at_r=map_at_r, backend=backend, full_map=full_map,
-                                       memory_gb=memory_gb)
+                                       memory_gb=memory_gb, precision=precision)
     metrics = {k: float(v) for k, v in metrics.items()}
     if not return_embeddings and not per_query:
         return metrics

@@ -3,7 +3,8 @@
 Two backends with the same result (reference-implementation §5 evaluates exactly, in chunks, never a full N x N):
 * "faiss": IndexFlatIP (a GPU index when faiss sees GPUs and the data is on CUDA);
 * "torch": chunked matmul + topk (query rows x the whole gallery per block, at most 256 MiB of
-  scores on the CPU, 1 GiB on CUDA).
+  scores on the CPU, 1 GiB on CUDA); it scores in the embeddings' dtype, so float64 embeddings give
+  float64 scores (the metrics' precision="float64", ctxsim.eval.metrics). faiss is float32-only.
   A symmetric variant (upper-triangle blocks only, each serving rows and columns) was measured
   slower on CPU: the column-side topk and the merges cost more than the matmul it saves.
 
@@ -134,7 +135,8 @@ def topk_exact(scores: torch.Tensor, k: int, col_offset: int = 0) -> tuple[torch
 
 
 class TorchSearcher:
-    """Chunked matmul + topk on the tensors' device; never holds more than one block of scores."""
+    """Chunked matmul + topk on the tensors' device; never holds more than one block of scores
+    (of the embeddings' dtype: a float64 block of `chunk_bytes` holds half the rows of a float32 one)."""
 
     def __init__(self, query: torch.Tensor, gallery: torch.Tensor, exclude_self: bool,
                  chunk_bytes: int | None = None, chunk_rows: int | None = None):
@@ -142,7 +144,7 @@ class TorchSearcher:
         ng = gallery.shape[0]
         if chunk_bytes is None:
             chunk_bytes = CUDA_CHUNK_BYTES if query.is_cuda else DEFAULT_CHUNK_BYTES
-        self.chunk_rows = chunk_rows or max(1, min(query.shape[0], chunk_bytes // (4 * max(ng, 1))))
+        self.chunk_rows = chunk_rows or max(1, min(query.shape[0], chunk_bytes // (query.element_size() * max(ng, 1))))
 
     def _scores(self, rows: torch.Tensor) -> torch.Tensor:
         s = self.q[rows] @ self.g.T
@@ -262,13 +264,14 @@ def knn_search(query, k: int, gallery=None, backend: str = "auto", chunk_rows: i
     return searcher.topk_all(k)
 
 
-def _as_matrix(x, name: str) -> torch.Tensor:
+def _as_matrix(x, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """`x` as a contiguous 2-D tensor of `dtype` (float32 unless asked), checked non-empty and finite."""
     t = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x
     if t.dim() != 2 or t.shape[0] == 0 or t.shape[1] == 0:
         raise ValueError(f"{name} embeddings must be a non-empty 2-D array [N, D], got shape {tuple(t.shape)}")
     if not (t.is_floating_point()):
         raise ValueError(f"{name} embeddings must be floating point, got {t.dtype}")
-    t = t.detach().to(torch.float32).contiguous()
+    t = t.detach().to(dtype).contiguous()
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} embeddings contain NaN or infinite values")
     return t

@@ -13,6 +13,11 @@ budget (``memory_gb``; ctxsim.eval.streaming): each query's first pass goes to d
 (when requested), at least min(max K, 32); queries without a same-label item in that depth are
 searched again to the depth first_hit is reported to (at least max K, which is the only thing
 Recall@K needs of them). No query x max(R) matrix is ever made, whatever the class sizes.
+
+Scores are float32 by default (faiss or torch matmul). ``precision="float64"`` scores in float64
+with torch matmul instead (faiss is float32-only), so that items whose scores differ by less than
+float32 resolves (dense data has many such near-ties) are ranked as a float64 reference ranks them;
+it costs a float64 copy of the embeddings, slower matmuls and about half the rows per block.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ from ctxsim.eval.knn import CUDA_CHUNK_BYTES, DEFAULT_CHUNK_BYTES, FaissSearcher
 from ctxsim.eval.streaming import (
     DEFAULT_MEMORY_GB,  # noqa: F401  (re-exported: the budget when neither argument nor environment sets one)
     MEMORY_ENV,  # noqa: F401  (re-exported)
+    PRECISIONS,  # noqa: F401  (re-exported: the precision argument's values)
     SCORE_SHARE,
-    TOPK_BYTES_PER_SLOT,
     budget_bytes,
+    resolve_precision,
     stream_query_stats,
+    topk_bytes_per_slot,
 )
 
 log = logging.getLogger(__name__)
@@ -76,7 +83,7 @@ def relevant_counts(q_labels: torch.Tensor, g_labels: torch.Tensor, self_in_gall
 
 def query_stats(q_emb, q_labels, g_emb=None, g_labels=None, max_k: int = 1, map_at_r: bool = True,
                 backend: str = "auto", chunk_rows: int | None = None, full_map: bool = False,
-                memory_gb: float | None = None) -> dict[str, torch.Tensor]:
+                memory_gb: float | None = None, precision: str = "float32") -> dict[str, torch.Tensor]:
     """Per-query results: "first_hit" (1-based rank of the first same-label neighbour, 0 when
     beyond max(max_k, D) with D = max(max R, min(max_k, 32)) under map_at_r, min(max_k, 32) without,
     both capped at the number of candidates), "R", "lone", and, with map_at_r, "ap_at_r" and
@@ -99,8 +106,21 @@ def query_stats(q_emb, q_labels, g_emb=None, g_labels=None, max_k: int = 1, map_
       Its scores come from torch's matmul (the torch backend's kernel; with faiss they can differ by
       float32 rounding, as the two backends can).
     Lone queries are not searched (no same-label item to find). The results are those of one
-    search of depth D for all queries, up to the order of float64 sums."""
-    q = _as_matrix(q_emb, "query")
+    search of depth D for all queries, up to the order of float64 sums.
+
+    Precision: "float32" (the default) scores as above. "float64" converts the embeddings to float64
+    and scores them with torch matmul on their device, every path included (the threshold path and
+    the second pass too), whatever backend="auto" would pick: faiss is float32-only, so
+    backend="faiss" with "float64" is a ValueError. The rankings are then those of float64 scores
+    (equal, up to float64 rounding, to a float64 reference computed one query at a time), where
+    float32 scores can tie or swap items whose scores differ by less than float32 resolves. The
+    budget is planned with 8-byte scores (TOPK_BYTES_PER_SLOT_FLOAT64, THRESHOLD_BYTES_PER_COLUMN_FLOAT64
+    of ctxsim.eval.streaming; the torch searcher's score block holds half the rows); the float64
+    copy of the embeddings is not part of the budget."""
+    dtype = resolve_precision(precision)
+    if dtype == torch.float64 and backend == "faiss":
+        raise ValueError("precision='float64' needs backend='torch' or 'auto' (faiss scores in float32 only)")
+    q = _as_matrix(q_emb, "query", dtype)
     self_mode = g_emb is None or (g_emb is q_emb and (g_labels is None or g_labels is q_labels))
     if self_mode:
         g, ql = q, _as_labels(q_labels, q.shape[0], "query", q.device)
@@ -108,7 +128,7 @@ def query_stats(q_emb, q_labels, g_emb=None, g_labels=None, max_k: int = 1, map_
     else:
         if g_labels is None:
             raise ValueError("g_labels is required when g_emb is given")
-        g = _as_matrix(g_emb, "gallery").to(q.device)
+        g = _as_matrix(g_emb, "gallery", dtype).to(q.device)
         if g.shape[1] != q.shape[1]:
             raise ValueError(f"query and gallery dimensions differ: {q.shape[1]} vs {g.shape[1]}")
         ql = _as_labels(q_labels, q.shape[0], "query", q.device)
@@ -119,6 +139,9 @@ def query_stats(q_emb, q_labels, g_emb=None, g_labels=None, max_k: int = 1, map_
         raise ValueError("query == gallery needs at least 2 embeddings")
     n_cand = g.shape[0] - (1 if self_mode else 0)
     backend = resolve_backend(backend, q.device, q.shape[1])
+    if dtype == torch.float64:
+        backend = "torch"  # auto may have picked faiss: float32 only
+        log.debug("precision float64: float64 scores from torch matmul (faiss is float32-only)")
 
     budget = budget_bytes(memory_gb)
 
@@ -154,7 +177,7 @@ def _full_ap(searcher, ql: torch.Tensor, gl: torch.Tensor, r: torch.Tensor, lone
     time (at most 2**22 neighbour slots, fewer when the budget asks)."""
     n = ql.shape[0]
     ap = torch.full((n,), float("nan"), dtype=torch.float64)
-    slots = min(2**22, budget // (TOPK_BYTES_PER_SLOT + 32))  # + the float64 rel and its cumsum
+    slots = min(2**22, budget // (topk_bytes_per_slot(searcher.q.dtype) + 32))  # + the float64 rel and its cumsum
     block = chunk_rows or max(1, min(n, slots // max(n_cand, 1)))
     ranks = torch.arange(1, n_cand + 1, device=ql.device, dtype=torch.float64)
     for start in range(0, n, block):
@@ -168,7 +191,8 @@ def _full_ap(searcher, ql: torch.Tensor, gl: torch.Tensor, r: torch.Tensor, lone
 
 def retrieval_metrics(q_emb, q_labels, g_emb=None, g_labels=None, ks=(1, 2, 4, 8), map_at_r: bool = True,
                       backend: str = "auto", lone_queries: str = "exclude",
-                      chunk_rows: int | None = None, full_map: bool = False, memory_gb: float | None = None) -> dict[str, float]:
+                      chunk_rows: int | None = None, full_map: bool = False, memory_gb: float | None = None,
+                      precision: str = "float32") -> dict[str, float]:
     """Recall@K for each K in `ks`, and MAP@R and R-precision ("MAP@R", "RP") when map_at_r, and mAP
     over the whole ranking ("mAP") when full_map, as fractions in [0, 1]. Similarity is the inner
     product (pass L2-normalised embeddings for cosine).
@@ -177,16 +201,19 @@ def retrieval_metrics(q_emb, q_labels, g_emb=None, g_labels=None, ks=(1, 2, 4, 8
     Otherwise query and gallery are disjoint sets (In-Shop). backend: "auto", "faiss" or "torch";
     lone_queries: "exclude" (AccuracyCalculator) or "miss"; chunk_rows: queries per score block
     (torch backend); memory_gb: working-memory budget in GiB (None: $CTXSIM_EVAL_MEMORY_GB, else
-    DEFAULT_MEMORY_GB = 2), see query_stats. A metric with no query to average over is NaN. ``retrieval_results`` also returns the per-query
-    arrays these are means of.
+    DEFAULT_MEMORY_GB = 2), see query_stats; precision: "float32" (default) or "float64" (scores in
+    float64 by torch matmul, see query_stats). A metric with no query to average over is NaN.
+    ``retrieval_results`` also returns the per-query arrays these are means of.
     """
     return retrieval_results(q_emb, q_labels, g_emb, g_labels, ks=ks, map_at_r=map_at_r, backend=backend,
-                             lone_queries=lone_queries, chunk_rows=chunk_rows, full_map=full_map, memory_gb=memory_gb)[0]
+                             lone_queries=lone_queries, chunk_rows=chunk_rows, full_map=full_map, memory_gb=memory_gb,
+                             precision=precision)[0]
 
 
 def retrieval_results(q_emb, q_labels, g_emb=None, g_labels=None, ks=(1, 2, 4, 8), map_at_r: bool = True,
                       backend: str = "auto", lone_queries: str = "exclude", chunk_rows: int | None = None,
-                      full_map: bool = False, memory_gb: float | None = None) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+                      full_map: bool = False, memory_gb: float | None = None,
+                      precision: str = "float32") -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """``(retrieval_metrics(...), query_stats(...))``: the aggregate metrics and the per-query results
     they average (``ctxsim.eval.per_query.PerQuery.from_stats`` keeps hit@1 and AP@R of each query)."""
     ks = _check_ks(ks)
@@ -197,7 +224,7 @@ def retrieval_results(q_emb, q_labels, g_emb=None, g_labels=None, ks=(1, 2, 4, 8
     if chunk_rows is not None and (not isinstance(chunk_rows, int) or chunk_rows < 1):
         raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows!r}")
     st = query_stats(q_emb, q_labels, g_emb, g_labels, max_k=max(ks, default=1), map_at_r=map_at_r,
-                     backend=backend, chunk_rows=chunk_rows, full_map=full_map, memory_gb=memory_gb)
+                     backend=backend, chunk_rows=chunk_rows, full_map=full_map, memory_gb=memory_gb, precision=precision)
     lone = st["lone"]
     if bool(lone.all()):
         log.warning("no query has a same-label item in the gallery: metrics are NaN")

@@ -21,7 +21,15 @@ in ``ctxsim.eval.metrics``. Two paths, chosen per query:
   when it needs less memory than the top-k list of that one query.
 
 The budget covers the working memory of the search and of the metrics, not the embeddings
-themselves (nor faiss's copy of them in its index).
+themselves (nor faiss's copy of them in its index, nor the float64 copy of them that
+precision="float64" scores with).
+
+Precision (``precision`` of ``ctxsim.eval.metrics.query_stats``): "float32", the default, scores as
+the searchers always have; "float64" scores in float64 (torch matmul only: faiss is float32-only),
+so that near-ties float32 cannot resolve are ranked as a float64 reference ranks them. The paths
+above then hold 8-byte scores: the per-slot and per-column costs below have float64 counterparts
+(``topk_bytes_per_slot``, ``threshold_bytes_per_column``) and the torch searcher's score block holds
+half the rows.
 """
 
 from __future__ import annotations
@@ -47,6 +55,13 @@ TOPK_BYTES_PER_SLOT = 96
 # Bytes per gallery column of the threshold path: the float32 score row plus the masks, the copy of
 # the other items' scores being sorted and comparison temporaries of the row worked on.
 THRESHOLD_BYTES_PER_COLUMN = 24
+# The same with float64 scores: the searcher's list, the two copies its canonical ordering makes and
+# the concatenation of its chunks widen from 4 to 8 bytes (+16); on the threshold path the score rows
+# and the sorted copy of the other items' scores, which dominate, double.
+TOPK_BYTES_PER_SLOT_FLOAT64 = 112
+THRESHOLD_BYTES_PER_COLUMN_FLOAT64 = 48
+# precision argument -> dtype of the embeddings and scores
+PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 # Share of the budget the torch searcher may use for one block of raw scores (queries x gallery).
 SCORE_SHARE = 0.25
 # A query's first pass goes straight to the reported first-hit depth when that is at most twice its
@@ -75,6 +90,23 @@ def resolve_memory_gb(memory_gb: float | None = None) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{source} must be a positive number of GiB, got {value!r}")
     return value
+
+
+def resolve_precision(precision: str = "float32") -> torch.dtype:
+    """The score dtype of `precision` ("float32" or "float64"); anything else is a ValueError."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+    return PRECISIONS[precision]
+
+
+def topk_bytes_per_slot(dtype: torch.dtype = torch.float32) -> int:
+    """Peak bytes per neighbour slot of the top-k path with scores of `dtype`."""
+    return TOPK_BYTES_PER_SLOT_FLOAT64 if dtype == torch.float64 else TOPK_BYTES_PER_SLOT
+
+
+def threshold_bytes_per_column(dtype: torch.dtype = torch.float32) -> int:
+    """Bytes per gallery column (per score row of a block) of the threshold path with scores of `dtype`."""
+    return THRESHOLD_BYTES_PER_COLUMN_FLOAT64 if dtype == torch.float64 else THRESHOLD_BYTES_PER_COLUMN
 
 
 def budget_bytes(memory_gb: float | None = None) -> int:
@@ -129,7 +161,7 @@ def _block_stats(rel: torch.Tensor, r: torch.Tensor, map_at_r: bool):
 
 
 def _score_rows(q: torch.Tensor, g: torch.Tensor, rows: torch.Tensor, exclude_self: bool) -> torch.Tensor:
-    s = q[rows] @ g.T  # the expression TorchSearcher scores with
+    s = q[rows] @ g.T  # the expression TorchSearcher scores with (float64 when the embeddings are)
     if exclude_self:
         s[torch.arange(len(rows), device=s.device), rows] = float("-inf")
     return s
@@ -168,9 +200,10 @@ def _threshold_row(s: np.ndarray, pos_mask: np.ndarray, other_mask: np.ndarray, 
 
 def _threshold_path(q, g, ql, gl, r, rows_all: torch.Tensor, exclude_self: bool, report_depth: int, need_ap: bool,
                     budget: int, first, ap_num, rp_num) -> None:
-    """Fills first (and with need_ap ap_num / rp_num) for `rows_all` from blocks of score rows."""
+    """Fills first (and with need_ap ap_num / rp_num) for `rows_all` from blocks of score rows (in
+    the embeddings' dtype)."""
     ng = g.shape[0]
-    per_block = max(1, min(len(rows_all), budget // max(1, ng * THRESHOLD_BYTES_PER_COLUMN)))
+    per_block = max(1, min(len(rows_all), budget // max(1, ng * threshold_bytes_per_column(g.dtype))))
     log.debug("%s: %d queries, %d score rows per block (%d gallery columns)",
               "threshold path" if need_ap else "second pass (threshold)", len(rows_all), per_block, ng)
     gl_np = gl.cpu().numpy()
@@ -195,8 +228,11 @@ def stream_query_stats(searcher, q: torch.Tensor, g: torch.Tensor, ql: torch.Ten
                        need: torch.Tensor, report_depth: int, exclude_self: bool, map_at_r: bool, budget: int):
     """first_hit (int64), and with map_at_r ap_at_r and r_precision (float64, NaN for lone queries), on
     the CPU, for every query. need: the depth each query's first pass needs (R for MAP@R, at least the
-    first-pass depth, at most the candidates); report_depth: first hits deeper than this are 0."""
+    first-pass depth, at most the candidates); report_depth: first hits deeper than this are 0. The
+    scores are in the dtype of q and g (float32, or float64 with a TorchSearcher), and so are the
+    memory costs planned with."""
     n, ng = len(r), g.shape[0]
+    slot_bytes, column_bytes = topk_bytes_per_slot(g.dtype), threshold_bytes_per_column(g.dtype)
     dev = ql.device
     qc, gc = _codes(ql, gl)
     lone = r <= 0
@@ -205,20 +241,20 @@ def stream_query_stats(searcher, q: torch.Tensor, g: torch.Tensor, ql: torch.Ten
     rp_num = torch.zeros(n, dtype=torch.float64)
     need_np = need.cpu().numpy().astype(np.int64)
     active = np.flatnonzero(~lone.cpu().numpy())  # lone queries have no same-label item: nothing to search
-    topk_one = need_np[active] * TOPK_BYTES_PER_SLOT
-    thr_one = ng * THRESHOLD_BYTES_PER_COLUMN
+    topk_one = need_np[active] * slot_bytes
+    thr_one = ng * column_bytes
     fallback = (topk_one > budget) & (thr_one < topk_one)
     thr_rows, topk_rows = active[fallback], active[~fallback]
-    if report_depth * TOPK_BYTES_PER_SLOT <= budget:
+    if report_depth * slot_bytes <= budget:
         # a query whose need is not far below report_depth goes straight to it: a slightly deeper list
         # costs less than searching the query again when it has no hit there (In-Shop, iNat: every query)
         need_np = np.where(report_depth <= np.maximum(2 * need_np, need_np + SHALLOW_SLACK), report_depth, need_np)
     order = topk_rows[np.argsort(need_np[topk_rows], kind="stable")]
     depths = need_np[order]
     # the torch searcher's block of raw scores (at most SCORE_SHARE of the budget) lives beside the lists
-    score_bytes = getattr(searcher, "chunk_rows", 0) * ng * 4
+    score_bytes = getattr(searcher, "chunk_rows", 0) * ng * g.element_size()
     slot_budget = max(budget // 4, budget - score_bytes)
-    blocks = plan_blocks(depths, slot_budget)
+    blocks = plan_blocks(depths, slot_budget, slot_bytes)
     if blocks:
         sizes = [e - s for s, e in blocks]
         log.debug("top-k path: %d queries in %d blocks of %d-%d rows, depth %d-%d, budget %.3g GiB",
@@ -244,8 +280,8 @@ def stream_query_stats(searcher, q: torch.Tensor, g: torch.Tensor, ql: torch.Ten
                 misses.append(missed)
     if misses:  # the second pass: first hits beyond the block's depth, up to report_depth
         todo = torch.cat(misses)
-        per_block = slot_budget // (report_depth * TOPK_BYTES_PER_SLOT)
-        if per_block >= 1 or thr_one >= report_depth * TOPK_BYTES_PER_SLOT:
+        per_block = slot_budget // (report_depth * slot_bytes)
+        if per_block >= 1 or thr_one >= report_depth * slot_bytes:
             per_block = max(1, min(len(todo), per_block))
             log.debug("second pass (top-k): %d queries to depth %d, %d per block", len(todo), report_depth, per_block)
             for start in range(0, len(todo), per_block):

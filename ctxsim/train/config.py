@@ -27,6 +27,7 @@ SCHEDULES = ("step", "multistep", "none")
 SELECTS = ("last", "best")
 CONVENTIONS = ("224", "256")
 DEVICES = ("auto", "cpu", "cuda")
+EVAL_PRECISIONS = ("float32", "float64")  # eval.precision: the retrieval metrics' scores (ctxsim.eval.metrics)
 DECODES = ("cpu", "gpu")  # data.decode: where training JPEGs are decoded (ctxsim.data.gpu_decode)
 PROFILES = ("reference", "fixed")  # ctxsim.train.profiles: the reference code exactly, or corrected
 RECIPE_FAMILIES = ("paper", "vit-s16-224")  # ctxsim.train.recipes: the paper's ResNet-50 recipes, or DINO ViT-S/16
@@ -36,7 +37,8 @@ _UNHASHED = ("name", "tags", "num_workers", "root", "track", "eval_memory_gb")
 # Keys added after runs were recorded: left out of config_hash while at these values, so a config
 # that does not use them hashes as it did before they existed.
 _HASHED_UNLESS_DEFAULT = {"profile": "fixed", "jpeg_draft": True, "bottleneck_fp32": False, "rrc_ratio": None,
-                          "full_map": False, "val_classes": None, "recipe": "paper"}
+                          "full_map": False, "val_classes": None, "recipe": "paper",
+                          "eval_precision": "float32"}
 _MODEL_HASHED_UNLESS_DEFAULT = {"freeze_patch_embed": False}
 
 
@@ -118,6 +120,9 @@ class RunConfig:
     # working memory of the retrieval metrics in GiB (``--set eval.memory_gb=8``; None: $CTXSIM_EVAL_MEMORY_GB
     # or 2): queries are processed in blocks that fit; the results are exact whatever the budget
     eval_memory_gb: Optional[float] = None
+    # scores of the retrieval metrics (``--set eval.precision=float64``): float32 (faiss or torch), or float64
+    # (torch matmul; ranks near-ties as a float64 reference does, slower)
+    eval_precision: str = "float32"
     ks: Optional[list[int]] = None  # None: the dataset's standard K list
     select: str = "last"  # "best" picks the best select_metric over evals (on val_classes if set, else on test)
     # class-disjoint validation split carved from the training classes: a count (2) or a fraction of the
@@ -156,6 +161,7 @@ class RunConfig:
         _choice("model.bn_mode", self.model.bn_mode, BN_MODES)
         _choice("model.embedding_init", self.model.embedding_init, ("kaiming", "default", "orthogonal"))
         _choice("data.decode", self.data_kw.get("decode", "cpu"), DECODES)
+        _choice("eval.precision", self.eval_precision, EVAL_PRECISIONS)
         if self.model.freeze_patch_embed and not self.model.arch.startswith("timm:"):
             raise ConfigError(f"model.freeze_patch_embed needs a timm transformer trunk (model.arch=timm:<vit>), "
                               f"not {self.model.arch}")
@@ -254,8 +260,8 @@ class RunConfig:
             key, raw = (s.strip() for s in a.split("=", 1))
             if not key:
                 raise ConfigError(f"--set expects key=value, got {a!r}")
-            if key == "eval.memory_gb":  # the evaluation's settings read as one namespace
-                key = "eval_memory_gb"
+            if key in ("eval.memory_gb", "eval.precision"):  # the evaluation's settings read as one namespace
+                key = key.replace(".", "_")
             head, _, rest = key.partition(".")
             free = {"loss": "loss_kw", "sampler": "sampler_kw", "data": "data_kw"}
             if rest and head in free:

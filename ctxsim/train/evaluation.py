@@ -19,7 +19,8 @@ def evaluate_model(model: torch.nn.Module, data, cfg: RunConfig, device: torch.d
                    return_embeddings: bool = False, per_query: bool = False):
     """R@K (the config's K list, else the dataset's), MAP@R and RP of ``model`` (already on
     ``device``) on ``data``'s test split, with the config's evaluation batch size and AMP setting
-    (CUDA only); mAP too with the config's ``full_map``. ``num_workers`` defaults to the config's.
+    (CUDA only); mAP too with the config's ``full_map``; the metrics' memory budget and score precision
+    from ``eval.memory_gb`` and ``eval.precision``. ``num_workers`` defaults to the config's.
     With ``return_embeddings``: ``(metrics, (q_emb, q_labels, g_emb, g_labels))``; with ``per_query``
     a ``PerQuery`` is appended (``ctxsim.eval.evaluate_bundle``)."""
     from ctxsim.eval import evaluate_bundle
@@ -29,7 +30,7 @@ def evaluate_model(model: torch.nn.Module, data, cfg: RunConfig, device: torch.d
                            num_workers=cfg.num_workers if num_workers is None else num_workers,
                            ks=cfg.ks or None, amp=bool(cfg.amp and device.type == "cuda"),
                            return_embeddings=return_embeddings, full_map=cfg.full_map, per_query=per_query,
-                           memory_gb=cfg.eval_memory_gb)
+                           memory_gb=cfg.eval_memory_gb, precision=cfg.eval_precision)
 
 
 @dataclass
