@@ -7,7 +7,7 @@ process during it, and that peak minus the RSS before it (data, torch, faiss alr
 ratio = time / time of AccuracyCalculator on the same data (the plain reference). Usage:
 
     python benchmarks/knn.py [--threads 2] [--quick]
-    python benchmarks/knn.py --scale [--threads 2] [--quick] [--cases inat,longtail,inshop]
+    python benchmarks/knn.py --scale [--threads 2] [--quick] [--cases inat,longtail,inshop] [--impls ...]
 
 --scale measures R@1 + MAP@R at dataset scale (one function per case, ``scale_*``), each measurement
 in a fresh subprocess with a timeout: ctxsim (torch and faiss backends, the default memory budget),
@@ -19,7 +19,9 @@ fails; a failure is reported as it happened (exit status, timeout, MemoryError).
 measurement of the two large cases it waits (polling every 60 s, up to 40 min) until no
 ``pytest -q`` runs on the machine (a CI run sharing it). The results of ctxsim and
 AccuracyCalculator are compared (|diff| < 1e-6); for the long-tailed case, ctxsim's AP@R of 500
-seeded sample queries is compared with a float64 reference computed one query at a time.
+seeded sample queries is compared with a float64 reference computed one query at a time. Opt-in
+rows (--impls): ``ctxsim-float64`` (ctxsim with precision="float64": float64 scores by torch matmul,
+the default budget) and ``ctxsim-before``.
 faiss's speed depends on the OpenBLAS it bundles recognising the CPU (faiss-gpu 1.15.1's OpenBLAS
 0.3.15 takes some Xeons for "Prescott", about 4x slower); children inherit OPENBLAS_CORETYPE.
 """
@@ -207,6 +209,9 @@ SCALE_CASES = {
     "inshop": ("(c) In-Shop shape: 14,218 queries, 12,612 gallery, 3,985 classes, 512-d", scale_inshop, False),
 }  # name: (title, data function, needs more than ~4 GB somewhere: wait for CI first)
 SCALE_IMPLS = ("ctxsim-torch", "ctxsim-faiss", "pml", "pml-torchknn", "faiss-bare")
+# ctxsim's rows: implementation -> retrieval_results arguments (ctxsim-float64 is opt-in, --impls)
+CTXSIM_IMPLS = {"ctxsim-torch": {"backend": "torch"}, "ctxsim-faiss": {"backend": "faiss"},
+                "ctxsim-float64": {"backend": "torch", "precision": "float64"}}
 # opt-in (--impls): ctxsim's metrics module as it was before streaming (one first pass of depth max R for
 # every query, n x depth float64 tensors), loaded from git, faiss backend
 BEFORE_COMMIT = "f29ec1a"
@@ -297,8 +302,8 @@ def run_scale_one(spec: dict) -> dict:
     if impl == "ctxsim-before":
         res = retrieval_before(q, ql, g, gl, ks=(1,), backend="faiss")
         out = {"R@1": res["R@1"], "MAP@R": res["MAP@R"]}
-    elif impl.startswith("ctxsim"):
-        res, st = retrieval_results(q, ql, g, gl, ks=(1,), backend=impl.split("-")[1])
+    elif impl in CTXSIM_IMPLS:
+        res, st = retrieval_results(q, ql, g, gl, ks=(1,), **CTXSIM_IMPLS[impl])
         out = {"R@1": res["R@1"], "MAP@R": res["MAP@R"]}
     elif impl.startswith("pml"):
         knn = {"knn_func": CustomKNN(CosineSimilarity(), batch_size=4096)} if impl == "pml-torchknn" else {}
@@ -320,7 +325,7 @@ def run_scale_one(spec: dict) -> dict:
         raise ValueError(impl)
     dt = time.perf_counter() - t0
     peak = _status_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if impl in ("ctxsim-torch", "ctxsim-faiss") and spec["case"] == "longtail":
+    if impl in CTXSIM_IMPLS and spec["case"] == "longtail":
         extra["sample_ap"] = np.asarray(st["ap_at_r"])[_sample(len(q))].tolist()
     return {"time_s": dt, "peak_rss_mb": peak, "over_data_mb": peak - base, "metrics": out, **extra}
 
@@ -421,7 +426,7 @@ def scale_main(args) -> list[dict]:
             r1 = f"{m['R@1']:.6f}" if "R@1" in m else "-"
             mp = f"{m['MAP@R']:.6f}" if "MAP@R" in m else "-"
             print(f"| {impl} | {row['time_s']:.1f} | {row['peak_rss_mb']:.0f} | {row['over_data_mb']:.0f} | {r1} | {mp} | {note} |")
-        for ours in [i for i in rows if i in ("ctxsim-torch", "ctxsim-faiss") and "failed" not in rows[i]]:
+        for ours in [i for i in rows if i in CTXSIM_IMPLS and "failed" not in rows[i]]:
             for ref in [i for i in rows if i.startswith(("pml", "ctxsim-before")) and "failed" not in rows[i]]:
                 a, b = rows[ours]["metrics"], rows[ref]["metrics"]
                 d1, dm = abs(a["R@1"] - b["R@1"]), abs(a["MAP@R"] - b["MAP@R"])
