@@ -87,6 +87,7 @@ class CtxsimApp(App):
         self.baselines_changed = False
         self.reference = ReferenceCache()  # the paper's numbers and curves, read once for every screen
         self.last_read_ms: Optional[float] = None
+        self._detail_opening = False  # a detail's first read runs before its screen is shown
         self.sub_title = self.label
 
     def on_mount(self) -> None:
@@ -153,7 +154,16 @@ class CtxsimApp(App):
     def open_detail(self, job_id: int, tab: Optional[str] = None) -> None:
         from ctxsim.tui.screens.detail import DetailScreen
 
-        self.push_screen(DetailScreen(job_id, tab=tab))
+        if self._detail_opening:  # Enter pressed again while the first one's read runs
+            return
+        screen = DetailScreen(job_id, tab=tab)
+        self._detail_opening = True
+
+        def show() -> None:
+            self._detail_opening = False
+            self.push_screen(screen)
+
+        screen.prefetch_then(show)
 
     def open_diff(self, a: int, b: int) -> None:
         from ctxsim.tui.screens.diff import DiffScreen

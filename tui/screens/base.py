@@ -46,6 +46,7 @@ class DashScreen(Screen):
         super().__init__(**kw)
         self._in_flight = False
         self.loads = 0  # completed loads (tests wait on this)
+        self.skip_resume_poll = False  # set when a read just finished before the screen was shown
 
     @property
     def dash(self) -> Dashboard:
@@ -97,4 +98,7 @@ class DashScreen(Screen):
         """Hook: the status line's info after each load."""
 
     def on_screen_resume(self) -> None:
+        if self.skip_resume_poll:
+            self.skip_resume_poll = False
+            return
         self.poll()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+import threading
+from typing import Callable, Optional
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.widgets import Header, Static, TabbedContent, TabPane, Tabs
 
 from ctxsim.registry import history, queries
@@ -30,6 +32,7 @@ TABS = ("curves", "config", "log", "files")
 
 EVENTS_PAGE = 200  # events shown at first and added by each page back
 EVENTS_FOLLOW_MAX = 10_000  # events read per poll while following (all new ones in practice)
+PREFETCH_WAIT_S = 0.3  # the screen is shown after this even when its first read is not done
 
 
 class DetailScreen(DashScreen):
@@ -71,6 +74,51 @@ class DetailScreen(DashScreen):
         self._paper_loaded = False
         self.detail: Optional[dict] = None
         self._skipped: Optional[int] = None  # unreadable images the finished run skipped (done event)
+        # messages of a read that ran before the screen was mounted (prefetch), posted on mount
+        self._held: Optional[list[Message]] = None
+        self._held_lock = threading.Lock()
+        self._dash = None
+
+    @property
+    def dash(self):
+        return self._dash if self._dash is not None else self.app
+
+    def prefetch_then(self, show: Callable[[], None], wait_s: Optional[float] = None) -> None:
+        """Reads the run before the screen is shown, then calls ``show`` (which pushes it): when the
+        read is done, or after ``wait_s`` if it is slow. The read runs in a thread as every read
+        does; done first, it is not starved of the GIL by the new screen's layout and paint (each of
+        its SQLite calls would wait for the busy UI thread), and the screen's first frame has data."""
+        app = self._dash = self.app  # in the read thread an unmounted screen cannot find its app
+        self._held = []
+        self._in_flight = True
+        shown = False
+
+        def show_once() -> None:
+            nonlocal shown
+            if not shown:
+                shown = True
+                show()
+
+        timer = app.set_timer(PREFETCH_WAIT_S if wait_s is None else wait_s, show_once)
+
+        def read() -> None:
+            self._guarded(self.load)()
+            app.call_from_thread(done)
+
+        def done() -> None:
+            timer.stop()
+            if not shown:  # shown after its read: the first resume need not read again
+                self.skip_resume_poll = True
+            show_once()
+
+        app.run_worker(read, thread=True, group="detail-prefetch", exit_on_error=False)
+
+    def post_message(self, message: Message) -> bool:
+        with self._held_lock:  # the read thread posts while the UI thread may be mounting
+            if self._held is not None and isinstance(message, (DetailLoaded, LogLines, RegistryStatus)):
+                self._held.append(message)
+                return True
+        return super().post_message(message)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -95,7 +143,15 @@ class DetailScreen(DashScreen):
         yield KeyBar()
 
     def on_mount(self) -> None:
-        self.poll()
+        with self._held_lock:
+            held, self._held = self._held, None
+        if held is None:
+            self.poll()
+            return
+        handlers = {DetailLoaded: self.on_detail_loaded, LogLines: self.on_log_lines,
+                    RegistryStatus: self.on_registry_status}
+        for m in held:  # a prefetched read, applied before the first frame (no second read now)
+            handlers[type(m)](m)
 
     # --- reading (thread) ---------------------------------------------------------------------
     def load(self) -> None:
