@@ -23,7 +23,9 @@ Measures (median and p95 over ``--repeat``; wall time on this machine, nothing a
                         also cursor down while a refresh read runs in its thread
   launch                a new app at 80x24 until its runs table holds every job (``--launches`` times)
   filter                a status chosen in the filter bar -> the table filtered
-  detail open / back    Enter on a row -> the detail screen shows its first read; q -> the runs table
+  detail open / back    Enter on a row -> the detail screen shows its first read (its read runs
+                        before the screen is pushed and is applied before the first frame), then
+                        also until that frame is laid out and painted; q -> the runs table
 Peak memory: tracemalloc peak of the read path and the process's max RSS.
 The registry file is built once (SQLite, bulk insert through the ORM's tables) and reused.
 """
@@ -297,7 +299,7 @@ async def bench_app(reg, runs: int, repeat: int, out: dict) -> None:
         # open a run's detail (Enter: the screen is up and its first read is shown) and go back (q)
         from ctxsim.tui.screens.detail import DetailScreen
 
-        opened, back, settled = Clock(), Clock(), Clock()
+        opened, painted, back, settled = Clock(), Clock(), Clock(), Clock()
         for k in range(repeat):
             table.focus()
             table.move_to_key(str(runs - k % 10))
@@ -307,7 +309,9 @@ async def bench_app(reg, runs: int, repeat: int, out: dict) -> None:
             while not (isinstance(app.screen, DetailScreen) and app.screen.loads >= 1):
                 await asyncio.sleep(0)
             opened.stop()
-            await pilot.pause()
+            painted.start()
+            await pilot.pause()  # its layout and first full paint (the read's data is in it)
+            painted.stop()
             back.start()
             app._driver.send_message(events.Key("q", "q"))
             while not isinstance(app.screen, RunsScreen):
@@ -317,6 +321,7 @@ async def bench_app(reg, runs: int, repeat: int, out: dict) -> None:
             await pilot.pause()  # the runs screen's resume: its layout and repaint of the table
             settled.stop()
         out["detail: open (Enter -> first read shown)"] = opened.result()
+        out["detail: open, then the app idle (painted)"] = Clock.sum(opened, painted).result()
         out["detail: back (q -> runs table)"] = back.result()
         out["detail: back, then the app idle (repainted)"] = Clock.sum(back, settled).result()
 

@@ -34,6 +34,7 @@ class KeyedTable(DataTable):
         self._cells: dict[str, list[Any]] = {}
         self.cells_updated = 0  # counters for tests and the benchmark
         self.rebuilds = 0
+        self.reorders = 0  # syncs that only reordered the rows (a sort)
 
     BINDINGS = [
         Binding("j", "cursor_down", "Down", show=False),
@@ -84,15 +85,17 @@ class KeyedTable(DataTable):
         self.move_cursor(row=idx, animate=False)
         return True
 
-    def _fit_widths(self) -> None:
-        """Sizes every column to its widest cell now. DataTable measures new rows lazily (on its next
-        idle), so a column set or rows rebuilt just before a repaint could be drawn at label width."""
+    def _fit_widths(self, keys: Optional[set[str]] = None) -> None:
+        """Sizes every column to its widest cell now (of the rows of ``keys``: those not measured
+        before; columns only grow). DataTable measures new rows lazily (on its next idle), so a
+        column set or rows rebuilt just before a repaint could be drawn at label width."""
+        cells = self._cells.values() if keys is None else [self._cells[k] for k in keys if k in self._cells]
         for i, ck in enumerate(self._col_keys):
             col = self.columns.get(ck)  # type: ignore[call-overload]
             if col is None:
                 continue
             widest = max((cell_len(c[i].plain if isinstance(c[i], Text) else str(c[i]))
-                          for c in self._cells.values() if i < len(c)), default=0)
+                          for c in cells if i < len(c)), default=0)
             if widest > col.content_width:
                 col.content_width = widest
         self._require_update_dimensions = True
@@ -120,6 +123,59 @@ class KeyedTable(DataTable):
     def _quiet_ok(self) -> bool:
         return all(hasattr(self, a) for a in ("_data", "_row_locations", "_row_render_cache", "_cell_render_cache",
                                               "_row_renderable_cache", "_line_cache"))
+
+    def _add_rows_at_once(self, rows: Sequence[tuple[str, Sequence[Any]]]) -> bool:
+        """Fills an empty table as ``add_row`` per row would (same row data, heights and new-row
+        marks for DataTable's measuring), in one pass: add_row also re-sorts the columns twice and
+        re-sets the cursor reactive for every row, most of a 1,000-row rebuild. False where this
+        Textual's internals differ (the caller adds row by row)."""
+        try:
+            from textual._two_way_dict import TwoWayDict
+            from textual.widgets._data_table import Row
+
+            if self._data or self.rows or not isinstance(self._row_locations, TwoWayDict):
+                return False
+            columns = [c.key for c in self.ordered_columns]
+            locations, data, meta = {}, {}, {}
+            for i, (key, cells) in enumerate(rows):
+                if len(cells) > len(columns):
+                    return False
+                rk = RowKey(key)
+                if rk in locations:
+                    raise ValueError(f"duplicate row key {key!r}")
+                locations[rk] = i
+                data[rk] = dict(zip(columns, list(cells) + [None] * (len(columns) - len(cells))))
+                meta[rk] = Row(rk, 1, None, False)
+            self._row_locations = TwoWayDict(locations)
+            self._data.update(data)
+            self.rows.update(meta)
+            self._new_rows.update(meta)
+        except (ImportError, AttributeError, TypeError):
+            return False
+        self._require_update_dimensions = True
+        self.cursor_coordinate = self.cursor_coordinate
+        if rows and len(self.columns) > 0 and self.show_cursor and self.cursor_type != "none":
+            self._highlight_cursor()
+        self._update_count += 1
+        self.check_idle()
+        return True
+
+    def _reorder(self, keys: list[str]) -> bool:
+        """Puts the rows in ``keys``' order in place, as DataTable.sort does (its key function sees
+        cell values only, not the order wanted): no row is re-added. False where this Textual's
+        internals differ (the caller rebuilds)."""
+        try:
+            from textual._two_way_dict import TwoWayDict
+
+            if not isinstance(self._row_locations, TwoWayDict):
+                return False
+            self._row_locations = TwoWayDict({RowKey(k): i for i, k in enumerate(keys)})
+            self._update_count += 1
+        except (ImportError, AttributeError):
+            return False
+        self._order = keys
+        self.refresh()
+        return True
 
     def _drop_caches(self, cells: set[tuple[str, str]]) -> None:
         """Drops the cached renders of these (row key, column key) cells and of their rows' lines."""
@@ -183,13 +239,25 @@ class KeyedTable(DataTable):
         here = self.current_key()
         here_idx = self.cursor_row
         scroll_y = self.scroll_y
-        self.rebuilds += 1
-        self.clear(columns=False)
-        self._order = keys
-        self._cells = {k: list(c) for k, c in rows}
-        for key, cells in rows:
-            self.add_row(*cells, key=key)
-        self._fit_widths()
+        if len(keys) == len(self._order) and set(keys) == self._cells.keys() and self._reorder(keys):
+            self.reorders += 1  # a sort: the same rows in another order, cells compared as above
+            fresh = {k for k, cells in rows if (only is None or k in only) and cells != self._cells[k]}
+            for key, cells in rows:
+                if key in fresh:
+                    for i, (a, b) in enumerate(zip(self._cells[key], cells)):
+                        if a != b:
+                            self.update_cell(key, self._col_keys[i], b)
+                    self._cells[key] = list(cells)
+        else:
+            self.rebuilds += 1
+            fresh = {k for k, cells in rows if self._cells.get(k) != list(cells)}
+            self.clear(columns=False)
+            self._order = keys
+            self._cells = {k: list(c) for k, c in rows}
+            if not self._add_rows_at_once(rows):
+                for key, cells in rows:
+                    self.add_row(*cells, key=key)
+            self._fit_widths(fresh)
         if not keys:
             return
         if here is not None and here in self._cells:
