@@ -525,6 +525,38 @@ async def test_l_opens_the_log_and_events_follow_newest_without_gaps(make_app, s
         assert messages()[-1] == "attempt 1 by gpu01-w1 on GPUs 1"
 
 
+@sync
+async def test_w_wraps_long_log_lines_so_their_whole_text_is_on_screen(make_app, seeded, tmp_path):
+    from ctxsim.tui.widgets.log_tail import LogTail
+
+    run_dir = tmp_path / "run2"
+    run_dir.mkdir()
+    tail = "MAP@R 61.53 R@1 98.55 end-of-line"
+    long_line = "epoch 3: " + "x" * 120 + " " + tail
+    (run_dir / "stdout.log").write_text(f"epoch 1 loss 1.0\n{long_line}\n")
+    with seeded.begin() as s:
+        s.get(Job, 2).run_dir = str(run_dir)
+    app = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        det = await open_detail(pilot, "2", key="l")
+        log = det.query_one(LogTail)
+        await until(lambda: len(log.lines) == 2, what="the log read", pilot=pilot)
+        assert log.virtual_size.width > SMALL[0]  # whole lines: the tail is off screen to the right
+        await pilot.press("W")
+        await pilot.pause()
+        assert log.wrapped and len(log.lines) > 2
+        assert max(len(x) for x in log.lines) <= log.scrollable_content_region.width
+        assert "".join(x.removeprefix("  ") for x in log.lines[1:]) == long_line  # folded, nothing lost
+        with open(run_dir / "stdout.log", "a") as fh:  # lines that come later are folded too
+            fh.write("epoch 4: " + "y" * 150 + "\n")
+        await refreshed(pilot)
+        await until(lambda: any("yyyy" in x for x in log.lines[-2:]), what="the new line", pilot=pilot)
+        assert max(len(x) for x in log.lines) <= log.scrollable_content_region.width
+        await pilot.press("W")
+        await pilot.pause()
+        assert not log.wrapped and len(log.lines) == 3 and log.lines[1] == long_line
+
+
 def test_epoch_log_sink_lines():
     import io
 

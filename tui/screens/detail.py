@@ -48,6 +48,7 @@ class DetailScreen(DashScreen):
         Binding("4", "tab('files')", "Files", priority=True),
         Binding("a", "all_series", "Loss terms and R@K on/off", show=False),
         Binding("L", "log_scale", "Loss axis log/linear", show=False),
+        Binding("W", "wrap_log", "Log lines wrapped/whole", show=False),
         Binding("b", "older_events", "Older events", show=False),
         Binding("y", "copy", "Copy run command", show=False),
         Binding("e", "clone", "Clone into new-run form", show=False),
@@ -298,6 +299,13 @@ class DetailScreen(DashScreen):
         self.all_series = not self.all_series
         self._draw_curves()
         self.status.set_notice("loss terms and R@2..R@K shown" if self.all_series else "total loss, R@1 and MAP@R only")
+
+    def action_wrap_log(self) -> None:
+        """W: the log's long lines folded to the width (their whole text on screen) or scrolled."""
+        log = self.query_one(LogTail)
+        log.set_wrap(not log.wrapped)
+        self.action_tab("log")
+        self.status.set_notice("log lines wrapped" if log.wrapped else "log lines whole (← → scroll)")
 
     def action_log_scale(self) -> None:
         plot = self.query_one("#loss-plot", CurvePlot)
