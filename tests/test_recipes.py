@@ -248,23 +248,16 @@ def test_vit_s16_recipe_refuses_what_it_does_not_cover():
     assert recipe("cub", "hybrid", None, family="vit-s16-224").config_hash() != c.config_hash()
 
 
-def test_eval_memory_budget_is_a_setting_that_changes_no_result(monkeypatch):
-    """``--set eval.memory_gb=…`` reaches the metrics (ctxsim.eval.metrics: blocks within the budget);
-    it is left out of the hash and of comparability, as the results are exact at any budget."""
+def _evaluate_seeing_metric_kwargs(monkeypatch, config):
+    """Evaluates a tiny random model on synthetic data under ``config``; returns the keyword
+    arguments the metrics were called with, and the metrics."""
     import torch
 
     import ctxsim.eval.evaluate as evaluate
     from ctxsim.data import build_data
     from ctxsim.models import build_model
-    from ctxsim.report.comparability import NON_RESULT_KEYS
     from ctxsim.train.evaluation import evaluate_model
 
-    c = recipe("synthetic", "hybrid", 256)
-    small = c.with_sets(["eval.memory_gb=0.25"])
-    assert small.eval_memory_gb == 0.25 and small.config_hash() == c.config_hash()
-    assert "eval_memory_gb" in NON_RESULT_KEYS
-    with pytest.raises(ConfigError, match="eval.memory_gb must be > 0"):
-        c.with_sets(["eval.memory_gb=0"])
     seen = {}
     real = evaluate.retrieval_results
 
@@ -275,8 +268,23 @@ def test_eval_memory_budget_is_a_setting_that_changes_no_result(monkeypatch):
     monkeypatch.setattr(evaluate, "retrieval_results", spy)
     data = build_data("synthetic")
     torch.manual_seed(0)
-    model = build_model(arch=c.model.arch, pooling="avg", embedding_size=8, in_channels=data.in_channels).eval()
-    evaluate_model(model, data, small.with_overrides(num_workers=0), "cpu")
+    model = build_model(arch=config.model.arch, pooling="avg", embedding_size=8, in_channels=data.in_channels).eval()
+    return seen, evaluate_model(model, data, config.with_overrides(num_workers=0), "cpu")
+
+
+def test_eval_memory_budget_is_a_setting_that_changes_no_result(monkeypatch):
+    """``--set eval.memory_gb=…`` reaches the metrics (ctxsim.eval.metrics: blocks within the budget);
+    it is left out of the hash and of comparability, as the results are exact at any budget."""
+
+    from ctxsim.report.comparability import NON_RESULT_KEYS
+
+    c = recipe("synthetic", "hybrid", 256)
+    small = c.with_sets(["eval.memory_gb=0.25"])
+    assert small.eval_memory_gb == 0.25 and small.config_hash() == c.config_hash()
+    assert "eval_memory_gb" in NON_RESULT_KEYS
+    with pytest.raises(ConfigError, match="eval.memory_gb must be > 0"):
+        c.with_sets(["eval.memory_gb=0"])
+    seen, _ = _evaluate_seeing_metric_kwargs(monkeypatch, small)
     assert seen["memory_gb"] == 0.25
 
 
@@ -284,13 +292,7 @@ def test_eval_precision_is_a_setting_hashed_only_when_set(monkeypatch):
     """``--set eval.precision=float64`` reaches the metrics (float64 scores by torch matmul); at its default
     it leaves every config hash as it was (hashed unless float32), and it is not a deviation from the
     recipe (float rounding of near-tied scores, as ``deterministic``)."""
-    import torch
-
-    import ctxsim.eval.evaluate as evaluate
-    from ctxsim.data import build_data
-    from ctxsim.models import build_model
     from ctxsim.report.comparability import NON_RESULT_KEYS
-    from ctxsim.train.evaluation import evaluate_model
 
     c = recipe("synthetic", "hybrid", 256)
     assert c.eval_precision == "float32"
@@ -303,16 +305,5 @@ def test_eval_precision_is_a_setting_hashed_only_when_set(monkeypatch):
     assert "eval_precision" in NON_RESULT_KEYS
     with pytest.raises(ConfigError, match="eval.precision must be one of float32, float64; got 'float16'"):
         c.with_sets(["eval.precision=float16"])
-    seen = {}
-    real = evaluate.retrieval_results
-
-    def spy(*a, **kw):
-        seen.update(kw)
-        return real(*a, **kw)
-
-    monkeypatch.setattr(evaluate, "retrieval_results", spy)
-    data = build_data("synthetic")
-    torch.manual_seed(0)
-    model = build_model(arch=c.model.arch, pooling="avg", embedding_size=8, in_channels=data.in_channels).eval()
-    metrics = evaluate_model(model, data, wide.with_overrides(num_workers=0), "cpu")
+    seen, metrics = _evaluate_seeing_metric_kwargs(monkeypatch, wide)
     assert seen["precision"] == "float64" and 0 <= metrics["MAP@R"] <= 1
