@@ -113,6 +113,8 @@ def bootstrap_diffs(a, b, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
     resampled too (each side's own, with replacement: seeds are not paired) when ``resample_seeds``
     is true, by default when both sides have several; otherwise each side is its mean over seeds.
     """
+    import numpy as np
+
     A, B = _as_matrix("A", a), _as_matrix("B", b)
     if A.shape[1] != B.shape[1]:
         raise ValueError(f"A and B are evaluated on different query sets ({A.shape[1]} vs {B.shape[1]} queries)")
