@@ -114,10 +114,10 @@ def test_main_exits_with_the_error_s_own_code(monkeypatch, capsys):
 
     for exc, code in ((errors.JobNotFoundError("no job 7\ndetail"), 4), (RegistryError("locked"), 3),
                       (ConfigError("bad"), 2), (KeyboardInterrupt(), 130)):
-        def boom(exc=exc):
+        def boom(*_args, exc=exc, **_kw):
             raise exc
 
-        monkeypatch.setattr(main_mod, "app", boom)
+        monkeypatch.setattr(main_mod, "build_app", lambda modules=None: boom)  # main() builds its own app
         with pytest.raises(SystemExit) as ei:
             main_mod.main()
         assert ei.value.code == code
