@@ -28,6 +28,8 @@ PAPER_TABLE_LOSSES: dict[int, tuple[str, ...]] = {
 
 # ---- models ---------------------------------------------------------------------------------------
 ARCHS = ("resnet50", "tiny", "tiny_spatial")
+# score precisions of the retrieval metrics (``precision=`` of ctxsim.eval.metrics, ``eval.precision``)
+EVAL_PRECISIONS = ("float32", "float64")
 
 # ---- losses ---------------------------------------------------------------------------------------
 LOSSES = (

@@ -41,6 +41,8 @@ import os
 import numpy as np
 import torch
 
+from ctxsim.names import EVAL_PRECISIONS
+
 log = logging.getLogger(__name__)
 
 # Working memory of evaluation (GiB = 2**30 bytes) when neither the argument nor the environment says:
@@ -61,7 +63,7 @@ THRESHOLD_BYTES_PER_COLUMN = 24
 TOPK_BYTES_PER_SLOT_FLOAT64 = 112
 THRESHOLD_BYTES_PER_COLUMN_FLOAT64 = 48
 # precision argument -> dtype of the embeddings and scores
-PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+PRECISIONS = dict(zip(EVAL_PRECISIONS, (torch.float32, torch.float64)))
 # Share of the budget the torch searcher may use for one block of raw scores (queries x gallery).
 SCORE_SHARE = 0.25
 # A query's first pass goes straight to the reported first-hit depth when that is at most twice its

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Optional
 
 from ctxsim.errors import ConfigError
-from ctxsim.names import ARCHS, check_tracker_names
+from ctxsim.names import ARCHS, EVAL_PRECISIONS, check_tracker_names
 
 POOLINGS = ("gem", "max", "avg", "avgmax")
 BOTTLENECKS = ("identity", "linear")
@@ -27,7 +27,6 @@ SCHEDULES = ("step", "multistep", "none")
 SELECTS = ("last", "best")
 CONVENTIONS = ("224", "256")
 DEVICES = ("auto", "cpu", "cuda")
-EVAL_PRECISIONS = ("float32", "float64")  # eval.precision: the retrieval metrics' scores (ctxsim.eval.metrics)
 DECODES = ("cpu", "gpu")  # data.decode: where training JPEGs are decoded (ctxsim.data.gpu_decode)
 PROFILES = ("reference", "fixed")  # ctxsim.train.profiles: the reference code exactly, or corrected
 RECIPE_FAMILIES = ("paper", "vit-s16-224")  # ctxsim.train.recipes: the paper's ResNet-50 recipes, or DINO ViT-S/16
